@@ -1,0 +1,286 @@
+"""Eidolon settings: one file, configured from the environment.
+
+Every setting has a default that runs on a laptop with nothing but Python
+(SQLite under ``var/``, in-memory channel layer, local-memory cache).
+``DATABASE_URL`` and ``REDIS_URL`` switch to PostgreSQL and Redis for scale-out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from eidolon_site.logging import build_logging_config, configure_structlog
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+# --- core -------------------------------------------------------------------
+
+DEBUG = env_bool("EIDOLON_DEBUG", False)
+
+_DEVELOPMENT_SECRET_KEY = "django-insecure-eidolon-development-key-never-use-in-production"
+SECRET_KEY = env_str("EIDOLON_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "EIDOLON_SECRET_KEY must be set when EIDOLON_DEBUG is off "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+        )
+    SECRET_KEY = _DEVELOPMENT_SECRET_KEY
+
+ALLOWED_HOSTS = env_list(
+    "EIDOLON_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
+)
+if not DEBUG and not ALLOWED_HOSTS:
+    ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+CSRF_TRUSTED_ORIGINS = env_list("EIDOLON_CSRF_TRUSTED_ORIGINS", [])
+
+VAR_DIR = Path(env_str("EIDOLON_VAR_DIR") or BASE_DIR / "var")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_tasks",
+    "django_tasks_db",
+    "django_prometheus",
+    "django_structlog",
+    "health_check",
+    "eidolon_site",
+    "reliability",
+    "analyses",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "eidolon_site.middleware.RequestIDMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_structlog.middlewares.RequestMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "eidolon_site.urls"
+ASGI_APPLICATION = "eidolon_site.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ---------------------------------------------------------------
+
+# Statement timeout for PostgreSQL, in seconds (seed: DB_QUERY_TIMEOUT 5 s).
+EIDOLON_DB_STATEMENT_TIMEOUT = env_float("EIDOLON_DB_STATEMENT_TIMEOUT", 5.0, minimum=0.1)
+
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    if _database["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must be a postgres:// URL, got engine {_database['ENGINE']}"
+        )
+    _database["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    _database.setdefault("OPTIONS", {})
+    _database["OPTIONS"].setdefault(
+        "options", f"-c statement_timeout={int(EIDOLON_DB_STATEMENT_TIMEOUT * 1000)}"
+    )
+    _database["OPTIONS"].setdefault("connect_timeout", 2)
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _database = {
+        "ENGINE": "django_prometheus.db.backends.sqlite3",
+        "NAME": VAR_DIR / "eidolon.sqlite3",
+        "OPTIONS": {
+            # WAL lets a web process and a worker read while the other writes;
+            # IMMEDIATE transactions take the write lock up front, so concurrent
+            # writers wait on busy_timeout instead of failing with "database is locked".
+            "init_command": (
+                "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=20000;"
+            ),
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+        # A file, not :memory:, so tests can share the database with subprocesses.
+        "TEST": {"NAME": VAR_DIR / "test-eidolon.sqlite3"},
+    }
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- cache and channel layer -----------------------------------------------
+
+REDIS_URL = env_str("REDIS_URL")
+EIDOLON_CHANNEL_PREFIX = env_str("EIDOLON_CHANNEL_PREFIX", "eidolon")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_prometheus.cache.backends.redis.NativeRedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": EIDOLON_CHANNEL_PREFIX,
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{EIDOLON_CHANNEL_PREFIX}:asgi"},
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache",
+            "LOCATION": "eidolon",
+        }
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- background tasks -------------------------------------------------------
+
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+# --- auth, i18n, static -----------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("EIDOLON_STATIC_ROOT") or VAR_DIR / "static")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- security ---------------------------------------------------------------
+
+EIDOLON_HTTPS = env_bool("EIDOLON_HTTPS", False)
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if EIDOLON_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Load balancers probe health over plain HTTP on the private network.
+    SECURE_REDIRECT_EXEMPT = [r"^health(/|$)", r"^ht/", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("EIDOLON_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("EIDOLON_HSTS_PRELOAD", False)
+
+# --- logging ----------------------------------------------------------------
+
+EIDOLON_LOG_FORMAT = env_str("EIDOLON_LOG_FORMAT") or ("console" if DEBUG else "json")
+if EIDOLON_LOG_FORMAT not in {"console", "json"}:
+    raise ImproperlyConfigured(
+        f"EIDOLON_LOG_FORMAT must be 'console' or 'json', got {EIDOLON_LOG_FORMAT!r}"
+    )
+EIDOLON_LOG_LEVEL = (env_str("EIDOLON_LOG_LEVEL") or "INFO").upper()
+if EIDOLON_LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"EIDOLON_LOG_LEVEL is not a log level: {EIDOLON_LOG_LEVEL!r}")
+
+LOGGING = build_logging_config(log_format=EIDOLON_LOG_FORMAT, log_level=EIDOLON_LOG_LEVEL)
+configure_structlog(log_format=EIDOLON_LOG_FORMAT)
+
+# django-structlog: bind a request_id (the RequestIDMiddleware has already replaced
+# a missing or unsafe incoming X-Request-ID with a generated one) and the user id.
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
+DJANGO_STRUCTLOG_DJANGO_TASKS_ENABLED = False
+
+# --- Prometheus -------------------------------------------------------------
+
+PROMETHEUS_EXPORT_MIGRATIONS = False
