@@ -73,8 +73,11 @@ def redact_value(value: Any, secret_values: list[str], depth: int = 0) -> Any:
         return redact_text(value, secret_values)
     if isinstance(value, Mapping):
         return {
-            key: (REDACTED if isinstance(key, str) and _SECRET_KEY_PATTERN.search(key)
-                  else redact_value(item, secret_values, depth + 1))
+            key: (
+                REDACTED
+                if isinstance(key, str) and _SECRET_KEY_PATTERN.search(key)
+                else redact_value(item, secret_values, depth + 1)
+            )
             for key, item in value.items()
         }
     if isinstance(value, (list, tuple)):

@@ -33,7 +33,9 @@ class RequestIDMiddleware:
     sync_capable = True
     async_capable = True
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]):
+    def __init__(
+        self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
+    ):
         self.get_response = get_response
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)

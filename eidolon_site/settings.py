@@ -71,7 +71,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 DEBUG = env_bool("EIDOLON_DEBUG", False)
 
-_DEVELOPMENT_SECRET_KEY = "django-insecure-eidolon-development-key-never-use-in-production"
+_DEVELOPMENT_SECRET_KEY = "django-insecure-eidolon-development-key-never-use-in-production"  # noqa: S105
 SECRET_KEY = env_str("EIDOLON_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
@@ -150,23 +150,24 @@ TEMPLATES = [
 EIDOLON_DB_STATEMENT_TIMEOUT = env_float("EIDOLON_DB_STATEMENT_TIMEOUT", 5.0, minimum=0.1)
 
 DATABASE_URL = env_str("DATABASE_URL")
-if DATABASE_URL:
+if DATABASE_URL.startswith(("postgres://", "postgresql://")):
     _database = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
-    if _database["ENGINE"] != "django.db.backends.postgresql":
-        raise ImproperlyConfigured(
-            f"DATABASE_URL must be a postgres:// URL, got engine {_database['ENGINE']}"
-        )
     _database["ENGINE"] = "django_prometheus.db.backends.postgresql"
     _database.setdefault("OPTIONS", {})
     _database["OPTIONS"].setdefault(
         "options", f"-c statement_timeout={int(EIDOLON_DB_STATEMENT_TIMEOUT * 1000)}"
     )
     _database["OPTIONS"].setdefault("connect_timeout", 2)
-else:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+elif not DATABASE_URL or DATABASE_URL.startswith("sqlite:///"):
+    _sqlite_path = (
+        Path(DATABASE_URL.removeprefix("sqlite:///"))
+        if DATABASE_URL
+        else VAR_DIR / "eidolon.sqlite3"
+    )
+    _sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     _database = {
         "ENGINE": "django_prometheus.db.backends.sqlite3",
-        "NAME": VAR_DIR / "eidolon.sqlite3",
+        "NAME": _sqlite_path,
         "OPTIONS": {
             # WAL lets a web process and a worker read while the other writes;
             # IMMEDIATE transactions take the write lock up front, so concurrent
@@ -177,9 +178,14 @@ else:
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         },
-        # A file, not :memory:, so tests can share the database with subprocesses.
-        "TEST": {"NAME": VAR_DIR / "test-eidolon.sqlite3"},
+        # A file, not :memory:, so tests can share their database with subprocesses.
+        "TEST": {"NAME": _sqlite_path.with_name(f"test-{_sqlite_path.name}")},
     }
+else:
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be postgres://user@host:port/name or sqlite:////absolute/path, "
+        f"got a URL with scheme {DATABASE_URL.split(':', 1)[0]!r}"
+    )
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -190,7 +196,7 @@ EIDOLON_CHANNEL_PREFIX = env_str("EIDOLON_CHANNEL_PREFIX", "eidolon")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django_prometheus.cache.backends.redis.NativeRedisCache",
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": EIDOLON_CHANNEL_PREFIX,
         }
@@ -259,7 +265,7 @@ if EIDOLON_HTTPS:
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("EIDOLON_HSTS_SECONDS", 31_536_000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = env_bool("EIDOLON_HSTS_PRELOAD", False)
+    SECURE_HSTS_PRELOAD = env_bool("EIDOLON_HSTS_PRELOAD", True)
 
 # --- logging ----------------------------------------------------------------
 

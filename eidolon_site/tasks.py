@@ -13,6 +13,6 @@ logger = structlog.get_logger(__name__)
 
 @task()
 def ping(message: str = "ping") -> dict[str, object]:
-    """Return who ran it; enqueue with ``ping.enqueue("hello")`` and read ``result.return_value``."""
+    """Return who ran it: ``ping.enqueue("hello")``, then read ``result.return_value``."""
     logger.info("ping_task_ran", message=message)
     return {"pong": message, "host": socket.gethostname(), "pid": os.getpid()}

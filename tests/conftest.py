@@ -1,9 +1,10 @@
-"""Shared fixtures. Tests use the real database and real servers on loopback, never mocks of them."""
+"""Shared fixtures. Tests use a real database and real servers on loopback, not mocks."""
 
 from __future__ import annotations
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 
 
 def pytest_collection_modifyitems(config, items):
@@ -19,3 +20,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_postgres)
         if "redis" in item.keywords and not settings.REDIS_URL:
             item.add_marker(skip_redis)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collected_static_files():
+    """Debug is off in tests, so pages need the manifest that collectstatic writes."""
+    call_command("collectstatic", interactive=False, verbosity=0)

@@ -1,0 +1,59 @@
+"""The README's run command serves the web app and runs a worker that executes tasks."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests.processes import ROOT, ManagedProcess, free_port, subprocess_environment, wait_for_port
+
+ENQUEUE_AND_WAIT = """
+import time
+from django_tasks import TaskResultStatus
+from eidolon_site.tasks import ping
+result = ping.enqueue("hello-from-shell")
+deadline = time.monotonic() + 30
+while result.status != TaskResultStatus.SUCCESSFUL and time.monotonic() < deadline:
+    time.sleep(0.1)
+    result.refresh()
+print("TASK", result.status, result.return_value)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+class TestServe:
+    def test_serve__web_answers_and_worker_runs_a_task_enqueued_from_the_shell(self):
+        port = free_port()
+        env = subprocess_environment(EIDOLON_VENV=sys.prefix)
+        server = ManagedProcess(
+            [sys.executable, "scripts/dev.py", "serve", "--port", str(port)], env=env, name="serve"
+        )
+        try:
+            wait_for_port(port)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+                home = response.read().decode()
+            shell = subprocess.run(
+                [sys.executable, "manage.py", "shell", "-c", ENQUEUE_AND_WAIT],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            server.process.send_signal(signal.SIGTERM)
+            exit_code = server.process.wait(timeout=30)
+            server.stop()
+
+        assert "Eidolon" in home and "/admin/" in home
+        assert "TASK SUCCESSFUL" in shell.stdout, shell.stdout + shell.stderr
+        assert "hello-from-shell" in shell.stdout
+        assert any("Eidolon is running" in line for line in server.output())
+        assert exit_code == 0
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, "web server still listening"

@@ -1,0 +1,128 @@
+"""Real OS processes for tests: manage.py commands sharing the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url_of_test_database() -> str:
+    """A DATABASE_URL that points a subprocess at the database this test is using."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = quote(db.get("USER") or "postgres")
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+def subprocess_environment(**overrides: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTEST_", "DJANGO_SETTINGS_MODULE"))
+    }
+    env.update(
+        DATABASE_URL=database_url_of_test_database(),
+        EIDOLON_SECRET_KEY=settings.SECRET_KEY,
+        EIDOLON_LOG_FORMAT="json",
+        EIDOLON_DEBUG="false",
+        PYTHONUNBUFFERED="1",
+    )
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    env.update(overrides)
+    return env
+
+
+class ManagedProcess:
+    """A child process whose output lines are collected as they arrive."""
+
+    def __init__(self, args: Sequence[str], *, env: dict[str, str], name: str = "") -> None:
+        self.name = name or args[0]
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def manage(cls, *args: str, env: dict[str, str]) -> ManagedProcess:
+        return cls([sys.executable, "manage.py", *args], env=env, name=args[0])
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> list[str]:
+        with self._lock:
+            return list(self.lines)
+
+    def json_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.output() if line.strip()]
+
+    def wait_for(self, predicate: Callable[[str], bool], *, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.output():
+                if predicate(line):
+                    return line
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(
+            f"{self.name}: no matching line within {timeout}s; output:\n" + "\n".join(self.output())
+        )
+
+    def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._reader.join(timeout=5)
+        return self.process.returncode
+
+
+def wait_for_port(port: int, *, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
