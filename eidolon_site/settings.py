@@ -287,6 +287,51 @@ DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
 DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
 DJANGO_STRUCTLOG_DJANGO_TASKS_ENABLED = False
 
+# --- resilience (the seed's numbers are the defaults) ------------------------
+
+EIDOLON_AI_TIMEOUT = env_float("EIDOLON_AI_TIMEOUT", 90.0, minimum=0.1)
+EIDOLON_GIT_TIMEOUT = env_float("EIDOLON_GIT_TIMEOUT", 30.0, minimum=0.1)
+EIDOLON_FILE_IO_TIMEOUT = env_float("EIDOLON_FILE_IO_TIMEOUT", 10.0, minimum=0.1)
+EIDOLON_ANALYSIS_MAX_DURATION = env_float("EIDOLON_ANALYSIS_MAX_DURATION", 3600.0, minimum=1.0)
+
+EIDOLON_RETRY = {
+    "max_attempts": env_int("EIDOLON_RETRY_MAX_ATTEMPTS", 4, minimum=1),
+    "base_delay": env_float("EIDOLON_RETRY_BASE_DELAY", 1.0, minimum=0.0),
+    "max_delay": env_float("EIDOLON_RETRY_MAX_DELAY", 60.0, minimum=0.0),
+}
+EIDOLON_RETRY_BUDGET = {
+    "ratio": env_float("EIDOLON_RETRY_BUDGET_RATIO", 0.2, minimum=0.0),
+    "window": env_float("EIDOLON_RETRY_BUDGET_WINDOW", 60.0, minimum=1.0),
+    "min_retries": env_int("EIDOLON_RETRY_BUDGET_MIN_RETRIES", 3, minimum=0),
+}
+
+# Defaults for breakers and budgets created on first use; afterwards the admin owns them.
+EIDOLON_BREAKER_DEFAULTS = {
+    "anthropic": {
+        "failure_threshold": env_int("EIDOLON_AI_BREAKER_FAILURES", 3, minimum=1),
+        "recovery_timeout": env_float("EIDOLON_AI_BREAKER_RECOVERY", 120.0, minimum=0.0),
+        "slow_call_duration": EIDOLON_AI_TIMEOUT,
+        "half_open_max_duration": 2 * EIDOLON_AI_TIMEOUT,
+    },
+    "git": {
+        "failure_threshold": env_int("EIDOLON_GIT_BREAKER_FAILURES", 5, minimum=1),
+        "recovery_timeout": env_float("EIDOLON_GIT_BREAKER_RECOVERY", 60.0, minimum=0.0),
+        "slow_call_duration": EIDOLON_GIT_TIMEOUT,
+        "half_open_max_duration": 2 * EIDOLON_GIT_TIMEOUT,
+    },
+}
+EIDOLON_BUDGET_DEFAULTS = {
+    "anthropic": {
+        "requests_per_window": env_int("EIDOLON_AI_RPM", 50, minimum=1),
+        "input_tokens_per_window": env_int("EIDOLON_AI_INPUT_TPM", 40_000, minimum=1),
+        "output_tokens_per_window": env_int("EIDOLON_AI_OUTPUT_TPM", 8_000, minimum=1),
+        "requests_per_day": env_int("EIDOLON_AI_RPD", 5_000, minimum=1),
+        "tokens_per_day": env_int("EIDOLON_AI_TOKENS_PER_DAY", 0, minimum=0) or None,
+        "tokens_per_analysis": env_int("EIDOLON_AI_TOKENS_PER_ANALYSIS", 0, minimum=0) or None,
+        "window_seconds": env_float("EIDOLON_RATE_WINDOW", 60.0, minimum=0.01),
+    },
+}
+
 # --- Prometheus -------------------------------------------------------------
 
 PROMETHEUS_EXPORT_MIGRATIONS = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,3 +27,17 @@ def pytest_collection_modifyitems(config, items):
 def collected_static_files():
     """Debug is off in tests, so pages need the manifest that collectstatic writes."""
     call_command("collectstatic", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def disconnect_other_sessions_before_dropping_the_test_database(django_db_setup, django_db_blocker):
+    """Threads (``sync_to_async``, ``asyncio.to_thread``) and child processes keep their own
+    connections; PostgreSQL refuses to drop a database that still has sessions."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )

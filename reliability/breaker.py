@@ -1,0 +1,573 @@
+"""Circuit breakers over shared database state, in the manner of resilience4j's.
+
+A breaker admits or rejects each call (``admit``) and learns each outcome (``record``). Its
+state lives in one ``CircuitBreaker`` row that every process changes with single conditional
+``UPDATE`` statements; a ``generation`` number, bumped by every transition, makes each
+transition happen exactly once however many processes race for it, and keeps late outcomes of
+an earlier state from counting in the current one. No transaction is open while the guarded
+call runs: ``admit`` and ``record`` are separate, short statements around it.
+
+States: ``closed`` (admits; opens on N consecutive failures, or a failure-rate or slow-call-rate
+threshold over a sliding window holding at least ``minimum_calls``), ``open`` (rejects until the
+recovery timeout, then the next call moves it to ``half_open``), ``half_open`` (admits at most
+``half_open_max_calls`` probes at once; one failure reopens, ``half_open_success_threshold``
+successes close; if no probe settles it within ``half_open_max_duration`` it reopens), and the
+operator modes ``forced_open`` (rejects everything) and ``disabled`` (admits everything, still
+counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import structlog
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, FloatField, IntegerField, Q, Value, When
+from django.db.models.functions import Greatest
+
+from reliability import metrics
+from reliability.clock import SYSTEM_CLOCK, Clock
+from reliability.exceptions import CircuitOpenError
+from reliability.models import (
+    CONFIG_FIELDS,
+    BreakerState,
+    BreakerTransition,
+    CircuitBreaker,
+    WindowType,
+)
+from reliability.outcomes import BreakerVerdict
+from reliability.sql import update_returning
+
+logger = structlog.get_logger(__name__)
+
+SYSTEM_ACTOR = "system"
+TRANSITION_EVENTS = {
+    BreakerState.OPEN: "breaker_opened",
+    BreakerState.HALF_OPEN: "breaker_half_opened",
+    BreakerState.CLOSED: "breaker_closed",
+    BreakerState.FORCED_OPEN: "breaker_forced_open",
+    BreakerState.DISABLED: "breaker_disabled",
+}
+# How soon a caller turned away by a saturated half-open breaker may try again.
+HALF_OPEN_BUSY_RETRY_SECONDS = 1.0
+
+_WINDOW_FIELDS = (
+    "window_started_at",
+    "window_calls",
+    "window_failures",
+    "window_slow_calls",
+    "previous_window_calls",
+    "previous_window_failures",
+    "previous_window_slow_calls",
+)
+_ADMISSION_FIELDS = ("id", "name", "state", "generation", "state_changed_at", *CONFIG_FIELDS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Permit:
+    """Permission for one call, to be handed back to ``record`` with its outcome."""
+
+    breaker_id: int
+    name: str
+    generation: int
+    state: str  # the state that admitted the call: closed, half_open or disabled
+    window_type: str
+    window_size: int
+    slow_call_duration: float
+
+    @property
+    def is_probe(self) -> bool:
+        return self.state == BreakerState.HALF_OPEN
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    calls: float
+    failure_rate: float  # percent
+    slow_rate: float  # percent
+
+
+def breaker_defaults(name: str) -> dict[str, Any]:
+    return dict(settings.EIDOLON_BREAKER_DEFAULTS.get(name, {}))
+
+
+def get_or_create_breaker(name: str, *, clock: Clock = SYSTEM_CLOCK) -> CircuitBreaker:
+    """The named breaker, created on first use with the defaults from settings."""
+    try:
+        return CircuitBreaker.objects.get(name=name)
+    except CircuitBreaker.DoesNotExist:
+        pass
+    now = clock.now()
+    try:
+        with transaction.atomic():
+            return CircuitBreaker.objects.create(
+                name=name, state_changed_at=now, window_started_at=now, **breaker_defaults(name)
+            )
+    except IntegrityError:  # another process created it first
+        return CircuitBreaker.objects.get(name=name)
+
+
+def _admission_row(name: str, clock: Clock) -> dict[str, Any]:
+    row = CircuitBreaker.objects.filter(name=name).values(*_ADMISSION_FIELDS).first()
+    if row is None:
+        get_or_create_breaker(name, clock=clock)
+        row = CircuitBreaker.objects.filter(name=name).values(*_ADMISSION_FIELDS).get()
+    return row
+
+
+def _permit(row: dict[str, Any], *, state: str, generation: int) -> Permit:
+    return Permit(
+        breaker_id=row["id"],
+        name=row["name"],
+        generation=generation,
+        state=state,
+        window_type=row["window_type"],
+        window_size=row["window_size"],
+        slow_call_duration=row["slow_call_duration"],
+    )
+
+
+def admit(name: str, *, clock: Clock = SYSTEM_CLOCK) -> Permit:
+    """Admit one call through breaker ``name`` or raise ``CircuitOpenError`` at once."""
+    row = _admission_row(name, clock)
+    if (
+        row["state"] == BreakerState.OPEN
+        and clock.now() >= row["state_changed_at"] + row["recovery_timeout"]
+    ):
+        _transition(
+            row["id"],
+            expected=(BreakerState.OPEN, row["generation"]),
+            to_state=BreakerState.HALF_OPEN,
+            reason=f"recovery timeout of {row['recovery_timeout']:g} s elapsed",
+            clock=clock,
+        )
+        # Whoever won that race, the breaker has moved on: admit by its state now.
+        row = _admission_row(name, clock)
+    return _admit_in_state(row, clock=clock)
+
+
+def _admit_in_state(row: dict[str, Any], *, clock: Clock) -> Permit:
+    state = row["state"]
+    if state in (BreakerState.CLOSED, BreakerState.DISABLED):
+        return _permit(row, state=state, generation=row["generation"])
+    if state == BreakerState.HALF_OPEN:
+        return _admit_probe(row, clock=clock)
+    if state == BreakerState.OPEN:
+        _reject(row, retry_at=row["state_changed_at"] + row["recovery_timeout"])
+    _reject(row, retry_at=None, detail="forced open by an operator")
+
+
+def _admit_probe(row: dict[str, Any], *, clock: Clock) -> Permit:
+    now = clock.now()
+    if now >= row["state_changed_at"] + row["half_open_max_duration"]:
+        _transition(
+            row["id"],
+            expected=(BreakerState.HALF_OPEN, row["generation"]),
+            to_state=BreakerState.OPEN,
+            reason=(f"no probe settled within {row['half_open_max_duration']:g} s of half-open"),
+            clock=clock,
+        )
+        _reject(row, retry_at=now + row["recovery_timeout"])
+    slot = update_returning(
+        CircuitBreaker,
+        pk=row["id"],
+        condition=Q(
+            state=BreakerState.HALF_OPEN,
+            generation=row["generation"],
+            half_open_in_flight__lt=F("half_open_max_calls"),
+        ),
+        values={"half_open_in_flight": F("half_open_in_flight") + 1},
+        returning=["generation"],
+    )
+    if slot is None:
+        _reject(
+            row,
+            retry_at=now + HALF_OPEN_BUSY_RETRY_SECONDS,
+            detail=f"{row['half_open_max_calls']} probe(s) already in flight",
+        )
+    return _permit(row, state=BreakerState.HALF_OPEN, generation=slot["generation"])
+
+
+def _reject(row: dict[str, Any], *, retry_at: float | None, detail: str = "") -> NoReturn:
+    CircuitBreaker.objects.filter(pk=row["id"]).update(total_rejected=F("total_rejected") + 1)
+    metrics.breaker_rejections.labels(breaker=row["name"], state=row["state"]).inc()
+    raise CircuitOpenError(
+        breaker=row["name"], state=row["state"], retry_at=retry_at, detail=detail
+    )
+
+
+def record(
+    permit: Permit,
+    verdict: BreakerVerdict,
+    *,
+    duration: float,
+    reason: str = "",
+    clock: Clock = SYSTEM_CLOCK,
+) -> None:
+    """Count the outcome of a call admitted by ``permit``; open or close the breaker if due."""
+    slow = duration >= permit.slow_call_duration
+    metrics.breaker_calls.labels(breaker=permit.name, outcome=verdict.value).inc()
+    if permit.is_probe:
+        _record_probe(permit, verdict, slow=slow, reason=reason, clock=clock)
+    else:
+        _record_in_window(permit, verdict, slow=slow, reason=reason, clock=clock)
+
+
+def _total_field(verdict: BreakerVerdict) -> str:
+    return {
+        BreakerVerdict.SUCCESS: "total_successes",
+        BreakerVerdict.FAILURE: "total_failures",
+        BreakerVerdict.IGNORED: "total_ignored",
+    }[verdict]
+
+
+def _record_probe(
+    permit: Permit, verdict: BreakerVerdict, *, slow: bool, reason: str, clock: Clock
+) -> None:
+    total = _total_field(verdict)
+    failed = verdict is BreakerVerdict.FAILURE or (verdict is BreakerVerdict.SUCCESS and slow)
+    current_probe = Q(state=BreakerState.HALF_OPEN, generation=permit.generation)
+    released = {
+        "half_open_in_flight": Greatest(F("half_open_in_flight") - 1, Value(0)),
+        total: F(total) + 1,
+    }
+    if failed:
+        CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
+        why = "probe was slow" if verdict is BreakerVerdict.SUCCESS else f"probe failed: {reason}"
+        _transition(
+            permit.breaker_id,
+            expected=(BreakerState.HALF_OPEN, permit.generation),
+            to_state=BreakerState.OPEN,
+            reason=why,
+            clock=clock,
+        )
+        return
+    if verdict is BreakerVerdict.IGNORED:
+        if not CircuitBreaker.objects.filter(current_probe, pk=permit.breaker_id).update(
+            **released
+        ):
+            CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
+        return
+    row = update_returning(
+        CircuitBreaker,
+        pk=permit.breaker_id,
+        condition=current_probe,
+        values={**released, "half_open_successes": F("half_open_successes") + 1},
+        returning=["half_open_successes", "half_open_success_threshold"],
+    )
+    if row is None:  # the breaker moved on while this probe ran; count it, decide nothing
+        CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
+        return
+    if row["half_open_successes"] >= row["half_open_success_threshold"]:
+        _transition(
+            permit.breaker_id,
+            expected=(BreakerState.HALF_OPEN, permit.generation),
+            to_state=BreakerState.CLOSED,
+            reason=f"{row['half_open_successes']} successful probe(s)",
+            clock=clock,
+        )
+
+
+def _window_update(
+    *, window_type: str, size: int, now: float, failed: bool, slow: bool
+) -> dict[str, Any]:
+    """Column updates that add one call to a two-bucket sliding window, rolling it if due.
+
+    The window keeps the current bucket and the previous one; the estimate weights the previous
+    bucket by how much of it still lies inside the window (a sliding-window counter). SQL
+    evaluates every right-hand side on the old row, so the roll and the increment are one step.
+    """
+    increments = {
+        ("window_calls", "previous_window_calls"): 1,
+        ("window_failures", "previous_window_failures"): int(failed),
+        ("window_slow_calls", "previous_window_slow_calls"): int(slow),
+    }
+    if window_type == WindowType.TIME:
+        stale = Q(window_started_at__lte=now - 2 * size)
+        rolled = Q(window_started_at__lte=now - size)
+        values: dict[str, Any] = {
+            "window_started_at": Case(
+                When(stale, then=Value(now)),
+                When(rolled, then=F("window_started_at") + size),
+                default=F("window_started_at"),
+                output_field=FloatField(),
+            )
+        }
+        for (current, previous), increment in increments.items():
+            values[previous] = Case(
+                When(stale, then=Value(0)),
+                When(rolled, then=F(current)),
+                default=F(previous),
+                output_field=IntegerField(),
+            )
+            values[current] = Case(
+                When(rolled, then=Value(increment)),
+                default=F(current) + increment,
+                output_field=IntegerField(),
+            )
+        return values
+    rolled = Q(window_calls__gte=size)
+    values = {}
+    for (current, previous), increment in increments.items():
+        values[previous] = Case(
+            When(rolled, then=F(current)), default=F(previous), output_field=IntegerField()
+        )
+        values[current] = Case(
+            When(rolled, then=Value(increment)),
+            default=F(current) + increment,
+            output_field=IntegerField(),
+        )
+    return values
+
+
+def window_stats(row: dict[str, Any] | CircuitBreaker, *, now: float) -> WindowStats:
+    """Estimated calls, failure rate and slow-call rate over the sliding window at ``now``."""
+    get = row.__getitem__ if isinstance(row, dict) else lambda key: getattr(row, key)
+    size = get("window_size")
+    current = (get("window_calls"), get("window_failures"), get("window_slow_calls"))
+    previous = (
+        get("previous_window_calls"),
+        get("previous_window_failures"),
+        get("previous_window_slow_calls"),
+    )
+    if get("window_type") == WindowType.TIME:
+        elapsed = now - get("window_started_at")
+        if elapsed >= 2 * size:  # both buckets have slid out, though no call has rolled them
+            return WindowStats(calls=0.0, failure_rate=0.0, slow_rate=0.0)
+        if elapsed >= size:
+            previous, current, elapsed = current, (0, 0, 0), elapsed - size
+        weight = 1.0 - elapsed / size
+    else:
+        weight = 1.0 - current[0] / size
+    weight = min(1.0, max(0.0, weight))
+    calls, failures, slow = (p * weight + c for p, c in zip(previous, current, strict=True))
+    if calls <= 0:
+        return WindowStats(calls=0.0, failure_rate=0.0, slow_rate=0.0)
+    return WindowStats(
+        calls=calls, failure_rate=100 * failures / calls, slow_rate=100 * slow / calls
+    )
+
+
+def _record_in_window(
+    permit: Permit, verdict: BreakerVerdict, *, slow: bool, reason: str, clock: Clock
+) -> None:
+    total = _total_field(verdict)
+    if verdict is BreakerVerdict.IGNORED:
+        CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
+        return
+    failed = verdict is BreakerVerdict.FAILURE
+    now = clock.now()
+    values = {
+        **_window_update(
+            window_type=permit.window_type,
+            size=permit.window_size,
+            now=now,
+            failed=failed,
+            slow=slow,
+        ),
+        "consecutive_failures": F("consecutive_failures") + 1 if failed else Value(0),
+        total: F(total) + 1,
+    }
+    same_state = Q(state=permit.state, generation=permit.generation)
+    if not failed and not slow:
+        # The common path: one statement, nothing to decide.
+        if not CircuitBreaker.objects.filter(same_state, pk=permit.breaker_id).update(**values):
+            CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
+        return
+    row = update_returning(
+        CircuitBreaker,
+        pk=permit.breaker_id,
+        condition=same_state,
+        values=values,
+        returning=[
+            "consecutive_failures",
+            "window_type",
+            "window_size",
+            *_WINDOW_FIELDS,
+            *CONFIG_FIELDS,
+        ],
+    )
+    if row is None:
+        CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
+        return
+    if permit.state != BreakerState.CLOSED:
+        return  # disabled breakers count but never trip
+    if why := _reason_to_open(row, now=now, last_failure=reason if failed else ""):
+        _transition(
+            permit.breaker_id,
+            expected=(BreakerState.CLOSED, permit.generation),
+            to_state=BreakerState.OPEN,
+            reason=why,
+            clock=clock,
+        )
+
+
+def _reason_to_open(row: dict[str, Any], *, now: float, last_failure: str) -> str:
+    suffix = f"; last: {last_failure}" if last_failure else ""
+    if row["consecutive_failures"] >= row["failure_threshold"]:
+        return f"{row['consecutive_failures']} consecutive failures{suffix}"
+    stats = window_stats(row, now=now)
+    if stats.calls < row["minimum_calls"]:
+        return ""
+    if stats.failure_rate >= row["failure_rate_threshold"]:
+        return (
+            f"failure rate {stats.failure_rate:.0f}% over {stats.calls:.0f} calls "
+            f"(threshold {row['failure_rate_threshold']:g}%){suffix}"
+        )
+    if stats.slow_rate >= row["slow_call_rate_threshold"]:
+        return (
+            f"slow-call rate {stats.slow_rate:.0f}% over {stats.calls:.0f} calls "
+            f"(threshold {row['slow_call_rate_threshold']:g}%, slow = "
+            f"{row['slow_call_duration']:g} s or more)"
+        )
+    return ""
+
+
+def _fresh_state_values(now: float) -> dict[str, Any]:
+    return {
+        "generation": F("generation") + 1,
+        "state_changed_at": Value(now),
+        "consecutive_failures": Value(0),
+        "window_started_at": Value(now),
+        "window_calls": Value(0),
+        "window_failures": Value(0),
+        "window_slow_calls": Value(0),
+        "previous_window_calls": Value(0),
+        "previous_window_failures": Value(0),
+        "previous_window_slow_calls": Value(0),
+        "half_open_in_flight": Value(0),
+        "half_open_successes": Value(0),
+    }
+
+
+def _transition(
+    breaker_id: int,
+    *,
+    expected: tuple[str, int] | None,
+    to_state: str,
+    reason: str,
+    clock: Clock,
+    actor: str = SYSTEM_ACTOR,
+) -> bool:
+    """Move the breaker to ``to_state`` if it is still in ``expected`` (state, generation).
+
+    Exactly one of the processes racing for the same transition wins; the winner writes the
+    history row in the same short transaction. ``expected=None`` (operators) always applies.
+    """
+    now = clock.now()
+    condition = None
+    if expected is not None:
+        condition = Q(state=expected[0], generation=expected[1])
+    with transaction.atomic():
+        current = CircuitBreaker.objects.filter(pk=breaker_id)
+        if expected is None:  # an operator's change: know exactly what it replaces
+            current = current.select_for_update()
+        previous = current.values("state").first()
+        if previous is None:
+            return False
+        row = update_returning(
+            CircuitBreaker,
+            pk=breaker_id,
+            condition=condition,
+            values={"state": Value(to_state), **_fresh_state_values(now)},
+            returning=["generation", "name"],
+        )
+        if row is None:
+            return False
+        from_state = expected[0] if expected is not None else previous["state"]
+        BreakerTransition.objects.create(
+            breaker_id=breaker_id,
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
+            actor=actor,
+            generation=row["generation"],
+            created_at=datetime.fromtimestamp(now, tz=UTC),
+        )
+    metrics.breaker_transitions.labels(
+        breaker=row["name"], from_state=from_state, to_state=to_state
+    ).inc()
+    log = (
+        logger.warning if to_state in (BreakerState.OPEN, BreakerState.FORCED_OPEN) else logger.info
+    )
+    log(
+        TRANSITION_EVENTS[to_state],
+        breaker=row["name"],
+        from_state=from_state,
+        to_state=to_state,
+        reason=reason,
+        actor=actor,
+        generation=row["generation"],
+    )
+    return True
+
+
+# --- operator actions (admin, CLI) ---------------------------------------------------------
+
+
+class BreakerActionError(ValueError):
+    """An operator action that does not apply to the breaker's current state."""
+
+
+def _operator_transition(
+    *, name: str, to_state: str, actor: str, reason: str, clock: Clock
+) -> CircuitBreaker:
+    breaker = get_or_create_breaker(name, clock=clock)
+    _transition(
+        breaker.pk, expected=None, to_state=to_state, reason=reason, clock=clock, actor=actor
+    )
+    breaker.refresh_from_db()
+    return breaker
+
+
+def breaker_reset(
+    *, name: str, actor: str, reason: str = "reset by operator", clock: Clock = SYSTEM_CLOCK
+) -> CircuitBreaker:
+    """Close the breaker and clear its counts (also ends forced-open and disabled)."""
+    return _operator_transition(
+        name=name, to_state=BreakerState.CLOSED, actor=actor, reason=reason, clock=clock
+    )
+
+
+def breaker_force_open(
+    *, name: str, actor: str, reason: str = "forced open by operator", clock: Clock = SYSTEM_CLOCK
+) -> CircuitBreaker:
+    """Reject every call until an operator resets or enables the breaker."""
+    return _operator_transition(
+        name=name, to_state=BreakerState.FORCED_OPEN, actor=actor, reason=reason, clock=clock
+    )
+
+
+def breaker_disable(
+    *, name: str, actor: str, reason: str = "disabled by operator", clock: Clock = SYSTEM_CLOCK
+) -> CircuitBreaker:
+    """Admit every call (outcomes are still counted) until an operator enables it."""
+    return _operator_transition(
+        name=name, to_state=BreakerState.DISABLED, actor=actor, reason=reason, clock=clock
+    )
+
+
+def breaker_enable(
+    *, name: str, actor: str, reason: str = "enabled by operator", clock: Clock = SYSTEM_CLOCK
+) -> CircuitBreaker:
+    """Return a forced-open or disabled breaker to normal operation (closed)."""
+    state = get_or_create_breaker(name, clock=clock).state
+    if state not in (BreakerState.FORCED_OPEN, BreakerState.DISABLED):
+        raise BreakerActionError(
+            f"breaker '{name}' is {state}, not forced open or disabled: nothing to enable "
+            "(use reset to close it)"
+        )
+    return _operator_transition(
+        name=name, to_state=BreakerState.CLOSED, actor=actor, reason=reason, clock=clock
+    )
+
+
+OPERATOR_ACTIONS = {
+    "reset": breaker_reset,
+    "force_open": breaker_force_open,
+    "disable": breaker_disable,
+    "enable": breaker_enable,
+}

@@ -1,0 +1,57 @@
+"""Time, injectable: shared state uses wall-clock epoch seconds; tests use a fake clock.
+
+Breaker and budget state is shared by processes (possibly on several hosts), so it is
+expressed in epoch seconds (``now()``); keep hosts NTP-synchronised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Wall-clock time, epoch seconds."""
+
+    def monotonic(self) -> float:
+        """For measuring durations only."""
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class FakeClock:
+    """A clock that only moves when told to; ``sleep`` advances it instantly."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self._now = start
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self._now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+SYSTEM_CLOCK = SystemClock()

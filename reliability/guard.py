@@ -1,0 +1,399 @@
+"""The one composition every outbound call goes through.
+
+    retry ( breaker admission -> budget acquire -> timeout -> call -> record outcome
+            -> reconcile tokens )
+
+Each attempt is admitted, budgeted and recorded on its own, so a retried request is charged
+again and counted again. The SDK's own retries must be off (``max_retries=0``): this is the
+only retry layer. Per attempt the database is touched twice (admit + reserve, then settle),
+never while the call is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import structlog
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from reliability import breaker, metrics, ratelimit
+from reliability.clock import SYSTEM_CLOCK, Clock
+from reliability.exceptions import CallTimeoutError, DeadlineExceededError, format_epoch
+from reliability.outcomes import SUCCESS, BreakerVerdict, Outcome, classify_exception
+from reliability.retry import RetryBudget, RetryPolicy
+
+logger = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+# With a 429 that names no retry-after, pause the budget this long.
+DEFAULT_RATE_LIMIT_PAUSE = 1.0
+
+
+@dataclass(frozen=True)
+class TokenEstimate:
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Why and until when a guarded call is waiting, for progress reports."""
+
+    reason: str  # "rate_budget" or "retry_backoff"
+    until: float
+
+    def describe(self) -> str:
+        what = "the rate budget" if self.reason == "rate_budget" else "a retry"
+        return f"waiting for {what} until {format_epoch(self.until)}"
+
+
+@dataclass
+class Attempt:
+    """Handed to the guarded function; it reports what the response said."""
+
+    number: int
+    deadline: float | None
+    timeout: float
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def observe(
+        self,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if input_tokens is not None:
+            self.input_tokens = input_tokens
+        if output_tokens is not None:
+            self.output_tokens = output_tokens
+        if headers is not None:
+            self.headers = headers
+
+
+@dataclass(frozen=True)
+class AttemptReport:
+    """One attempt as it ended: what an operator's cost view (``LLMCall``) records."""
+
+    target: str
+    number: int
+    outcome: Outcome
+    duration: float
+    input_tokens: int
+    output_tokens: int
+    will_retry: bool
+
+
+class Guard:
+    """Guard the calls to one target (breaker ``target``, optional rate ``budget``)."""
+
+    def __init__(
+        self,
+        *,
+        target: str,
+        budget: str | None,
+        timeout: float,
+        retry_policy: RetryPolicy,
+        retry_budget: RetryBudget,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        classify: Callable[..., Outcome] = classify_exception,
+    ) -> None:
+        self.target = target
+        self.budget = budget
+        self.timeout = timeout
+        self.retry_policy = retry_policy
+        self.retry_budget = retry_budget
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.classify = classify
+
+    async def call(
+        self,
+        fn: Callable[[Attempt], Awaitable[T]],
+        *,
+        estimate: TokenEstimate | None = None,
+        deadline: float | None = None,
+        analysis_tokens_used: int | None = None,
+        on_wait: Callable[[Wait], None] | None = None,
+        on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None = None,
+    ) -> T:
+        """Call ``fn`` under the breaker, budget, timeout and retry policy; return its result.
+
+        Raises ``CircuitOpenError``, ``BudgetExhaustedError`` or ``DeadlineExceededError``
+        without calling out, or the last attempt's own error when it is not worth retrying.
+        """
+        estimate = estimate or TokenEstimate(0, 0)
+        self.retry_budget.record_call()
+        number = 0
+        while True:
+            number += 1
+            try:
+                return await self._attempt(
+                    fn,
+                    number=number,
+                    estimate=estimate,
+                    deadline=deadline,
+                    analysis_tokens_used=analysis_tokens_used,
+                    on_wait=on_wait,
+                    on_attempt=on_attempt,
+                )
+            except _Retry as retry:
+                if on_wait is not None:
+                    on_wait(Wait("retry_backoff", self.clock.now() + retry.delay))
+                await self.clock.sleep(retry.delay)
+
+    async def _attempt(
+        self,
+        fn: Callable[[Attempt], Awaitable[T]],
+        *,
+        number: int,
+        estimate: TokenEstimate,
+        deadline: float | None,
+        analysis_tokens_used: int | None,
+        on_wait: Callable[[Wait], None] | None,
+        on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None,
+    ) -> T:
+        permit, reservation = await sync_to_async(self._begin)(
+            estimate=estimate, deadline=deadline, analysis_tokens_used=analysis_tokens_used
+        )
+        attempt: Attempt | None = None
+        started = self.clock.monotonic()
+        try:
+            if reservation is not None:
+                reservation = await ratelimit.wait_for_slot(
+                    reservation,
+                    reserve_again=lambda: self._reserve(estimate, deadline, analysis_tokens_used),
+                    on_wait=(lambda until: on_wait(Wait("rate_budget", until)))
+                    if on_wait
+                    else None,
+                    clock=self.clock,
+                )
+            timeout = self._timeout_before(deadline)
+            attempt = Attempt(number=number, deadline=deadline, timeout=timeout)
+            started = self.clock.monotonic()
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await fn(attempt)
+            except TimeoutError as exc:
+                raise CallTimeoutError(target=self.target, timeout=timeout) from exc
+        except BaseException as exc:
+            outcome = self.classify(exc, now=self.clock.now())
+            called = attempt is not None
+            duration = self.clock.monotonic() - started if called else 0.0
+            will_retry, delay, refusal = self._retry_decision(
+                outcome, number=number, deadline=deadline, called=called
+            )
+            await sync_to_async(self._settle)(
+                permit,
+                reservation,
+                outcome,
+                attempt=attempt,
+                estimate=estimate,
+                duration=duration,
+                called=called,
+            )
+            await self._report(on_attempt, number, outcome, duration, attempt, estimate, will_retry)
+            if will_retry:
+                raise _Retry(delay) from exc
+            if refusal is not None:
+                raise refusal from exc
+            raise
+        duration = self.clock.monotonic() - started
+        await sync_to_async(self._settle)(
+            permit,
+            reservation,
+            SUCCESS,
+            attempt=attempt,
+            estimate=estimate,
+            duration=duration,
+            called=True,
+        )
+        await self._report(on_attempt, number, SUCCESS, duration, attempt, estimate, False)
+        return result
+
+    def _timeout_before(self, deadline: float | None) -> float:
+        if deadline is None:
+            return self.timeout
+        remaining = deadline - self.clock.now()
+        if remaining <= 0:
+            raise DeadlineExceededError(
+                f"deadline for '{self.target}' passed before the call could start",
+                deadline=deadline,
+            )
+        return min(self.timeout, remaining)
+
+    def _reserve(
+        self, estimate: TokenEstimate, deadline: float | None, analysis_tokens_used: int | None
+    ) -> ratelimit.Reservation:
+        assert self.budget is not None
+        return ratelimit.reserve(
+            self.budget,
+            input_tokens=estimate.input_tokens,
+            output_tokens=estimate.output_tokens,
+            deadline=deadline,
+            analysis_tokens_used=analysis_tokens_used,
+            clock=self.clock,
+        )
+
+    def _begin(
+        self, *, estimate: TokenEstimate, deadline: float | None, analysis_tokens_used: int | None
+    ) -> tuple[breaker.Permit, ratelimit.Reservation | None]:
+        """Admission then budget, in one trip to the database thread."""
+        permit = breaker.admit(self.target, clock=self.clock)
+        if self.budget is None:
+            return permit, None
+        try:
+            return permit, self._reserve(estimate, deadline, analysis_tokens_used)
+        except BaseException:
+            # Not called: hand the permit back so a half-open probe slot is not lost.
+            breaker.record(permit, BreakerVerdict.IGNORED, duration=0.0, clock=self.clock)
+            raise
+
+    def _settle(
+        self,
+        permit: breaker.Permit,
+        reservation: ratelimit.Reservation | None,
+        outcome: Outcome,
+        *,
+        attempt: Attempt | None,
+        estimate: TokenEstimate,
+        duration: float,
+        called: bool,
+    ) -> None:
+        """Record the outcome, correct the budget, heed rate-limit signals: one DB trip."""
+        breaker.record(
+            permit, outcome.verdict, duration=duration, reason=outcome.reason, clock=self.clock
+        )
+        metrics.guard_calls.labels(target=self.target, outcome=outcome.reason).inc()
+        if called:
+            metrics.guard_call_duration.labels(target=self.target).observe(duration)
+        if reservation is None:
+            return
+        if not called:
+            ratelimit.release(reservation)
+            return
+        used_input, used_output = _tokens_used(outcome, attempt, estimate)
+        ratelimit.reconcile(reservation, input_tokens=used_input, output_tokens=used_output)
+        headers = attempt.headers if attempt and attempt.headers else outcome.headers
+        if headers:
+            ratelimit.observe_headers(reservation.name, headers, clock=self.clock)
+        if outcome.rate_limited:
+            pause = (
+                outcome.retry_after
+                if outcome.retry_after is not None
+                else (DEFAULT_RATE_LIMIT_PAUSE)
+            )
+            ratelimit.pause(
+                reservation.name,
+                until=self.clock.now() + pause,
+                reason=f"{outcome.reason}: retry-after {pause:g} s",
+            )
+
+    def _retry_decision(
+        self, outcome: Outcome, *, number: int, deadline: float | None, called: bool
+    ) -> tuple[bool, float, DeadlineExceededError | None]:
+        """(retry?, after how long, the error to raise instead when the deadline forbids it)."""
+        if not called or not outcome.retryable:
+            return False, 0.0, None
+        if number >= self.retry_policy.max_attempts:
+            metrics.retries_denied.labels(target=self.target, why="attempts").inc()
+            logger.warning(
+                "retry_exhausted", breaker=self.target, attempts=number, reason=outcome.reason
+            )
+            return False, 0.0, None
+        delay = self.retry_policy.delay(number, retry_after=outcome.retry_after, rng=self.rng)
+        if deadline is not None and self.clock.now() + delay >= deadline:
+            metrics.retries_denied.labels(target=self.target, why="deadline").inc()
+            hint = "retry-after" if outcome.retry_after is not None else "backoff"
+            return (
+                False,
+                0.0,
+                DeadlineExceededError(
+                    f"'{self.target}' failed ({outcome.reason}) and its {hint} of {delay:.1f} s "
+                    f"runs past the deadline ({format_epoch(deadline)}): not retrying",
+                    deadline=deadline,
+                ),
+            )
+        if not self.retry_budget.try_acquire_retry():
+            metrics.retries_denied.labels(target=self.target, why="retry_budget").inc()
+            logger.warning("retry_budget_exhausted", breaker=self.target, reason=outcome.reason)
+            return False, 0.0, None
+        metrics.retries.labels(target=self.target, reason=outcome.reason).inc()
+        logger.info(
+            "retry_scheduled",
+            breaker=self.target,
+            attempt=number,
+            reason=outcome.reason,
+            delay_s=round(delay, 3),
+        )
+        return True, delay, None
+
+    async def _report(
+        self,
+        on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None,
+        number: int,
+        outcome: Outcome,
+        duration: float,
+        attempt: Attempt | None,
+        estimate: TokenEstimate,
+        will_retry: bool,
+    ) -> None:
+        if on_attempt is None or attempt is None:
+            return
+        used_input, used_output = _tokens_used(outcome, attempt, estimate)
+        report = AttemptReport(
+            target=self.target,
+            number=number,
+            outcome=outcome,
+            duration=duration,
+            input_tokens=used_input,
+            output_tokens=used_output,
+            will_retry=will_retry,
+        )
+        maybe_awaitable = on_attempt(report)
+        if maybe_awaitable is not None:
+            await maybe_awaitable
+
+
+class _Retry(Exception):
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+
+def _tokens_used(
+    outcome: Outcome, attempt: Attempt | None, estimate: TokenEstimate
+) -> tuple[int, int]:
+    """Tokens to charge: what the reply reported; none for a rejected request (it has a
+    status); the input estimate when we cannot know (timeouts, dropped connections)."""
+    if attempt is not None and attempt.input_tokens is not None:
+        return attempt.input_tokens, attempt.output_tokens or 0
+    if outcome.status is not None:
+        return 0, 0
+    if outcome.is_success:
+        return estimate.input_tokens, estimate.output_tokens
+    return estimate.input_tokens, 0
+
+
+_guards: dict[str, Guard] = {}
+
+
+def guard_for(target: str) -> Guard:
+    """The process-wide guard of ``target`` (``anthropic`` or ``git``), configured from settings."""
+    if target not in _guards:
+        timeouts = {"anthropic": settings.EIDOLON_AI_TIMEOUT, "git": settings.EIDOLON_GIT_TIMEOUT}
+        _guards[target] = Guard(
+            target=target,
+            budget=target if target in settings.EIDOLON_BUDGET_DEFAULTS else None,
+            timeout=timeouts.get(target, settings.EIDOLON_AI_TIMEOUT),
+            retry_policy=RetryPolicy(**settings.EIDOLON_RETRY),
+            retry_budget=RetryBudget(**settings.EIDOLON_RETRY_BUDGET),
+        )
+    return _guards[target]

@@ -1,0 +1,96 @@
+"""Run the fault-injecting fake Anthropic API in the foreground until SIGINT or SIGTERM.
+
+python manage.py fake_anthropic --port 8765 --rate overloaded=0.2 --latency 0.1:0.3
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from reliability.fake_anthropic import FakeAnthropic, FakeConfig, Fault
+
+
+class Command(BaseCommand):
+    help = "Serve a fault-injecting fake of the Anthropic Messages API for drills and benchmarks."
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8765, help="0 picks a free port.")
+        parser.add_argument(
+            "--rate",
+            action="append",
+            default=[],
+            metavar="KIND=PROBABILITY",
+            help=f"Repeatable. Fault kinds: {', '.join(kind.value for kind in Fault)}.",
+        )
+        parser.add_argument(
+            "--latency", metavar="SECONDS|MIN:MAX", help="Delay of successful replies."
+        )
+        parser.add_argument("--rpm", type=int, help="The fake's own requests-per-window limit.")
+        parser.add_argument("--rpm-window", type=float, default=60.0, metavar="SECONDS")
+        parser.add_argument("--retry-after", type=float, default=1.0, metavar="SECONDS")
+        parser.add_argument("--hang-seconds", type=float, default=600.0)
+        parser.add_argument("--trickle-delay", type=float, default=0.05, metavar="SECONDS")
+        parser.add_argument("--seed", type=int)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            config = FakeConfig(
+                fault_rates=_parse_rates(options["rate"]),
+                latency_s=_parse_latency(options["latency"]),
+                rpm_limit=options["rpm"],
+                rpm_window_s=options["rpm_window"],
+                retry_after_s=options["retry_after"],
+                hang_seconds=options["hang_seconds"],
+                trickle_delay_s=options["trickle_delay"],
+                seed=options["seed"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        fake = FakeAnthropic(host=options["host"], port=options["port"], config=config)
+        asyncio.run(self._serve(fake))
+
+    async def _serve(self, fake: FakeAnthropic) -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stopping.set)
+        try:
+            await fake.start()
+        except OSError as exc:
+            raise CommandError(f"Cannot start the fake Anthropic API: {exc}") from exc
+        self.stdout.write(f"Fake Anthropic API listening on {fake.base_url}")
+        self.stdout.flush()
+        try:
+            await stopping.wait()
+        finally:
+            await fake.stop()
+        self.stdout.write("Fake Anthropic API stopped.")
+
+
+def _parse_rates(values: list[str]) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for value in values:
+        kind, separator, probability = value.partition("=")
+        if not separator:
+            raise ValueError(f"--rate expects KIND=PROBABILITY, got {value!r}")
+        try:
+            rates[kind.strip()] = float(probability)
+        except ValueError:
+            raise ValueError(f"--rate {value!r}: {probability!r} is not a number") from None
+    return rates
+
+
+def _parse_latency(value: str | None) -> float | tuple[float, float]:
+    if value is None:
+        return 0.0
+    try:
+        low, separator, high = value.partition(":")
+        return (float(low), float(high)) if separator else float(value)
+    except ValueError:
+        raise ValueError(f"--latency expects SECONDS or MIN:MAX, got {value!r}") from None

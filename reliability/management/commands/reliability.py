@@ -1,0 +1,199 @@
+"""Operator CLI over the same services as the admin.
+
+manage.py reliability show [--json]
+manage.py reliability breaker NAME --reset | --force-open | --disable | --enable [--reason R]
+manage.py reliability breaker NAME --set FIELD=VALUE [--set FIELD=VALUE ...]
+manage.py reliability budget NAME [--rpm N] [--input-tpm N] [--output-tpm N] [--rpd N]
+                                  [--window S] [--tokens-per-day N] [--tokens-per-analysis N]
+                                  [--resume]
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from reliability import ratelimit
+from reliability.breaker import OPERATOR_ACTIONS, BreakerActionError, get_or_create_breaker
+from reliability.exceptions import format_epoch
+from reliability.models import CONFIG_FIELDS, CircuitBreaker, RateLimitBudget
+from reliability.status import reliability_snapshot
+from reliability.tuning import assign_fields, save_breaker_settings, save_budget_limits
+
+BUDGET_OPTIONS = {
+    "rpm": "requests_per_window",
+    "input_tpm": "input_tokens_per_window",
+    "output_tpm": "output_tokens_per_window",
+    "rpd": "requests_per_day",
+    "window": "window_seconds",
+    "tokens_per_day": "tokens_per_day",
+    "tokens_per_analysis": "tokens_per_analysis",
+}
+
+
+def operator_name() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    assignments = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name.strip():
+            raise CommandError(f"--set takes FIELD=VALUE, got {pair!r}")
+        assignments[name.strip()] = value.strip()
+    return assignments
+
+
+def validation_message(error: ValidationError) -> str:
+    if hasattr(error, "message_dict"):
+        return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items())
+    return " ".join(error.messages)
+
+
+class Command(BaseCommand):
+    help = "Show and steer circuit breakers and rate-limit budgets."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        commands = parser.add_subparsers(dest="subcommand", required=True)
+        show = commands.add_parser("show", help="State of every breaker and budget.")
+        show.add_argument(
+            "--json", action="store_true", dest="as_json", help="One JSON object on stdout."
+        )
+
+        breaker = commands.add_parser("breaker", help="Act on a breaker or tune it.")
+        breaker.add_argument("name")
+        action = breaker.add_mutually_exclusive_group(required=True)
+        for flag in ("reset", "force-open", "disable", "enable"):
+            action.add_argument(f"--{flag}", action="store_true")
+        action.add_argument(
+            "--set",
+            action="append",
+            metavar="FIELD=VALUE",
+            help=f"Tune a threshold; fields: {', '.join(CONFIG_FIELDS)}",
+        )
+        breaker.add_argument("--reason", default="", help="Why (kept in the history).")
+
+        budget = commands.add_parser("budget", help="Set a budget's limits or end its pause.")
+        budget.add_argument("name")
+        budget.add_argument("--rpm", type=int, help="Requests per window (a minute by default).")
+        budget.add_argument("--input-tpm", type=int, help="Input tokens per window.")
+        budget.add_argument("--output-tpm", type=int, help="Output tokens per window.")
+        budget.add_argument("--rpd", type=int, help="Requests per UTC day.")
+        budget.add_argument("--window", type=float, help="Window length in seconds.")
+        budget.add_argument("--tokens-per-day", type=int, help="Token cap per day (0: none).")
+        budget.add_argument(
+            "--tokens-per-analysis", type=int, help="Token cap per analysis (0: none)."
+        )
+        budget.add_argument("--resume", action="store_true", help="End a pause now.")
+
+    def handle(self, *args: Any, subcommand: str, **options: Any) -> None:
+        {"show": self.show, "breaker": self.breaker, "budget": self.budget}[subcommand](**options)
+
+    def show(self, *, as_json: bool = False, **_: Any) -> None:
+        snapshot = reliability_snapshot(now=time.time())
+        if as_json:
+            self.stdout.write(json.dumps(snapshot, indent=2, sort_keys=True, default=str))
+            return
+        self.stdout.write("Breakers")
+        for breaker in snapshot["breakers"]:
+            until = (
+                f", open until {format_epoch(breaker['open_until'])}"
+                if breaker["open_until"]
+                else ""
+            )
+            totals = breaker["totals"]
+            self.stdout.write(
+                f"  {breaker['name']:<12} {breaker['state']:<12} "
+                f"{breaker['consecutive_failures']} consecutive failures, "
+                f"{breaker['failure_rate_percent']:.0f}% of {breaker['window_calls']:.0f} calls "
+                f"failed{until}; {totals['successes']} ok / {totals['failures']} failed / "
+                f"{totals['rejected']} rejected"
+            )
+        if not snapshot["breakers"]:
+            self.stdout.write("  (none yet: breakers are created on first use)")
+        self.stdout.write("Budgets")
+        for budget in snapshot["budgets"]:
+            limits, window, today = budget["limits"], budget["window"], budget["today"]
+            paused = (
+                f", paused until {format_epoch(budget['paused_until'])}"
+                if budget["paused_until"]
+                else ""
+            )
+            self.stdout.write(
+                f"  {budget['name']:<12} {window['requests']}/{limits['requests_per_window']} req "
+                f"per {limits['window_seconds']:g} s, {today['requests']}/"
+                f"{limits['requests_per_day']} today, next slot in {budget['next_slot_in_s']:.1f} s"
+                f"{paused}"
+            )
+        if not snapshot["budgets"]:
+            self.stdout.write("  (none yet: budgets are created on first use)")
+
+    def breaker(self, *, name: str, reason: str, set: list[str] | None, **flags: Any) -> None:
+        known = CircuitBreaker.objects.filter(name=name).exists()
+        if not known and name not in settings.EIDOLON_BREAKER_DEFAULTS:
+            names = sorted(
+                {
+                    *CircuitBreaker.objects.values_list("name", flat=True),
+                    *settings.EIDOLON_BREAKER_DEFAULTS,
+                }
+            )
+            raise CommandError(f"no breaker named {name!r}; known: {', '.join(names)}")
+        actor = operator_name()
+        if set:
+            breaker = get_or_create_breaker(name)
+            try:
+                assign_fields(breaker, parse_assignments(set), allowed=CONFIG_FIELDS)
+                save_breaker_settings(breaker, actor=actor)
+            except ValidationError as error:
+                raise CommandError(
+                    f"breaker {name!r} not changed: {validation_message(error)}"
+                ) from None
+            self.stdout.write(f"breaker {name}: settings saved")
+            return
+        action = next(flag for flag in ("reset", "force_open", "disable", "enable") if flags[flag])
+        try:
+            breaker = OPERATOR_ACTIONS[action](
+                name=name, actor=actor, reason=reason or f"{action.replace('_', ' ')} by {actor}"
+            )
+        except BreakerActionError as error:
+            raise CommandError(str(error)) from None
+        self.stdout.write(f"breaker {name}: now {breaker.state}")
+
+    def budget(self, *, name: str, resume: bool, **options: Any) -> None:
+        known = RateLimitBudget.objects.filter(name=name).exists()
+        if not known and name not in settings.EIDOLON_BUDGET_DEFAULTS:
+            raise CommandError(f"no budget named {name!r}")
+        changes = {
+            field: str(options[option])
+            for option, field in BUDGET_OPTIONS.items()
+            if options.get(option) is not None
+        }
+        for cap in ("tokens_per_day", "tokens_per_analysis"):
+            if changes.get(cap) == "0":
+                changes[cap] = "none"
+        if not changes and not resume:
+            raise CommandError("nothing to do: give a limit to set (--rpm ...) or --resume")
+        actor = operator_name()
+        budget = ratelimit.get_or_create_budget(name)
+        if changes:
+            try:
+                assign_fields(budget, changes, allowed=BUDGET_OPTIONS.values())
+                save_budget_limits(budget, actor=actor)
+            except ValidationError as error:
+                raise CommandError(
+                    f"budget {name!r} not changed: {validation_message(error)}"
+                ) from None
+            self.stdout.write(f"budget {name}: limits saved")
+        if resume:
+            ratelimit.resume(name, actor=actor)
+            self.stdout.write(f"budget {name}: resumed")

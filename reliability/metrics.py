@@ -1,0 +1,148 @@
+"""Prometheus metrics of the resilience layer, ``eidolon_<thing>_<unit>``, labels declared here.
+
+Counters and histograms are per process (aggregated by Prometheus, or by the multiprocess
+collector when ``PROMETHEUS_MULTIPROC_DIR`` is set). Breaker and budget *state* is shared, so it
+is read from the database when ``/metrics`` is scraped (``SharedStateCollector``) rather than
+kept in per-process gauges that would disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+CALL_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 90, 120)
+
+breaker_calls = Counter(
+    "eidolon_breaker_calls_total",
+    "Call outcomes recorded by circuit breakers.",
+    ["breaker", "outcome"],
+)
+breaker_rejections = Counter(
+    "eidolon_breaker_rejections_total",
+    "Calls a circuit breaker rejected without making them.",
+    ["breaker", "state"],
+)
+breaker_transitions = Counter(
+    "eidolon_breaker_transitions_total",
+    "Circuit breaker state transitions.",
+    ["breaker", "from_state", "to_state"],
+)
+ratelimit_requests = Counter(
+    "eidolon_ratelimit_requests_total",
+    "Requests admitted by a rate-limit budget.",
+    ["budget"],
+)
+ratelimit_wait = Histogram(
+    "eidolon_ratelimit_wait_seconds",
+    "Time callers waited for the rate-limit budget.",
+    ["budget"],
+    buckets=WAIT_BUCKETS,
+)
+ratelimit_rejections = Counter(
+    "eidolon_ratelimit_rejections_total",
+    "Requests the budget refused (deadline or daily cap).",
+    ["budget", "reason"],
+)
+ratelimit_pauses = Counter(
+    "eidolon_ratelimit_pauses_total",
+    "Budget pauses after a 429 or exhausted rate-limit headers.",
+    ["budget", "reason"],
+)
+ratelimit_tokens = Counter(
+    "eidolon_ratelimit_tokens_total",
+    "Tokens charged to a budget after reconciliation.",
+    ["budget", "direction"],
+)
+guard_calls = Counter(
+    "eidolon_guard_calls_total",
+    "Attempts made through the guard, by outcome.",
+    ["target", "outcome"],
+)
+guard_call_duration = Histogram(
+    "eidolon_guard_call_duration_seconds",
+    "Duration of each guarded attempt.",
+    ["target"],
+    buckets=CALL_BUCKETS,
+)
+retries = Counter(
+    "eidolon_retries_total",
+    "Retries the guard scheduled, by the reason of the failed attempt.",
+    ["target", "reason"],
+)
+retries_denied = Counter(
+    "eidolon_retries_denied_total",
+    "Retries not made: retry budget spent, deadline too close or attempts exhausted.",
+    ["target", "why"],
+)
+
+
+class SharedStateCollector(Collector):
+    """Breaker and budget state read from the database at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        from reliability.breaker import window_stats
+        from reliability.models import BreakerState, CircuitBreaker, RateLimitBudget
+
+        now = time.time()
+        state = GaugeMetricFamily(
+            "eidolon_breaker_state",
+            "1 for the breaker's current state, 0 for the others.",
+            labels=["breaker", "state"],
+        )
+        consecutive = GaugeMetricFamily(
+            "eidolon_breaker_consecutive_failures",
+            "Consecutive failures counted by the breaker.",
+            labels=["breaker"],
+        )
+        failure_rate = GaugeMetricFamily(
+            "eidolon_breaker_failure_rate_percent",
+            "Failure rate over the breaker's sliding window.",
+            labels=["breaker"],
+        )
+        for breaker in CircuitBreaker.objects.all():
+            for choice in BreakerState.values:
+                state.add_metric([breaker.name, choice], 1.0 if breaker.state == choice else 0.0)
+            consecutive.add_metric([breaker.name], breaker.consecutive_failures)
+            failure_rate.add_metric([breaker.name], window_stats(breaker, now=now).failure_rate)
+        paused = GaugeMetricFamily(
+            "eidolon_ratelimit_paused_seconds",
+            "Seconds until a paused budget admits again (0 when not paused).",
+            labels=["budget"],
+        )
+        backlog = GaugeMetricFamily(
+            "eidolon_ratelimit_backlog_seconds",
+            "How far ahead the budget has reserved requests (queueing delay for a new caller).",
+            labels=["budget"],
+        )
+        for budget in RateLimitBudget.objects.all():
+            paused.add_metric([budget.name], max(0.0, budget.paused_until - now))
+            backlog.add_metric([budget.name], max(0.0, budget.next_request_at - now))
+        yield from (state, consecutive, failure_rate, paused, backlog)
+
+
+_shared_state_registry = CollectorRegistry(auto_describe=False)
+_shared_state_registry.register(SharedStateCollector())
+
+
+def exposition() -> bytes:
+    """The text of ``/metrics``: this process's (or all processes') metrics plus shared state."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry) + generate_latest(_shared_state_registry)

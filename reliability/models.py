@@ -1,0 +1,257 @@
+"""Shared reliability state: breakers, their transition history and rate-limit budgets.
+
+Every process reads and changes these rows with single atomic statements (see breaker.py and
+ratelimit.py); times that drive decisions are epoch seconds (``FloatField``) so that SQL
+expressions can compare and add them on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+
+def epoch_to_datetime(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed", "closed"
+    OPEN = "open", "open"
+    HALF_OPEN = "half_open", "half-open"
+    FORCED_OPEN = "forced_open", "forced open"
+    DISABLED = "disabled", "disabled"
+
+
+class WindowType(models.TextChoices):
+    COUNT = "count", "last N calls"
+    TIME = "time", "last N seconds"
+
+
+CONFIG_FIELDS = (
+    "failure_threshold",
+    "failure_rate_threshold",
+    "window_type",
+    "window_size",
+    "minimum_calls",
+    "slow_call_duration",
+    "slow_call_rate_threshold",
+    "recovery_timeout",
+    "half_open_max_calls",
+    "half_open_success_threshold",
+    "half_open_max_duration",
+)
+
+
+class CircuitBreaker(models.Model):
+    """One named breaker (``anthropic``, ``git``): its tuning and its live state."""
+
+    name = models.SlugField(max_length=64, unique=True)
+
+    # --- tuning (operators edit these in the admin; every process reads them on each call)
+    failure_threshold = models.PositiveIntegerField(
+        default=5,
+        validators=[MinValueValidator(1)],
+        help_text="Consecutive failures that open the breaker.",
+    )
+    failure_rate_threshold = models.FloatField(
+        default=50.0,
+        validators=[MinValueValidator(1.0), MaxValueValidator(100.0)],
+        help_text="Failure rate (%) over the sliding window that opens the breaker.",
+    )
+    window_type = models.CharField(max_length=8, choices=WindowType, default=WindowType.COUNT)
+    window_size = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1)],
+        help_text="Sliding window length: calls (count window) or seconds (time window).",
+    )
+    minimum_calls = models.PositiveIntegerField(
+        default=10,
+        validators=[MinValueValidator(1)],
+        help_text="Calls the window must hold before failure and slow-call rates count.",
+    )
+    slow_call_duration = models.FloatField(
+        default=60.0,
+        validators=[MinValueValidator(0.001)],
+        help_text="Seconds after which a call counts as slow.",
+    )
+    slow_call_rate_threshold = models.FloatField(
+        default=100.0,
+        validators=[MinValueValidator(1.0), MaxValueValidator(100.0)],
+        help_text="Slow-call rate (%) over the window that opens the breaker.",
+    )
+    recovery_timeout = models.FloatField(
+        default=60.0,
+        validators=[MinValueValidator(0.0)],
+        help_text="Seconds the breaker stays open before it lets probes through (half-open).",
+    )
+    half_open_max_calls = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1)],
+        help_text="Probes admitted at once while half-open, across all processes.",
+    )
+    half_open_success_threshold = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1)],
+        help_text="Successful probes that close the breaker.",
+    )
+    half_open_max_duration = models.FloatField(
+        default=300.0,
+        validators=[MinValueValidator(0.001)],
+        help_text="Seconds half-open may last; a probe that never returns reopens the breaker.",
+    )
+
+    # --- live state (changed only by conditional UPDATEs in breaker.py)
+    state = models.CharField(max_length=16, choices=BreakerState, default=BreakerState.CLOSED)
+    generation = models.BigIntegerField(
+        default=0, help_text="Bumped on every transition; late outcomes of older ones are ignored."
+    )
+    state_changed_at = models.FloatField(default=0.0)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    window_started_at = models.FloatField(default=0.0)
+    window_calls = models.PositiveIntegerField(default=0)
+    window_failures = models.PositiveIntegerField(default=0)
+    window_slow_calls = models.PositiveIntegerField(default=0)
+    previous_window_calls = models.PositiveIntegerField(default=0)
+    previous_window_failures = models.PositiveIntegerField(default=0)
+    previous_window_slow_calls = models.PositiveIntegerField(default=0)
+    half_open_in_flight = models.PositiveIntegerField(default=0)
+    half_open_successes = models.PositiveIntegerField(default=0)
+
+    # --- lifetime totals (never reset; what operators and tests add up)
+    total_successes = models.BigIntegerField(default=0)
+    total_failures = models.BigIntegerField(default=0)
+    total_ignored = models.BigIntegerField(default=0)
+    total_rejected = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_state_display()})"
+
+    def clean(self) -> None:
+        if self.window_type == WindowType.COUNT and self.minimum_calls > self.window_size:
+            raise ValidationError(
+                {"minimum_calls": "A count window of N calls never holds more than N calls."}
+            )
+
+    @property
+    def total_calls(self) -> int:
+        return self.total_successes + self.total_failures + self.total_ignored
+
+    @property
+    def open_until(self) -> float | None:
+        if self.state == BreakerState.OPEN:
+            return self.state_changed_at + self.recovery_timeout
+        return None
+
+    @property
+    def state_changed_datetime(self) -> datetime | None:
+        return epoch_to_datetime(self.state_changed_at or None)
+
+
+class BreakerTransition(models.Model):
+    """A breaker's state change, with why and who: the history operators read."""
+
+    breaker = models.ForeignKey(
+        CircuitBreaker, on_delete=models.CASCADE, related_name="transitions"
+    )
+    from_state = models.CharField(max_length=16, choices=BreakerState)
+    to_state = models.CharField(max_length=16, choices=BreakerState)
+    reason = models.TextField()
+    actor = models.CharField(max_length=150, default="system")
+    generation = models.BigIntegerField()
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["breaker", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.breaker.name}: {self.from_state} -> {self.to_state} by {self.actor}"
+
+
+BUDGET_LIMIT_FIELDS = (
+    "window_seconds",
+    "requests_per_window",
+    "input_tokens_per_window",
+    "output_tokens_per_window",
+    "requests_per_day",
+    "tokens_per_day",
+    "tokens_per_analysis",
+)
+
+
+class RateLimitBudget(models.Model):
+    """A named budget (``anthropic``): limits per window and per day, and its shared state.
+
+    Per-window limits are enforced GCRA-style without bursts: each admitted request moves a
+    "theoretical arrival time" forward by window/limit (times its cost, for tokens), so one
+    row holds the whole state and one UPDATE admits a request.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+
+    window_seconds = models.FloatField(
+        default=60.0,
+        validators=[MinValueValidator(0.01)],
+        help_text="The window the per-window limits apply to (60 s: per minute).",
+    )
+    requests_per_window = models.PositiveIntegerField(
+        default=50, validators=[MinValueValidator(1)], help_text="Requests per window (RPM)."
+    )
+    input_tokens_per_window = models.PositiveIntegerField(
+        default=40_000,
+        validators=[MinValueValidator(1)],
+        help_text="Input tokens per window (ITPM).",
+    )
+    output_tokens_per_window = models.PositiveIntegerField(
+        default=8_000,
+        validators=[MinValueValidator(1)],
+        help_text="Output tokens per window (OTPM).",
+    )
+    requests_per_day = models.PositiveIntegerField(
+        default=5_000,
+        validators=[MinValueValidator(1)],
+        help_text="Requests per UTC day (RPD).",
+    )
+    tokens_per_day = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Optional cap on input+output tokens per UTC day."
+    )
+    tokens_per_analysis = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Optional cap on input+output tokens per analysis."
+    )
+
+    # --- shared state (changed only by atomic UPDATEs in ratelimit.py)
+    next_request_at = models.FloatField(default=0.0)
+    next_input_at = models.FloatField(default=0.0)
+    next_output_at = models.FloatField(default=0.0)
+    paused_until = models.FloatField(default=0.0)
+    pause_reason = models.CharField(max_length=200, blank=True, default="")
+    day_started_at = models.FloatField(default=0.0)
+    day_requests = models.PositiveIntegerField(default=0)
+    day_tokens = models.PositiveBigIntegerField(default=0)
+    window_started_at = models.FloatField(default=0.0)
+    window_requests = models.PositiveIntegerField(default=0)
+    window_input_tokens = models.PositiveBigIntegerField(default=0)
+    window_output_tokens = models.PositiveBigIntegerField(default=0)
+    observed_requests_limit = models.PositiveIntegerField(null=True, blank=True)
+    observed_input_tokens_limit = models.PositiveIntegerField(null=True, blank=True)
+    observed_output_tokens_limit = models.PositiveIntegerField(null=True, blank=True)
+    total_requests = models.BigIntegerField(default=0)
+    total_input_tokens = models.BigIntegerField(default=0)
+    total_output_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def paused_until_datetime(self) -> datetime | None:
+        return epoch_to_datetime(self.paused_until or None)

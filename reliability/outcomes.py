@@ -1,0 +1,162 @@
+"""What a call's result means: for the breaker (failure or not), the retry policy (retry or not)
+and the rate budget (pause or not). One table, used by every outbound call.
+
+| result                                   | breaker  | retried | budget            |
+|------------------------------------------|----------|---------|-------------------|
+| success                                  | success  | -       | reconcile tokens  |
+| timeout, connection error                | failure  | yes     |                   |
+| 5xx, 529 overloaded                      | failure  | yes     |                   |
+| 408 request timeout                      | failure  | yes     |                   |
+| 409 conflict                             | ignored  | yes     |                   |
+| 429 rate limit                           | ignored  | yes     | pause until retry-after |
+| 429 spend/credit limit                   | failure  | no      | pause             |
+| 401, 403 (systemic: key or permissions)  | failure  | no      |                   |
+| 400, 404, 413, 422 and other 4xx         | ignored  | no      |                   |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import anthropic
+
+from reliability.exceptions import CallTimeoutError
+from reliability.retry import parse_retry_after
+
+
+class BreakerVerdict(enum.StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    IGNORED = "ignored"  # neither: caller errors, backpressure, cancellations
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: BreakerVerdict
+    retryable: bool
+    reason: str  # short machine-readable cause: "timeout", "http_529", "connection_error"
+    status: int | None = None
+    retry_after: float | None = None
+    rate_limited: bool = False  # backpressure: the whole budget pauses
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_success(self) -> bool:
+        return self.verdict is BreakerVerdict.SUCCESS
+
+
+SUCCESS = Outcome(verdict=BreakerVerdict.SUCCESS, retryable=False, reason="ok")
+CANCELLED = Outcome(verdict=BreakerVerdict.IGNORED, retryable=False, reason="cancelled")
+
+_SPEND_LIMIT = re.compile(
+    r"(spend(ing)?|usage|credit|billing|budget)[\s_-]*(limit|balance|cap|exceeded|exhausted)"
+    r"|enforced_spend_limit",
+    re.IGNORECASE,
+)
+_SHOULD_RETRY_HEADER = "x-should-retry"
+_CALLER_ERRORS_NOT_RETRIED = {400, 404, 413, 422}
+_SYSTEMIC_NOT_RETRIED = {401, 403}
+
+
+def classify_status(
+    status: int, *, headers: Mapping[str, str], message: str = "", now: float
+) -> Outcome:
+    outcome = _classify_status(status, headers=headers, message=message, now=now)
+    # The server may say outright whether a retry can help; it knows better than a table.
+    should_retry = {k.lower(): v for k, v in headers.items()}.get(_SHOULD_RETRY_HEADER, "")
+    if should_retry.strip().lower() == "false" and outcome.retryable:
+        return dataclasses.replace(outcome, retryable=False)
+    return outcome
+
+
+def _classify_status(
+    status: int, *, headers: Mapping[str, str], message: str, now: float
+) -> Outcome:
+    retry_after = parse_retry_after(headers, now=now)
+    reason = f"http_{status}"
+    if status == 429:
+        if _SPEND_LIMIT.search(message):
+            return Outcome(
+                verdict=BreakerVerdict.FAILURE,
+                retryable=False,
+                reason="spend_limit",
+                status=status,
+                retry_after=retry_after,
+                rate_limited=True,
+                headers=headers,
+            )
+        return Outcome(
+            verdict=BreakerVerdict.IGNORED,
+            retryable=True,
+            reason=reason,
+            status=status,
+            retry_after=retry_after,
+            rate_limited=True,
+            headers=headers,
+        )
+    if status in _SYSTEMIC_NOT_RETRIED:
+        return Outcome(
+            verdict=BreakerVerdict.FAILURE,
+            retryable=False,
+            reason=reason,
+            status=status,
+            headers=headers,
+        )
+    if status == 408 or status >= 500:
+        return Outcome(
+            verdict=BreakerVerdict.FAILURE,
+            retryable=True,
+            reason=reason,
+            status=status,
+            retry_after=retry_after,
+            headers=headers,
+        )
+    if status == 409:
+        return Outcome(
+            verdict=BreakerVerdict.IGNORED,
+            retryable=True,
+            reason=reason,
+            status=status,
+            retry_after=retry_after,
+            headers=headers,
+        )
+    if status in _CALLER_ERRORS_NOT_RETRIED or 400 <= status < 500:
+        return Outcome(
+            verdict=BreakerVerdict.IGNORED,
+            retryable=False,
+            reason=reason,
+            status=status,
+            headers=headers,
+        )
+    return SUCCESS
+
+
+def classify_exception(exc: BaseException, *, now: float) -> Outcome:
+    """The outcome of a call that raised ``exc``."""
+    if isinstance(exc, asyncio.CancelledError):
+        return CANCELLED
+    if isinstance(exc, (CallTimeoutError, TimeoutError, anthropic.APITimeoutError)):
+        return Outcome(verdict=BreakerVerdict.FAILURE, retryable=True, reason="timeout")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return Outcome(verdict=BreakerVerdict.FAILURE, retryable=True, reason="connection_error")
+    if isinstance(exc, anthropic.APIStatusError):
+        details = f"{exc.message} {json.dumps(exc.body, default=str)}"
+        return classify_status(
+            exc.status_code, headers=dict(exc.response.headers), message=details, now=now
+        )
+    if isinstance(exc, json.JSONDecodeError):  # a 200 whose body is not JSON
+        return Outcome(verdict=BreakerVerdict.FAILURE, retryable=True, reason="malformed_response")
+    if isinstance(exc, anthropic.APIResponseValidationError):
+        return Outcome(verdict=BreakerVerdict.FAILURE, retryable=True, reason="invalid_response")
+    if isinstance(exc, (ConnectionError, OSError)):
+        return Outcome(verdict=BreakerVerdict.FAILURE, retryable=True, reason="connection_error")
+    # An error of our own making is neither the remote service's fault nor worth a retry.
+    return Outcome(
+        verdict=BreakerVerdict.IGNORED, retryable=False, reason=f"error_{type(exc).__name__}"
+    )

@@ -1,0 +1,426 @@
+"""Rate-limit budgets over shared database state: requests and input/output tokens per window,
+requests and tokens per UTC day, and pauses when the API pushes back.
+
+Per-window limits use GCRA without bursts (theoretical arrival times): admitting a request
+reserves the next free slot in every dimension at once, so one ``UPDATE`` of one row admits it,
+consecutive requests start at least window/limit apart, and no window ever holds more requests
+than the limit, across all processes. A caller whose slot lies in the future sleeps until it
+without holding any lock or transaction; reservations are handed out in order, so nobody
+starves. Tokens are charged on the estimate up front and corrected by ``reconcile``.
+
+Daily limits are fixed UTC days: a counter that resets at midnight, so a day's quota can be used
+in bursts. A 429 seen by any process pauses the whole budget until its ``retry-after``;
+``anthropic-ratelimit-*`` headers that report an exhausted or lower limit tighten it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
+
+import structlog
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, FloatField, IntegerField, Q, Value, When
+from django.db.models.functions import Greatest
+from django.db.models.lookups import LessThanOrEqual
+
+from reliability import metrics
+from reliability.clock import SYSTEM_CLOCK, Clock
+from reliability.exceptions import BudgetExhaustedError, format_epoch
+from reliability.models import RateLimitBudget
+from reliability.sql import update_returning
+
+logger = structlog.get_logger(__name__)
+
+DAY_SECONDS = 86_400.0
+# The API states its limits per minute; budgets may use another window (tests do).
+API_LIMIT_WINDOW_SECONDS = 60.0
+# A pause that began while a caller slept is honoured only if it still has this long to run.
+_PAUSE_EPSILON = 0.001
+
+_CONFIG_FIELDS = (
+    "id",
+    "name",
+    "window_seconds",
+    "requests_per_window",
+    "input_tokens_per_window",
+    "output_tokens_per_window",
+    "requests_per_day",
+    "tokens_per_day",
+    "tokens_per_analysis",
+    "observed_requests_limit",
+    "observed_input_tokens_limit",
+    "observed_output_tokens_limit",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reservation:
+    """A slot granted by a budget: start the request at ``start_at``."""
+
+    budget_id: int
+    name: str
+    start_at: float
+    input_tokens: int
+    output_tokens: int
+    seconds_per_input_token: float
+    seconds_per_output_token: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spacing:
+    """Seconds each request and each token occupies, from the effective limits."""
+
+    request: float
+    input_token: float
+    output_token: float
+
+
+def budget_defaults(name: str) -> dict[str, Any]:
+    return dict(settings.EIDOLON_BUDGET_DEFAULTS.get(name, {}))
+
+
+def get_or_create_budget(name: str) -> RateLimitBudget:
+    try:
+        return RateLimitBudget.objects.get(name=name)
+    except RateLimitBudget.DoesNotExist:
+        pass
+    try:
+        with transaction.atomic():
+            return RateLimitBudget.objects.create(name=name, **budget_defaults(name))
+    except IntegrityError:
+        return RateLimitBudget.objects.get(name=name)
+
+
+def _config(name: str) -> dict[str, Any]:
+    row = RateLimitBudget.objects.filter(name=name).values(*_CONFIG_FIELDS).first()
+    if row is None:
+        get_or_create_budget(name)
+        row = RateLimitBudget.objects.filter(name=name).values(*_CONFIG_FIELDS).get()
+    return row
+
+
+def _effective_limit(configured: int, observed: int | None, window: float) -> float:
+    """The tighter of our limit and the one the API reported (scaled to our window)."""
+    if observed is None:
+        return float(configured)
+    return max(1.0, min(float(configured), observed * window / API_LIMIT_WINDOW_SECONDS))
+
+
+def spacing_of(config: Mapping[str, Any]) -> Spacing:
+    window = config["window_seconds"]
+    return Spacing(
+        request=window
+        / _effective_limit(
+            config["requests_per_window"], config["observed_requests_limit"], window
+        ),
+        input_token=window
+        / _effective_limit(
+            config["input_tokens_per_window"], config["observed_input_tokens_limit"], window
+        ),
+        output_token=window
+        / _effective_limit(
+            config["output_tokens_per_window"], config["observed_output_tokens_limit"], window
+        ),
+    )
+
+
+def _utc_day_start(now: float) -> float:
+    return now - (now % DAY_SECONDS)
+
+
+def reserve(
+    name: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    deadline: float | None = None,
+    analysis_tokens_used: int | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Reservation:
+    """Reserve the next slot of budget ``name`` for one request: one atomic UPDATE.
+
+    Raises ``BudgetExhaustedError`` (reserving nothing) when the slot would start after
+    ``deadline``, or a daily or per-analysis cap would be exceeded.
+    """
+    config = _config(name)
+    cost = input_tokens + output_tokens
+    cap = config["tokens_per_analysis"]
+    if cap is not None and analysis_tokens_used is not None and analysis_tokens_used + cost > cap:
+        metrics.ratelimit_rejections.labels(budget=name, reason="analysis_token_cap").inc()
+        raise BudgetExhaustedError(
+            budget=name,
+            reason=f"the analysis token cap of {cap} would be exceeded "
+            f"({analysis_tokens_used} used, {cost} more estimated)",
+            available_at=None,
+        )
+    now = clock.now()
+    spacing = spacing_of(config)
+    today = _utc_day_start(now)
+    new_day = Q(day_started_at__lt=today)
+    start = Greatest(
+        F("next_request_at"),
+        F("next_input_at"),
+        F("next_output_at"),
+        F("paused_until"),
+        Value(now),
+        output_field=FloatField(),
+    )
+    window_rolled = Q(window_started_at__lte=now - config["window_seconds"])
+
+    def per_window(field: str, amount: int) -> Case:
+        return Case(
+            When(window_rolled, then=Value(amount)),
+            default=F(field) + amount,
+            output_field=IntegerField(),
+        )
+
+    values = {
+        "next_request_at": start + spacing.request,
+        "next_input_at": start + input_tokens * spacing.input_token,
+        "next_output_at": start + output_tokens * spacing.output_token,
+        "day_started_at": Case(
+            When(new_day, then=Value(today)),
+            default=F("day_started_at"),
+            output_field=FloatField(),
+        ),
+        "day_requests": Case(
+            When(new_day, then=Value(1)),
+            default=F("day_requests") + 1,
+            output_field=IntegerField(),
+        ),
+        "day_tokens": Case(
+            When(new_day, then=Value(cost)),
+            default=F("day_tokens") + cost,
+            output_field=IntegerField(),
+        ),
+        "window_started_at": Case(
+            When(window_rolled, then=Value(now)),
+            default=F("window_started_at"),
+            output_field=FloatField(),
+        ),
+        "window_requests": per_window("window_requests", 1),
+        "window_input_tokens": per_window("window_input_tokens", input_tokens),
+        "window_output_tokens": per_window("window_output_tokens", output_tokens),
+        "total_requests": F("total_requests") + 1,
+        "total_input_tokens": F("total_input_tokens") + input_tokens,
+        "total_output_tokens": F("total_output_tokens") + output_tokens,
+    }
+    condition = new_day | Q(day_requests__lt=config["requests_per_day"])
+    if config["tokens_per_day"] is not None:
+        condition &= new_day | Q(day_tokens__lte=config["tokens_per_day"] - cost)
+    if deadline is not None:
+        condition &= Q(LessThanOrEqual(start, Value(deadline)))
+    row = update_returning(
+        RateLimitBudget,
+        pk=config["id"],
+        condition=condition,
+        values=values,
+        returning=["next_request_at"],
+    )
+    if row is None:
+        _raise_refusal(config, cost=cost, deadline=deadline, now=now)
+    metrics.ratelimit_requests.labels(budget=name).inc()
+    return Reservation(
+        budget_id=config["id"],
+        name=name,
+        start_at=row["next_request_at"] - spacing.request,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        seconds_per_input_token=spacing.input_token,
+        seconds_per_output_token=spacing.output_token,
+    )
+
+
+def _raise_refusal(
+    config: Mapping[str, Any], *, cost: int, deadline: float | None, now: float
+) -> NoReturn:
+    """Say why ``reserve`` admitted nothing."""
+    budget = RateLimitBudget.objects.get(pk=config["id"])
+    name = config["name"]
+    tomorrow = _utc_day_start(now) + DAY_SECONDS
+    same_day = budget.day_started_at >= _utc_day_start(now)
+    if same_day and budget.day_requests >= config["requests_per_day"]:
+        reason, available_at = (
+            f"daily request limit of {config['requests_per_day']} reached",
+            tomorrow,
+        )
+    elif (
+        same_day
+        and config["tokens_per_day"] is not None
+        and budget.day_tokens + cost > config["tokens_per_day"]
+    ):
+        reason, available_at = f"daily token cap of {config['tokens_per_day']} reached", tomorrow
+    else:
+        available_at = max(
+            budget.next_request_at,
+            budget.next_input_at,
+            budget.next_output_at,
+            budget.paused_until,
+            now,
+        )
+        reason = (
+            f"the next free slot ({format_epoch(available_at)}) is after the caller's "
+            f"deadline ({format_epoch(deadline or now)})"
+        )
+    metrics.ratelimit_rejections.labels(budget=name, reason=reason.split(" (")[0][:40]).inc()
+    logger.warning("ratelimit_refused", budget=name, reason=reason)
+    raise BudgetExhaustedError(budget=name, reason=reason, available_at=available_at)
+
+
+def paused_until(name: str) -> float:
+    return RateLimitBudget.objects.filter(name=name).values_list("paused_until", flat=True).get()
+
+
+def release(reservation: Reservation) -> None:
+    """Give back the counts of a reservation that was never used (its time slot stays spent)."""
+    cost = reservation.input_tokens + reservation.output_tokens
+    RateLimitBudget.objects.filter(pk=reservation.budget_id).update(
+        day_requests=Greatest(F("day_requests") - 1, Value(0)),
+        day_tokens=Greatest(F("day_tokens") - cost, Value(0)),
+        total_requests=F("total_requests") - 1,
+        total_input_tokens=F("total_input_tokens") - reservation.input_tokens,
+        total_output_tokens=F("total_output_tokens") - reservation.output_tokens,
+    )
+
+
+def reconcile(reservation: Reservation, *, input_tokens: int, output_tokens: int) -> None:
+    """Correct the budget from the estimate to what the request really used."""
+    extra_input = input_tokens - reservation.input_tokens
+    extra_output = output_tokens - reservation.output_tokens
+    metrics.ratelimit_tokens.labels(budget=reservation.name, direction="input").inc(input_tokens)
+    metrics.ratelimit_tokens.labels(budget=reservation.name, direction="output").inc(output_tokens)
+    if extra_input == 0 and extra_output == 0:
+        return
+    RateLimitBudget.objects.filter(pk=reservation.budget_id).update(
+        next_input_at=F("next_input_at") + extra_input * reservation.seconds_per_input_token,
+        next_output_at=F("next_output_at") + extra_output * reservation.seconds_per_output_token,
+        day_tokens=Greatest(F("day_tokens") + extra_input + extra_output, Value(0)),
+        window_input_tokens=Greatest(F("window_input_tokens") + extra_input, Value(0)),
+        window_output_tokens=Greatest(F("window_output_tokens") + extra_output, Value(0)),
+        total_input_tokens=F("total_input_tokens") + extra_input,
+        total_output_tokens=F("total_output_tokens") + extra_output,
+    )
+
+
+def pause(name: str, *, until: float, reason: str) -> bool:
+    """Stop budget ``name`` admitting anything before ``until`` (epoch), for every process."""
+    changed = RateLimitBudget.objects.filter(name=name, paused_until__lt=until).update(
+        paused_until=until, pause_reason=reason[:200]
+    )
+    if changed:
+        metrics.ratelimit_pauses.labels(budget=name, reason=reason.split(":")[0][:40]).inc()
+        logger.warning("ratelimit_paused", budget=name, until=format_epoch(until), reason=reason)
+    return bool(changed)
+
+
+def resume(name: str, *, actor: str) -> None:
+    """End a pause now (operators)."""
+    RateLimitBudget.objects.filter(name=name).update(paused_until=0.0, pause_reason="")
+    logger.info("ratelimit_resumed", budget=name, actor=actor)
+
+
+_HEADER_DIMENSIONS = {
+    "requests": "observed_requests_limit",
+    "input-tokens": "observed_input_tokens_limit",
+    "output-tokens": "observed_output_tokens_limit",
+}
+
+
+def _parse_reset(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def observe_headers(name: str, headers: Mapping[str, str], *, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Tighten the budget from ``anthropic-ratelimit-*`` response headers.
+
+    An exhausted dimension (``remaining: 0``) pauses the budget until its ``reset``; a limit
+    lower than the configured one becomes the effective limit.
+    """
+    lowered = {key.lower(): value for key, value in headers.items()}
+    now = clock.now()
+    observed: dict[str, int] = {}
+    for dimension, field in _HEADER_DIMENSIONS.items():
+        prefix = f"anthropic-ratelimit-{dimension}-"
+        limit, remaining = lowered.get(prefix + "limit"), lowered.get(prefix + "remaining")
+        reset_at = _parse_reset(lowered.get(prefix + "reset"))
+        if limit is not None and limit.isdigit():
+            observed[field] = int(limit)
+        if remaining is not None and remaining.strip() == "0" and reset_at and reset_at > now:
+            pause(name, until=reset_at, reason=f"{dimension} exhausted: API reported 0 remaining")
+    if observed:
+        _record_observed_limits(name, observed)
+
+
+def _record_observed_limits(name: str, observed: Mapping[str, int]) -> None:
+    unchanged = Q()
+    for field, value in observed.items():
+        unchanged &= Q(**{field: value})
+    # One conditional UPDATE, a no-op (no write) when the limits are as already recorded.
+    RateLimitBudget.objects.filter(name=name).exclude(unchanged).update(**observed)
+
+
+async def wait_for_slot(
+    reservation: Reservation,
+    *,
+    reserve_again: Callable[[], Reservation],
+    on_wait: Callable[[float], None] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Reservation:
+    """Sleep until the reservation's slot (no lock or transaction held); return the slot used.
+
+    A 429 seen elsewhere may pause the budget while this caller sleeps; then the reservation is
+    given back and the caller queues again behind the pause (``reserve_again``).
+    """
+    began = clock.monotonic()
+    while (wait := reservation.start_at - clock.now()) > 0:
+        if on_wait is not None:
+            on_wait(reservation.start_at)
+        await clock.sleep(wait)
+        if await sync_to_async(paused_until)(reservation.name) <= clock.now() + _PAUSE_EPSILON:
+            break
+        await sync_to_async(release)(reservation)
+        reservation = await sync_to_async(reserve_again)()
+    metrics.ratelimit_wait.labels(budget=reservation.name).observe(clock.monotonic() - began)
+    return reservation
+
+
+async def acquire(
+    name: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    deadline: float | None = None,
+    analysis_tokens_used: int | None = None,
+    on_wait: Callable[[float], None] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Reservation:
+    """Wait until budget ``name`` admits one request; return its reservation.
+
+    ``on_wait(until)`` is called before each wait, so a caller can report "waiting for the rate
+    budget until T".
+    """
+
+    def reserve_slot() -> Reservation:
+        return reserve(
+            name,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            deadline=deadline,
+            analysis_tokens_used=analysis_tokens_used,
+            clock=clock,
+        )
+
+    reservation = await sync_to_async(reserve_slot)()
+    return await wait_for_slot(
+        reservation, reserve_again=reserve_slot, on_wait=on_wait, clock=clock
+    )

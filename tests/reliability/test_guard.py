@@ -1,0 +1,231 @@
+"""The guard through the real anthropic SDK, against the fault-injecting fake over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import anthropic
+import pytest
+from asgiref.sync import sync_to_async
+
+from reliability.exceptions import CallTimeoutError, CircuitOpenError, DeadlineExceededError
+from reliability.fake_anthropic import FakeAnthropic, FakeConfig
+from reliability.guard import Attempt, AttemptReport, Guard, TokenEstimate, Wait
+from reliability.models import CircuitBreaker, RateLimitBudget
+from reliability.retry import RetryBudget, RetryPolicy
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MODEL = "claude-sonnet-5-5"
+
+
+@pytest.fixture
+def fake():
+    with FakeAnthropic(config=FakeConfig(seed=1)).running() as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake):
+    return anthropic.AsyncAnthropic(
+        api_key="test-key", base_url=fake.base_url, max_retries=0, timeout=10.0
+    )
+
+
+@pytest.fixture
+def make_guard():
+    def make(*, timeout: float = 5.0, max_attempts: int = 4, failure_threshold: int = 50):
+        CircuitBreaker.objects.create(
+            name="anthropic",
+            failure_threshold=failure_threshold,
+            recovery_timeout=60,
+            state_changed_at=time.time(),
+            window_started_at=time.time(),
+        )
+        RateLimitBudget.objects.create(
+            name="anthropic",
+            requests_per_window=10_000,
+            input_tokens_per_window=10_000_000,
+            output_tokens_per_window=10_000_000,
+            requests_per_day=100_000,
+        )
+        return Guard(
+            target="anthropic",
+            budget="anthropic",
+            timeout=timeout,
+            retry_policy=RetryPolicy(max_attempts=max_attempts, base_delay=0.05, max_delay=0.2),
+            retry_budget=RetryBudget(min_retries=100),
+        )
+
+    async def make_async(**options) -> Guard:
+        return await sync_to_async(make)(**options)
+
+    return make_async
+
+
+def ask(client: anthropic.AsyncAnthropic, text: str = "Review this function."):
+    async def call(attempt: Attempt) -> anthropic.types.Message:
+        raw = await client.messages.with_raw_response.create(
+            model=MODEL,
+            max_tokens=200,
+            messages=[{"role": "user", "content": text}],
+            timeout=attempt.timeout,
+        )
+        message = await raw.parse()
+        attempt.observe(
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+            headers=dict(raw.headers),
+        )
+        return message
+
+    return call
+
+
+async def breaker_row() -> CircuitBreaker:
+    return await sync_to_async(CircuitBreaker.objects.get)(name="anthropic")
+
+
+async def budget_row() -> RateLimitBudget:
+    return await sync_to_async(RateLimitBudget.objects.get)(name="anthropic")
+
+
+class TestRetriesThroughTheSdk:
+    async def test_529_529_200__costs_exactly_three_requests_and_succeeds(
+        self, fake, client, make_guard
+    ):
+        guard = await make_guard()
+        fake.script("overloaded", "overloaded", "ok")
+        reports: list[AttemptReport] = []
+        message = await guard.call(ask(client), on_attempt=reports.append)
+        assert message.content[0].type == "text"
+        assert [r.status for r in fake.requests] == [529, 529, 200]
+        # Exactly one retry layer: the SDK never retried on its own.
+        assert {r.headers.get("x-stainless-retry-count", "0") for r in fake.requests} == {"0"}
+        breaker = await breaker_row()
+        assert (breaker.total_failures, breaker.total_successes) == (2, 1)
+        # Each attempt was budgeted on its own (the seed charged a retried request once).
+        assert (await budget_row()).total_requests == 3
+        assert [(r.number, r.outcome.reason, r.will_retry) for r in reports] == [
+            (1, "http_529", True),
+            (2, "http_529", True),
+            (3, "ok", False),
+        ]
+
+    async def test_the_sdk_makes_no_retries_of_its_own(self, fake, client, make_guard):
+        guard = await make_guard(max_attempts=1)
+        fake.script("overloaded")
+        with pytest.raises(anthropic.InternalServerError):
+            await guard.call(ask(client))
+        assert len(fake.requests) == 1
+        # The same fault with the SDK's default retries would have cost three requests.
+        fake.reset()
+        fake.script("overloaded", "overloaded", "overloaded")
+        retrying_sdk = anthropic.AsyncAnthropic(api_key="k", base_url=fake.base_url)
+        retrying_sdk._client.timeout = 10.0
+        with pytest.raises(anthropic.InternalServerError):
+            await retrying_sdk.with_options(max_retries=2).messages.create(
+                model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert len(fake.requests) == 3
+
+    async def test_400__costs_one_request_and_is_not_retried(self, fake, client, make_guard):
+        guard = await make_guard()
+        fake.script("bad_request")
+        with pytest.raises(anthropic.BadRequestError):
+            await guard.call(ask(client))
+        assert len(fake.requests) == 1
+        breaker = await breaker_row()
+        assert (breaker.total_failures, breaker.total_ignored) == (0, 1)  # a caller error
+
+    async def test_401__counts_as_a_failure_and_is_not_retried(self, fake, client, make_guard):
+        guard = await make_guard()
+        fake.script("auth")
+        with pytest.raises(anthropic.AuthenticationError):
+            await guard.call(ask(client))
+        assert len(fake.requests) == 1
+        assert (await breaker_row()).total_failures == 1
+
+    async def test_a_connection_reset_is_retried(self, fake, client, make_guard):
+        guard = await make_guard()
+        fake.script("reset", "ok")
+        await guard.call(ask(client))
+        assert len(fake.requests) == 2
+
+
+class TestRateLimitBackpressure:
+    async def test_429_with_retry_after_2__waits_and_pauses_the_budget_for_everyone(
+        self, fake, client, make_guard
+    ):
+        guard = await make_guard()
+        fake.configure(retry_after_s=2)
+        fake.script("rate_limit")
+        waits: list[Wait] = []
+        began = time.monotonic()
+        first = asyncio.create_task(guard.call(ask(client, "first"), on_wait=waits.append))
+        await asyncio.sleep(0.5)  # the 429 has paused the budget by now
+        other_waits: list[Wait] = []
+        second = await guard.call(ask(client, "second"), on_wait=other_waits.append)
+        await first
+        assert time.monotonic() - began >= 2.0
+        arrivals = [r.received_monotonic for r in fake.requests]
+        assert [r.status for r in fake.requests] == [429, 200, 200]
+        assert min(arrivals[1:]) - arrivals[0] >= 2.0  # nobody called during the pause
+        assert second.content
+        assert any(w.reason == "rate_budget" for w in other_waits)
+        assert "waiting for the rate budget until" in other_waits[0].describe()
+        assert (await breaker_row()).total_failures == 0  # a 429 never trips the breaker
+
+    async def test_a_retry_after_beyond_the_deadline_fails_at_once(self, fake, client, make_guard):
+        guard = await make_guard()
+        fake.configure(retry_after_s=30)
+        fake.script("rate_limit")
+        began = time.monotonic()
+        with pytest.raises(DeadlineExceededError, match="retry-after of 30"):
+            await guard.call(ask(client), deadline=time.time() + 5)
+        assert time.monotonic() - began < 1.0
+        assert len(fake.requests) == 1
+
+
+class TestTimeouts:
+    async def test_a_hang_is_cut_at_the_timeout(self, fake, client, make_guard):
+        guard = await make_guard(timeout=0.5, max_attempts=1)
+        fake.script("hang")
+        began = time.monotonic()
+        with pytest.raises((CallTimeoutError, anthropic.APITimeoutError)):
+            await guard.call(ask(client))
+        elapsed = time.monotonic() - began
+        assert 0.45 <= elapsed < 1.5
+        breaker = await breaker_row()
+        assert breaker.total_failures == 1 and breaker.consecutive_failures == 1
+
+    async def test_the_timeout_never_outlives_the_deadline(self, fake, client, make_guard):
+        guard = await make_guard(timeout=30, max_attempts=1)
+        fake.script("hang")
+        began = time.monotonic()
+        with pytest.raises((CallTimeoutError, anthropic.APITimeoutError)):
+            await guard.call(ask(client), deadline=time.time() + 0.6)
+        assert time.monotonic() - began < 1.5
+
+
+class TestBreakerAndBudgetTogether:
+    async def test_an_outage_opens_the_breaker_and_stops_the_traffic(
+        self, fake, client, make_guard
+    ):
+        guard = await make_guard(failure_threshold=3, max_attempts=4)
+        fake.configure(fault_rates={"overloaded": 1.0})
+        with pytest.raises(CircuitOpenError):
+            await guard.call(ask(client))
+        with pytest.raises(CircuitOpenError):
+            await guard.call(ask(client))
+        assert len(fake.requests) == 3
+        assert (await breaker_row()).state == "open"
+
+    async def test_tokens_are_reconciled_to_what_the_reply_used(self, fake, client, make_guard):
+        guard = await make_guard()
+        message = await guard.call(ask(client), estimate=TokenEstimate(5_000, 200))
+        budget = await budget_row()
+        assert budget.total_input_tokens == message.usage.input_tokens
+        assert budget.total_output_tokens == message.usage.output_tokens
+        assert message.usage.input_tokens < 5_000
