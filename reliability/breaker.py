@@ -235,7 +235,9 @@ def _record_probe(
         total: F(total) + 1,
     }
     if failed:
-        CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
+        CircuitBreaker.objects.filter(pk=permit.breaker_id).update(
+            **{total: F(total) + 1, "last_failure_at": Value(clock.now())}
+        )
         why = "probe was slow" if verdict is BreakerVerdict.SUCCESS else f"probe failed: {reason}"
         _transition(
             permit.breaker_id,
@@ -255,7 +257,11 @@ def _record_probe(
         CircuitBreaker,
         pk=permit.breaker_id,
         condition=current_probe,
-        values={**released, "half_open_successes": F("half_open_successes") + 1},
+        values={
+            **released,
+            "half_open_successes": F("half_open_successes") + 1,
+            "last_success_at": Value(clock.now()),
+        },
         returning=["half_open_successes", "half_open_success_threshold"],
     )
     if row is None:  # the breaker moved on while this probe ran; count it, decide nothing
@@ -361,6 +367,7 @@ def _record_in_window(
     failed = verdict is BreakerVerdict.FAILURE
     now = clock.now()
     values = {
+        "last_failure_at" if failed else "last_success_at": Value(now),
         **_window_update(
             window_type=permit.window_type,
             size=permit.window_size,

@@ -120,6 +120,8 @@ class CircuitBreaker(models.Model):
     previous_window_slow_calls = models.PositiveIntegerField(default=0)
     half_open_in_flight = models.PositiveIntegerField(default=0)
     half_open_successes = models.PositiveIntegerField(default=0)
+    last_success_at = models.FloatField(null=True, blank=True)
+    last_failure_at = models.FloatField(null=True, blank=True)
 
     # --- lifetime totals (never reset; what operators and tests add up)
     total_successes = models.BigIntegerField(default=0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from reliability.breaker import admit
+
 
 @pytest.mark.django_db
 class TestHomePage:
@@ -24,8 +26,12 @@ class TestHomePage:
         assert response.status_code == 302
         assert response["Location"].startswith("/admin/login/")
 
-    def test_metrics__exposes_prometheus_text(self, client):
+    def test_metrics__exposes_prometheus_text_and_shared_breaker_state(self, client):
+        admit("anthropic")
         client.get("/")
         response = client.get("/metrics")
+        body = response.content.decode()
         assert response.status_code == 200
-        assert "django_http_requests_total_by_method_total" in response.content.decode()
+        assert "django_http_requests_total_by_method_total" in body
+        assert 'eidolon_breaker_state{breaker="anthropic",state="closed"} 1.0' in body
+        assert 'eidolon_breaker_state{breaker="anthropic",state="open"} 0.0' in body
