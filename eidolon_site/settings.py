@@ -305,6 +305,11 @@ EIDOLON_RETRY_BUDGET = {
     "min_retries": env_int("EIDOLON_RETRY_BUDGET_MIN_RETRIES", 3, minimum=0),
 }
 
+# Fraction of every rate limit left unused to absorb network jitter (see ratelimit.spacing_of).
+EIDOLON_RATE_HEADROOM = env_float("EIDOLON_RATE_HEADROOM", 0.02, minimum=0.0)
+if EIDOLON_RATE_HEADROOM >= 0.5:
+    raise ImproperlyConfigured("EIDOLON_RATE_HEADROOM must be below 0.5")
+
 # Defaults for breakers and budgets created on first use; afterwards the admin owns them.
 EIDOLON_BREAKER_DEFAULTS = {
     "anthropic": {

@@ -59,6 +59,7 @@ class Attempt:
     number: int
     deadline: float | None
     timeout: float
+    slot_at: float | None = None  # when the rate budget let this attempt start
     input_tokens: int | None = None
     output_tokens: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -177,7 +178,12 @@ class Guard:
                     clock=self.clock,
                 )
             timeout = self._timeout_before(deadline)
-            attempt = Attempt(number=number, deadline=deadline, timeout=timeout)
+            attempt = Attempt(
+                number=number,
+                deadline=deadline,
+                timeout=timeout,
+                slot_at=reservation.start_at if reservation is not None else None,
+            )
             started = self.clock.monotonic()
             try:
                 async with asyncio.timeout(timeout):

@@ -57,6 +57,11 @@ ratelimit_rejections = Counter(
     "Requests the budget refused (deadline or daily cap).",
     ["budget", "reason"],
 )
+ratelimit_requeued = Counter(
+    "eidolon_ratelimit_requeued_total",
+    "Reserved slots given up and queued for again (budget paused meanwhile, or caller late).",
+    ["budget", "why"],
+)
 ratelimit_pauses = Counter(
     "eidolon_ratelimit_pauses_total",
     "Budget pauses after a 429 or exhausted rate-limit headers.",
@@ -146,3 +151,24 @@ def exposition() -> bytes:
     else:
         registry = REGISTRY
     return generate_latest(registry) + generate_latest(_shared_state_registry)
+
+# --- health (reliability/health.py): per process; the shared history is in the database.
+
+from prometheus_client import Gauge  # noqa: E402
+
+health_check_rounds = Counter(
+    "eidolon_health_check_rounds_total",
+    "Rounds of health checks this process ran (probes within the cache interval share one).",
+)
+health_check_duration = Histogram(
+    "eidolon_health_check_duration_seconds",
+    "Duration of each component's health check.",
+    ["component"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+health_status = Gauge(
+    "eidolon_health_status",
+    "1 for the component's status at this process's last health check round, 0 for the others.",
+    ["component", "status"],
+    multiprocess_mode="livemax",
+)

@@ -41,6 +41,8 @@ DAY_SECONDS = 86_400.0
 API_LIMIT_WINDOW_SECONDS = 60.0
 # A pause that began while a caller slept is honoured only if it still has this long to run.
 _PAUSE_EPSILON = 0.001
+# However small the headroom, a caller may start this much after its slot.
+_MIN_LATENESS = 0.02
 
 _CONFIG_FIELDS = (
     "id",
@@ -69,6 +71,7 @@ class Reservation:
     output_tokens: int
     seconds_per_input_token: float
     seconds_per_output_token: float
+    max_lateness: float  # later than this after start_at, the slot is given up (see below)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,21 +114,24 @@ def _effective_limit(configured: int, observed: int | None, window: float) -> fl
     return max(1.0, min(float(configured), observed * window / API_LIMIT_WINDOW_SECONDS))
 
 
-def spacing_of(config: Mapping[str, Any]) -> Spacing:
+def spacing_of(config: Mapping[str, Any], *, headroom: float | None = None) -> Spacing:
+    """Seconds per request and per token: the window over the effective limit, less headroom.
+
+    Requests leave this process exactly on their slots but reach the API a few milliseconds
+    apart from that, unevenly; keeping ``headroom`` (a fraction) of each limit free keeps the
+    API from ever counting more than the limit in a window.
+    """
+    headroom = settings.EIDOLON_RATE_HEADROOM if headroom is None else headroom
     window = config["window_seconds"]
+
+    def seconds_per_unit(configured: str, observed: str) -> float:
+        limit = _effective_limit(config[configured], config[observed], window)
+        return window / (limit * (1.0 - headroom))
+
     return Spacing(
-        request=window
-        / _effective_limit(
-            config["requests_per_window"], config["observed_requests_limit"], window
-        ),
-        input_token=window
-        / _effective_limit(
-            config["input_tokens_per_window"], config["observed_input_tokens_limit"], window
-        ),
-        output_token=window
-        / _effective_limit(
-            config["output_tokens_per_window"], config["observed_output_tokens_limit"], window
-        ),
+        request=seconds_per_unit("requests_per_window", "observed_requests_limit"),
+        input_token=seconds_per_unit("input_tokens_per_window", "observed_input_tokens_limit"),
+        output_token=seconds_per_unit("output_tokens_per_window", "observed_output_tokens_limit"),
     )
 
 
@@ -233,6 +239,9 @@ def reserve(
         output_tokens=output_tokens,
         seconds_per_input_token=spacing.input_token,
         seconds_per_output_token=spacing.output_token,
+        max_lateness=max(
+            _MIN_LATENESS, settings.EIDOLON_RATE_HEADROOM * config["window_seconds"] / 2
+        ),
     )
 
 
@@ -378,20 +387,35 @@ async def wait_for_slot(
 ) -> Reservation:
     """Sleep until the reservation's slot (no lock or transaction held); return the slot used.
 
-    A 429 seen elsewhere may pause the budget while this caller sleeps; then the reservation is
-    given back and the caller queues again behind the pause (``reserve_again``).
+    The slot is given back and the caller queues again when a 429 elsewhere paused the budget
+    while it slept, or when it wakes too late for its slot (a busy event loop, a starved
+    process): sent late, it would bunch up with the requests after it and a window could hold
+    more than the limit. Half the headroom is allowed for that lateness, the other half for the
+    network.
     """
     began = clock.monotonic()
-    while (wait := reservation.start_at - clock.now()) > 0:
-        if on_wait is not None:
-            on_wait(reservation.start_at)
-        await clock.sleep(wait)
-        if await sync_to_async(paused_until)(reservation.name) <= clock.now() + _PAUSE_EPSILON:
+    while True:
+        if (wait := reservation.start_at - clock.now()) > 0:
+            if on_wait is not None:
+                on_wait(reservation.start_at)
+            await clock.sleep(wait)
+            paused = await sync_to_async(paused_until)(reservation.name)
+            if paused > clock.now() + _PAUSE_EPSILON:
+                reservation = await _requeue(reservation, reserve_again, why="paused")
+                continue
+        if clock.now() - reservation.start_at <= reservation.max_lateness:
             break
-        await sync_to_async(release)(reservation)
-        reservation = await sync_to_async(reserve_again)()
+        reservation = await _requeue(reservation, reserve_again, why="late")
     metrics.ratelimit_wait.labels(budget=reservation.name).observe(clock.monotonic() - began)
     return reservation
+
+
+async def _requeue(
+    reservation: Reservation, reserve_again: Callable[[], Reservation], *, why: str
+) -> Reservation:
+    metrics.ratelimit_requeued.labels(budget=reservation.name, why=why).inc()
+    await sync_to_async(release)(reservation)
+    return await sync_to_async(reserve_again)()
 
 
 async def acquire(

@@ -23,6 +23,12 @@ from reliability.ratelimit import (
 )
 
 
+@pytest.fixture(autouse=True)
+def exact_spacing(settings):
+    """Most tests reason about exact slots; one below checks the headroom on its own."""
+    settings.EIDOLON_RATE_HEADROOM = 0.0
+
+
 @pytest.fixture
 def clock():
     # Mid-day UTC, so daily-window tests know where midnight is.
@@ -76,6 +82,12 @@ class TestSpacing:
             clock.advance(rng.expovariate(2.0))  # arrivals faster than the limit
             starts.append(take(clock).start_at)
         assert max_in_any_window(starts, 10.0) == 7
+
+    def test_headroom_keeps_a_fraction_of_the_limit_free(self, make_budget, clock, settings):
+        settings.EIDOLON_RATE_HEADROOM = 0.02
+        make_budget(requests_per_window=10, window_seconds=10)
+        first, second = take(clock), take(clock)
+        assert second.start_at - first.start_at == pytest.approx(1.0 / 0.98)
 
     def test_tokens_are_spaced_by_their_cost(self, make_budget, clock):
         make_budget(requests_per_window=1000, input_tokens_per_window=1000, window_seconds=10)
