@@ -158,6 +158,9 @@ if DATABASE_URL.startswith(("postgres://", "postgresql://")):
         "options", f"-c statement_timeout={int(EIDOLON_DB_STATEMENT_TIMEOUT * 1000)}"
     )
     _database["OPTIONS"].setdefault("connect_timeout", 2)
+    # Lets reliability.sql's server-side cursors prepare their statements (Django's own
+    # client-side cursors never prepare). Behind PgBouncer use version 1.21+ or set it to None.
+    _database["OPTIONS"].setdefault("prepare_threshold", 5)
 elif not DATABASE_URL or DATABASE_URL.startswith("sqlite:///"):
     _sqlite_path = (
         Path(DATABASE_URL.removeprefix("sqlite:///"))

@@ -25,7 +25,17 @@ from typing import Any, NoReturn
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, FloatField, IntegerField, Q, Value, When
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    CharField,
+    F,
+    FloatField,
+    IntegerField,
+    Q,
+    Value,
+    When,
+)
 from django.db.models.functions import Greatest
 
 from reliability import metrics
@@ -39,7 +49,7 @@ from reliability.models import (
     WindowType,
 )
 from reliability.outcomes import BreakerVerdict
-from reliability.sql import update_returning
+from reliability.sql import Param, prepared_select, prepared_update
 
 logger = structlog.get_logger(__name__)
 
@@ -110,12 +120,37 @@ def get_or_create_breaker(name: str, *, clock: Clock = SYSTEM_CLOCK) -> CircuitB
         return CircuitBreaker.objects.get(name=name)
 
 
+def _select_admission_row(name: str) -> dict[str, Any] | None:
+    return prepared_select(
+        "breaker_admission",
+        model=CircuitBreaker,
+        condition=lambda: Q(name=Param("name", CharField())),
+        fields=_ADMISSION_FIELDS,
+        params={"name": name},
+    )
+
+
 def _admission_row(name: str, clock: Clock) -> dict[str, Any]:
-    row = CircuitBreaker.objects.filter(name=name).values(*_ADMISSION_FIELDS).first()
+    row = _select_admission_row(name)
     if row is None:
         get_or_create_breaker(name, clock=clock)
-        row = CircuitBreaker.objects.filter(name=name).values(*_ADMISSION_FIELDS).get()
+        row = _select_admission_row(name)
+    assert row is not None
     return row
+
+
+def _count(breaker_id: int, total: str, *, failed_at: float | None = None) -> None:
+    """Add one to a lifetime total (and stamp a failure), whatever the breaker's state."""
+    stamp = failed_at is not None
+    prepared_update(
+        ("breaker_count", total, stamp),
+        model=CircuitBreaker,
+        values=lambda: {
+            total: F(total) + 1,
+            **({"last_failure_at": Param("now")} if stamp else {}),
+        },
+        params={"pk": breaker_id, "now": failed_at},
+    )
 
 
 def _permit(row: dict[str, Any], *, state: str, generation: int) -> Permit:
@@ -171,15 +206,16 @@ def _admit_probe(row: dict[str, Any], *, clock: Clock) -> Permit:
             clock=clock,
         )
         _reject(row, retry_at=now + row["recovery_timeout"])
-    slot = update_returning(
-        CircuitBreaker,
-        pk=row["id"],
-        condition=Q(
+    slot = prepared_update(
+        "breaker_probe_slot",
+        model=CircuitBreaker,
+        condition=lambda: Q(
             state=BreakerState.HALF_OPEN,
-            generation=row["generation"],
+            generation=Param("generation", BigIntegerField()),
             half_open_in_flight__lt=F("half_open_max_calls"),
         ),
-        values={"half_open_in_flight": F("half_open_in_flight") + 1},
+        values=lambda: {"half_open_in_flight": F("half_open_in_flight") + 1},
+        params={"pk": row["id"], "generation": row["generation"]},
         returning=["generation"],
     )
     if slot is None:
@@ -192,7 +228,7 @@ def _admit_probe(row: dict[str, Any], *, clock: Clock) -> Permit:
 
 
 def _reject(row: dict[str, Any], *, retry_at: float | None, detail: str = "") -> NoReturn:
-    CircuitBreaker.objects.filter(pk=row["id"]).update(total_rejected=F("total_rejected") + 1)
+    _count(row["id"], "total_rejected")
     metrics.breaker_rejections.labels(breaker=row["name"], state=row["state"]).inc()
     raise CircuitOpenError(
         breaker=row["name"], state=row["state"], retry_at=retry_at, detail=detail
@@ -228,16 +264,9 @@ def _record_probe(
     permit: Permit, verdict: BreakerVerdict, *, slow: bool, reason: str, clock: Clock
 ) -> None:
     total = _total_field(verdict)
-    failed = verdict is BreakerVerdict.FAILURE or (verdict is BreakerVerdict.SUCCESS and slow)
-    current_probe = Q(state=BreakerState.HALF_OPEN, generation=permit.generation)
-    released = {
-        "half_open_in_flight": Greatest(F("half_open_in_flight") - 1, Value(0)),
-        total: F(total) + 1,
-    }
-    if failed:
-        CircuitBreaker.objects.filter(pk=permit.breaker_id).update(
-            **{total: F(total) + 1, "last_failure_at": Value(clock.now())}
-        )
+    now = clock.now()
+    if verdict is BreakerVerdict.FAILURE or (verdict is BreakerVerdict.SUCCESS and slow):
+        _count(permit.breaker_id, total, failed_at=now)
         why = "probe was slow" if verdict is BreakerVerdict.SUCCESS else f"probe failed: {reason}"
         _transition(
             permit.breaker_id,
@@ -247,27 +276,32 @@ def _record_probe(
             clock=clock,
         )
         return
-    if verdict is BreakerVerdict.IGNORED:
-        if not CircuitBreaker.objects.filter(current_probe, pk=permit.breaker_id).update(
-            **released
-        ):
-            CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
-        return
-    row = update_returning(
-        CircuitBreaker,
-        pk=permit.breaker_id,
-        condition=current_probe,
-        values={
-            **released,
-            "half_open_successes": F("half_open_successes") + 1,
-            "last_success_at": Value(clock.now()),
-        },
+    succeeded = verdict is BreakerVerdict.SUCCESS
+
+    def release_slot() -> dict[str, Any]:
+        values = {
+            "half_open_in_flight": Greatest(F("half_open_in_flight") - 1, Value(0)),
+            total: F(total) + 1,
+        }
+        if succeeded:
+            values["half_open_successes"] = F("half_open_successes") + 1
+            values["last_success_at"] = Param("now")
+        return values
+
+    row = prepared_update(
+        ("breaker_probe_settled", total),
+        model=CircuitBreaker,
+        condition=lambda: Q(
+            state=BreakerState.HALF_OPEN, generation=Param("generation", BigIntegerField())
+        ),
+        values=release_slot,
+        params={"pk": permit.breaker_id, "generation": permit.generation, "now": now},
         returning=["half_open_successes", "half_open_success_threshold"],
     )
     if row is None:  # the breaker moved on while this probe ran; count it, decide nothing
-        CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
+        _count(permit.breaker_id, total)
         return
-    if row["half_open_successes"] >= row["half_open_success_threshold"]:
+    if succeeded and row["half_open_successes"] >= row["half_open_success_threshold"]:
         _transition(
             permit.breaker_id,
             expected=(BreakerState.HALF_OPEN, permit.generation),
@@ -277,49 +311,40 @@ def _record_probe(
         )
 
 
-def _window_update(
-    *, window_type: str, size: int, now: float, failed: bool, slow: bool
-) -> dict[str, Any]:
+def _window_update(*, window_type: str, failed: bool, slow: bool) -> dict[str, Any]:
     """Column updates that add one call to a two-bucket sliding window, rolling it if due.
 
     The window keeps the current bucket and the previous one; the estimate weights the previous
     bucket by how much of it still lies inside the window (a sliding-window counter). SQL
     evaluates every right-hand side on the old row, so the roll and the increment are one step.
+    Parameters: ``size``, and for time windows ``now``, ``roll_edge`` (now - size) and
+    ``stale_edge`` (now - 2 * size).
     """
     increments = {
         ("window_calls", "previous_window_calls"): 1,
         ("window_failures", "previous_window_failures"): int(failed),
         ("window_slow_calls", "previous_window_slow_calls"): int(slow),
     }
+    values: dict[str, Any] = {}
     if window_type == WindowType.TIME:
-        stale = Q(window_started_at__lte=now - 2 * size)
-        rolled = Q(window_started_at__lte=now - size)
-        values: dict[str, Any] = {
-            "window_started_at": Case(
-                When(stale, then=Value(now)),
-                When(rolled, then=F("window_started_at") + size),
-                default=F("window_started_at"),
-                output_field=FloatField(),
-            )
-        }
-        for (current, previous), increment in increments.items():
-            values[previous] = Case(
-                When(stale, then=Value(0)),
-                When(rolled, then=F(current)),
-                default=F(previous),
-                output_field=IntegerField(),
-            )
-            values[current] = Case(
-                When(rolled, then=Value(increment)),
-                default=F(current) + increment,
-                output_field=IntegerField(),
-            )
-        return values
-    rolled = Q(window_calls__gte=size)
-    values = {}
+        stale = Q(window_started_at__lte=Param("stale_edge"))
+        rolled = Q(window_started_at__lte=Param("roll_edge"))
+        values["window_started_at"] = Case(
+            When(stale, then=Param("now")),
+            When(rolled, then=F("window_started_at") + Param("size")),
+            default=F("window_started_at"),
+            output_field=FloatField(),
+        )
+    else:
+        stale = None
+        rolled = Q(window_calls__gte=Param("size", IntegerField()))
     for (current, previous), increment in increments.items():
+        rolls = [When(stale, then=Value(0))] if stale is not None else []
         values[previous] = Case(
-            When(rolled, then=F(current)), default=F(previous), output_field=IntegerField()
+            *rolls,
+            When(rolled, then=F(current)),
+            default=F(previous),
+            output_field=IntegerField(),
         )
         values[current] = Case(
             When(rolled, then=Value(increment)),
@@ -362,45 +387,43 @@ def _record_in_window(
 ) -> None:
     total = _total_field(verdict)
     if verdict is BreakerVerdict.IGNORED:
-        CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
+        _count(permit.breaker_id, total)
         return
     failed = verdict is BreakerVerdict.FAILURE
     now = clock.now()
-    values = {
-        "last_failure_at" if failed else "last_success_at": Value(now),
-        **_window_update(
-            window_type=permit.window_type,
-            size=permit.window_size,
-            now=now,
-            failed=failed,
-            slow=slow,
+    # The common path (a quick success) needs nothing back and decides nothing.
+    decide = failed or slow
+
+    def values() -> dict[str, Any]:
+        return {
+            "last_failure_at" if failed else "last_success_at": Param("now"),
+            **_window_update(window_type=permit.window_type, failed=failed, slow=slow),
+            "consecutive_failures": F("consecutive_failures") + 1 if failed else Value(0),
+            total: F(total) + 1,
+        }
+
+    row = prepared_update(
+        ("breaker_record", permit.window_type, failed, slow, decide),
+        model=CircuitBreaker,
+        condition=lambda: Q(
+            state=Param("state", CharField()), generation=Param("generation", BigIntegerField())
         ),
-        "consecutive_failures": F("consecutive_failures") + 1 if failed else Value(0),
-        total: F(total) + 1,
-    }
-    same_state = Q(state=permit.state, generation=permit.generation)
-    if not failed and not slow:
-        # The common path: one statement, nothing to decide.
-        if not CircuitBreaker.objects.filter(same_state, pk=permit.breaker_id).update(**values):
-            CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
-        return
-    row = update_returning(
-        CircuitBreaker,
-        pk=permit.breaker_id,
-        condition=same_state,
         values=values,
-        returning=[
-            "consecutive_failures",
-            "window_type",
-            "window_size",
-            *_WINDOW_FIELDS,
-            *CONFIG_FIELDS,
-        ],
+        params={
+            "pk": permit.breaker_id,
+            "state": permit.state,
+            "generation": permit.generation,
+            "now": now,
+            "size": permit.window_size,
+            "roll_edge": now - permit.window_size,
+            "stale_edge": now - 2 * permit.window_size,
+        },
+        returning=("consecutive_failures", *_WINDOW_FIELDS, *CONFIG_FIELDS) if decide else (),
     )
-    if row is None:
-        CircuitBreaker.objects.filter(pk=permit.breaker_id).update(**{total: F(total) + 1})
+    if not row:  # the breaker moved on while this call ran; count it, decide nothing
+        _count(permit.breaker_id, total, failed_at=now if failed else None)
         return
-    if permit.state != BreakerState.CLOSED:
+    if not decide or permit.state != BreakerState.CLOSED:
         return  # disabled breakers count but never trip
     if why := _reason_to_open(row, now=now, last_failure=reason if failed else ""):
         _transition(
@@ -433,12 +456,13 @@ def _reason_to_open(row: dict[str, Any], *, now: float, last_failure: str) -> st
     return ""
 
 
-def _fresh_state_values(now: float) -> dict[str, Any]:
+def _fresh_state_values() -> dict[str, Any]:
     return {
+        "state": Param("to_state", CharField()),
         "generation": F("generation") + 1,
-        "state_changed_at": Value(now),
+        "state_changed_at": Param("now"),
         "consecutive_failures": Value(0),
-        "window_started_at": Value(now),
+        "window_started_at": Param("now"),
         "window_calls": Value(0),
         "window_failures": Value(0),
         "window_slow_calls": Value(0),
@@ -465,26 +489,41 @@ def _transition(
     history row in the same short transaction. ``expected=None`` (operators) always applies.
     """
     now = clock.now()
-    condition = None
-    if expected is not None:
-        condition = Q(state=expected[0], generation=expected[1])
     with transaction.atomic():
-        current = CircuitBreaker.objects.filter(pk=breaker_id)
-        if expected is None:  # an operator's change: know exactly what it replaces
-            current = current.select_for_update()
-        previous = current.values("state").first()
-        if previous is None:
-            return False
-        row = update_returning(
-            CircuitBreaker,
-            pk=breaker_id,
-            condition=condition,
-            values={"state": Value(to_state), **_fresh_state_values(now)},
+        if expected is None:  # an operator's change: lock the row to know what it replaces
+            previous = (
+                CircuitBreaker.objects.select_for_update().filter(pk=breaker_id).values("state")
+            ).first()
+            if previous is None:
+                return False
+            from_state = previous["state"]
+        else:
+            from_state = expected[0]
+        row = prepared_update(
+            ("breaker_transition", expected is not None),
+            model=CircuitBreaker,
+            condition=(
+                (
+                    lambda: Q(
+                        state=Param("expected_state", CharField()),
+                        generation=Param("expected_generation", BigIntegerField()),
+                    )
+                )
+                if expected is not None
+                else None
+            ),
+            values=_fresh_state_values,
+            params={
+                "pk": breaker_id,
+                "to_state": to_state,
+                "now": now,
+                "expected_state": expected[0] if expected else None,
+                "expected_generation": expected[1] if expected else None,
+            },
             returning=["generation", "name"],
         )
         if row is None:
             return False
-        from_state = expected[0] if expected is not None else previous["state"]
         BreakerTransition.objects.create(
             breaker_id=breaker_id,
             from_state=from_state,

@@ -290,7 +290,13 @@ class Guard:
         ratelimit.reconcile(reservation, input_tokens=used_input, output_tokens=used_output)
         headers = attempt.headers if attempt and attempt.headers else outcome.headers
         if headers:
-            ratelimit.observe_headers(reservation.name, headers, clock=self.clock)
+            ratelimit.observe_headers(
+                reservation.name,
+                headers,
+                budget_id=reservation.budget_id,
+                known_limits=reservation.observed_limits,
+                clock=self.clock,
+            )
         if outcome.rate_limited:
             pause = (
                 outcome.retry_after

@@ -152,6 +152,7 @@ def exposition() -> bytes:
         registry = REGISTRY
     return generate_latest(registry) + generate_latest(_shared_state_registry)
 
+
 # --- health (reliability/health.py): per process; the shared history is in the database.
 
 from prometheus_client import Gauge  # noqa: E402

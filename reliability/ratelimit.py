@@ -15,6 +15,7 @@ in bursts. A 429 seen by any process pauses the whole budget until its ``retry-a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,16 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, FloatField, IntegerField, Q, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    F,
+    FloatField,
+    IntegerField,
+    Q,
+    Value,
+    When,
+)
 from django.db.models.functions import Greatest
 from django.db.models.lookups import LessThanOrEqual
 
@@ -32,7 +42,7 @@ from reliability import metrics
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import BudgetExhaustedError, format_epoch
 from reliability.models import RateLimitBudget
-from reliability.sql import update_returning
+from reliability.sql import Param, prepared_select, prepared_update
 
 logger = structlog.get_logger(__name__)
 
@@ -72,6 +82,7 @@ class Reservation:
     seconds_per_input_token: float
     seconds_per_output_token: float
     max_lateness: float  # later than this after start_at, the slot is given up (see below)
+    observed_limits: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,11 +110,22 @@ def get_or_create_budget(name: str) -> RateLimitBudget:
         return RateLimitBudget.objects.get(name=name)
 
 
+def _select_config(name: str) -> dict[str, Any] | None:
+    return prepared_select(
+        "budget_config",
+        model=RateLimitBudget,
+        condition=lambda: Q(name=Param("name", CharField())),
+        fields=_CONFIG_FIELDS,
+        params={"name": name},
+    )
+
+
 def _config(name: str) -> dict[str, Any]:
-    row = RateLimitBudget.objects.filter(name=name).values(*_CONFIG_FIELDS).first()
+    row = _select_config(name)
     if row is None:
         get_or_create_budget(name)
-        row = RateLimitBudget.objects.filter(name=name).values(*_CONFIG_FIELDS).get()
+        row = _select_config(name)
+    assert row is not None
     return row
 
 
@@ -139,6 +161,71 @@ def _utc_day_start(now: float) -> float:
     return now - (now % DAY_SECONDS)
 
 
+def _next_free_slot() -> Greatest:
+    return Greatest(
+        F("next_request_at"),
+        F("next_input_at"),
+        F("next_output_at"),
+        F("paused_until"),
+        Param("now"),
+        output_field=FloatField(),
+    )
+
+
+def _reservation_values() -> dict[str, Any]:
+    """One request's reservation: every dimension's next slot moves on from the same start."""
+    start = _next_free_slot()
+    new_day = Q(day_started_at__lt=Param("today"))
+    new_window = Q(window_started_at__lte=Param("window_edge"))
+
+    def counter(field: str, amount: Param | Value, *, reset_when: Q) -> Case:
+        return Case(
+            When(reset_when, then=amount), default=F(field) + amount, output_field=IntegerField()
+        )
+
+    def integer(name: str) -> Param:
+        return Param(name, IntegerField())
+
+    return {
+        "next_request_at": start + Param("request_seconds"),
+        "next_input_at": start + Param("input_seconds"),
+        "next_output_at": start + Param("output_seconds"),
+        "day_started_at": Case(
+            When(new_day, then=Param("today")),
+            default=F("day_started_at"),
+            output_field=FloatField(),
+        ),
+        "day_requests": counter("day_requests", Value(1), reset_when=new_day),
+        "day_tokens": counter("day_tokens", integer("cost"), reset_when=new_day),
+        "window_started_at": Case(
+            When(new_window, then=Param("now")),
+            default=F("window_started_at"),
+            output_field=FloatField(),
+        ),
+        "window_requests": counter("window_requests", Value(1), reset_when=new_window),
+        "window_input_tokens": counter(
+            "window_input_tokens", integer("input_tokens"), reset_when=new_window
+        ),
+        "window_output_tokens": counter(
+            "window_output_tokens", integer("output_tokens"), reset_when=new_window
+        ),
+        "total_requests": F("total_requests") + 1,
+        "total_input_tokens": F("total_input_tokens") + integer("input_tokens"),
+        "total_output_tokens": F("total_output_tokens") + integer("output_tokens"),
+    }
+
+
+def _reservation_condition(*, has_token_cap: bool, has_deadline: bool) -> Q:
+    """Admit only within the daily caps and, if the caller has one, before its deadline."""
+    new_day = Q(day_started_at__lt=Param("today"))
+    condition = new_day | Q(day_requests__lt=Param("requests_per_day", IntegerField()))
+    if has_token_cap:
+        condition &= new_day | Q(day_tokens__lte=Param("tokens_left_today", IntegerField()))
+    if has_deadline:
+        condition &= Q(LessThanOrEqual(_next_free_slot(), Param("deadline")))
+    return condition
+
+
 def reserve(
     name: str,
     *,
@@ -151,85 +238,48 @@ def reserve(
     """Reserve the next slot of budget ``name`` for one request: one atomic UPDATE.
 
     Raises ``BudgetExhaustedError`` (reserving nothing) when the slot would start after
-    ``deadline``, or a daily or per-analysis cap would be exceeded.
+    ``deadline``, or a daily or per-analysis cap would be exceeded. The limits are read first
+    (a short indexed read) so that the UPDATE itself stays short: every process applies an
+    operator's change from its next request.
     """
     config = _config(name)
     cost = input_tokens + output_tokens
+    now = clock.now()
     cap = config["tokens_per_analysis"]
     if cap is not None and analysis_tokens_used is not None and analysis_tokens_used + cost > cap:
-        metrics.ratelimit_rejections.labels(budget=name, reason="analysis_token_cap").inc()
-        raise BudgetExhaustedError(
-            budget=name,
-            reason=f"the analysis token cap of {cap} would be exceeded "
-            f"({analysis_tokens_used} used, {cost} more estimated)",
-            available_at=None,
+        _raise_refusal(
+            name, cost=cost, deadline=deadline, analysis_tokens_used=analysis_tokens_used, now=now
         )
-    now = clock.now()
     spacing = spacing_of(config)
-    today = _utc_day_start(now)
-    new_day = Q(day_started_at__lt=today)
-    start = Greatest(
-        F("next_request_at"),
-        F("next_input_at"),
-        F("next_output_at"),
-        F("paused_until"),
-        Value(now),
-        output_field=FloatField(),
-    )
-    window_rolled = Q(window_started_at__lte=now - config["window_seconds"])
-
-    def per_window(field: str, amount: int) -> Case:
-        return Case(
-            When(window_rolled, then=Value(amount)),
-            default=F(field) + amount,
-            output_field=IntegerField(),
-        )
-
-    values = {
-        "next_request_at": start + spacing.request,
-        "next_input_at": start + input_tokens * spacing.input_token,
-        "next_output_at": start + output_tokens * spacing.output_token,
-        "day_started_at": Case(
-            When(new_day, then=Value(today)),
-            default=F("day_started_at"),
-            output_field=FloatField(),
+    has_token_cap = config["tokens_per_day"] is not None
+    row = prepared_update(
+        ("budget_reserve", has_token_cap, deadline is not None),
+        model=RateLimitBudget,
+        condition=lambda: _reservation_condition(
+            has_token_cap=has_token_cap, has_deadline=deadline is not None
         ),
-        "day_requests": Case(
-            When(new_day, then=Value(1)),
-            default=F("day_requests") + 1,
-            output_field=IntegerField(),
-        ),
-        "day_tokens": Case(
-            When(new_day, then=Value(cost)),
-            default=F("day_tokens") + cost,
-            output_field=IntegerField(),
-        ),
-        "window_started_at": Case(
-            When(window_rolled, then=Value(now)),
-            default=F("window_started_at"),
-            output_field=FloatField(),
-        ),
-        "window_requests": per_window("window_requests", 1),
-        "window_input_tokens": per_window("window_input_tokens", input_tokens),
-        "window_output_tokens": per_window("window_output_tokens", output_tokens),
-        "total_requests": F("total_requests") + 1,
-        "total_input_tokens": F("total_input_tokens") + input_tokens,
-        "total_output_tokens": F("total_output_tokens") + output_tokens,
-    }
-    condition = new_day | Q(day_requests__lt=config["requests_per_day"])
-    if config["tokens_per_day"] is not None:
-        condition &= new_day | Q(day_tokens__lte=config["tokens_per_day"] - cost)
-    if deadline is not None:
-        condition &= Q(LessThanOrEqual(start, Value(deadline)))
-    row = update_returning(
-        RateLimitBudget,
-        pk=config["id"],
-        condition=condition,
-        values=values,
+        values=_reservation_values,
+        params={
+            "pk": config["id"],
+            "now": now,
+            "today": _utc_day_start(now),
+            "window_edge": now - config["window_seconds"],
+            "request_seconds": spacing.request,
+            "input_seconds": input_tokens * spacing.input_token,
+            "output_seconds": output_tokens * spacing.output_token,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost": cost,
+            "requests_per_day": config["requests_per_day"],
+            "tokens_left_today": (config["tokens_per_day"] or 0) - cost,
+            "deadline": deadline,
+        },
         returning=["next_request_at"],
     )
     if row is None:
-        _raise_refusal(config, cost=cost, deadline=deadline, now=now)
+        _raise_refusal(
+            name, cost=cost, deadline=deadline, analysis_tokens_used=analysis_tokens_used, now=now
+        )
     metrics.ratelimit_requests.labels(budget=name).inc()
     return Reservation(
         budget_id=config["id"],
@@ -242,28 +292,40 @@ def reserve(
         max_lateness=max(
             _MIN_LATENESS, settings.EIDOLON_RATE_HEADROOM * config["window_seconds"] / 2
         ),
+        observed_limits={column: config[column] for column in _HEADER_DIMENSIONS.values()},
     )
 
 
 def _raise_refusal(
-    config: Mapping[str, Any], *, cost: int, deadline: float | None, now: float
+    name: str,
+    *,
+    cost: int,
+    deadline: float | None,
+    analysis_tokens_used: int | None,
+    now: float,
 ) -> NoReturn:
     """Say why ``reserve`` admitted nothing."""
-    budget = RateLimitBudget.objects.get(pk=config["id"])
-    name = config["name"]
+    budget = RateLimitBudget.objects.get(name=name)
     tomorrow = _utc_day_start(now) + DAY_SECONDS
     same_day = budget.day_started_at >= _utc_day_start(now)
-    if same_day and budget.day_requests >= config["requests_per_day"]:
+    cap = budget.tokens_per_analysis
+    if cap is not None and analysis_tokens_used is not None and analysis_tokens_used + cost > cap:
         reason, available_at = (
-            f"daily request limit of {config['requests_per_day']} reached",
+            f"the analysis token cap of {cap} would be exceeded "
+            f"({analysis_tokens_used} used, {cost} more estimated)",
+            None,
+        )
+    elif same_day and budget.day_requests >= budget.requests_per_day:
+        reason, available_at = (
+            f"daily request limit of {budget.requests_per_day} reached",
             tomorrow,
         )
     elif (
         same_day
-        and config["tokens_per_day"] is not None
-        and budget.day_tokens + cost > config["tokens_per_day"]
+        and budget.tokens_per_day is not None
+        and budget.day_tokens + cost > budget.tokens_per_day
     ):
-        reason, available_at = f"daily token cap of {config['tokens_per_day']} reached", tomorrow
+        reason, available_at = f"daily token cap of {budget.tokens_per_day} reached", tomorrow
     else:
         available_at = max(
             budget.next_request_at,
@@ -282,38 +344,86 @@ def _raise_refusal(
 
 
 def paused_until(name: str) -> float:
-    return RateLimitBudget.objects.filter(name=name).values_list("paused_until", flat=True).get()
+    row = prepared_select(
+        "budget_paused_until",
+        model=RateLimitBudget,
+        condition=lambda: Q(name=Param("name", CharField())),
+        fields=["paused_until"],
+        params={"name": name},
+    )
+    return row["paused_until"] if row else 0.0
+
+
+def _adjust_counts(
+    reservation: Reservation,
+    *,
+    requests: int,
+    input_tokens: int,
+    output_tokens: int,
+    move_token_slots: bool,
+) -> None:
+    """Add (or take back) requests and tokens, and the tokens' time on the token slots if asked."""
+    time_factor = 1.0 if move_token_slots else 0.0
+    prepared_update(
+        "budget_adjust",
+        model=RateLimitBudget,
+        values=lambda: {
+            "next_input_at": F("next_input_at") + Param("input_seconds"),
+            "next_output_at": F("next_output_at") + Param("output_seconds"),
+            "day_requests": Greatest(F("day_requests") + Param("requests", IntegerField()), 0),
+            "day_tokens": Greatest(F("day_tokens") + Param("tokens", IntegerField()), 0),
+            "window_requests": Greatest(
+                F("window_requests") + Param("requests", IntegerField()), 0
+            ),
+            "window_input_tokens": Greatest(
+                F("window_input_tokens") + Param("input_tokens", IntegerField()), 0
+            ),
+            "window_output_tokens": Greatest(
+                F("window_output_tokens") + Param("output_tokens", IntegerField()), 0
+            ),
+            "total_requests": F("total_requests") + Param("requests", IntegerField()),
+            "total_input_tokens": F("total_input_tokens") + Param("input_tokens", IntegerField()),
+            "total_output_tokens": F("total_output_tokens")
+            + Param("output_tokens", IntegerField()),
+        },
+        params={
+            "pk": reservation.budget_id,
+            "requests": requests,
+            "tokens": input_tokens + output_tokens,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "input_seconds": time_factor * input_tokens * reservation.seconds_per_input_token,
+            "output_seconds": time_factor * output_tokens * reservation.seconds_per_output_token,
+        },
+    )
 
 
 def release(reservation: Reservation) -> None:
     """Give back the counts of a reservation that was never used (its time slot stays spent)."""
-    cost = reservation.input_tokens + reservation.output_tokens
-    RateLimitBudget.objects.filter(pk=reservation.budget_id).update(
-        day_requests=Greatest(F("day_requests") - 1, Value(0)),
-        day_tokens=Greatest(F("day_tokens") - cost, Value(0)),
-        total_requests=F("total_requests") - 1,
-        total_input_tokens=F("total_input_tokens") - reservation.input_tokens,
-        total_output_tokens=F("total_output_tokens") - reservation.output_tokens,
+    _adjust_counts(
+        reservation,
+        requests=-1,
+        input_tokens=-reservation.input_tokens,
+        output_tokens=-reservation.output_tokens,
+        # Later reservations were spaced after this slot: its time cannot be given back.
+        move_token_slots=False,
     )
 
 
 def reconcile(reservation: Reservation, *, input_tokens: int, output_tokens: int) -> None:
     """Correct the budget from the estimate to what the request really used."""
-    extra_input = input_tokens - reservation.input_tokens
-    extra_output = output_tokens - reservation.output_tokens
     metrics.ratelimit_tokens.labels(budget=reservation.name, direction="input").inc(input_tokens)
     metrics.ratelimit_tokens.labels(budget=reservation.name, direction="output").inc(output_tokens)
-    if extra_input == 0 and extra_output == 0:
-        return
-    RateLimitBudget.objects.filter(pk=reservation.budget_id).update(
-        next_input_at=F("next_input_at") + extra_input * reservation.seconds_per_input_token,
-        next_output_at=F("next_output_at") + extra_output * reservation.seconds_per_output_token,
-        day_tokens=Greatest(F("day_tokens") + extra_input + extra_output, Value(0)),
-        window_input_tokens=Greatest(F("window_input_tokens") + extra_input, Value(0)),
-        window_output_tokens=Greatest(F("window_output_tokens") + extra_output, Value(0)),
-        total_input_tokens=F("total_input_tokens") + extra_input,
-        total_output_tokens=F("total_output_tokens") + extra_output,
-    )
+    extra_input = input_tokens - reservation.input_tokens
+    extra_output = output_tokens - reservation.output_tokens
+    if extra_input or extra_output:
+        _adjust_counts(
+            reservation,
+            requests=0,
+            input_tokens=extra_input,
+            output_tokens=extra_output,
+            move_token_slots=True,
+        )
 
 
 def pause(name: str, *, until: float, reason: str) -> bool:
@@ -349,7 +459,14 @@ def _parse_reset(value: str | None) -> float | None:
         return None
 
 
-def observe_headers(name: str, headers: Mapping[str, str], *, clock: Clock = SYSTEM_CLOCK) -> None:
+def observe_headers(
+    name: str,
+    headers: Mapping[str, str],
+    *,
+    budget_id: int | None = None,
+    known_limits: Mapping[str, int | None] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> None:
     """Tighten the budget from ``anthropic-ratelimit-*`` response headers.
 
     An exhausted dimension (``remaining: 0``) pauses the budget until its ``reset``; a limit
@@ -366,16 +483,29 @@ def observe_headers(name: str, headers: Mapping[str, str], *, clock: Clock = SYS
             observed[field] = int(limit)
         if remaining is not None and remaining.strip() == "0" and reset_at and reset_at > now:
             pause(name, until=reset_at, reason=f"{dimension} exhausted: API reported 0 remaining")
-    if observed:
-        _record_observed_limits(name, observed)
+    if observed and any(
+        known_limits is None or known_limits.get(f) != v for f, v in observed.items()
+    ):
+        _record_observed_limits(budget_id or _config(name)["id"], observed)
 
 
-def _record_observed_limits(name: str, observed: Mapping[str, int]) -> None:
-    unchanged = Q()
-    for field, value in observed.items():
-        unchanged &= Q(**{field: value})
-    # One conditional UPDATE, a no-op (no write) when the limits are as already recorded.
-    RateLimitBudget.objects.filter(name=name).exclude(unchanged).update(**observed)
+def _record_observed_limits(budget_id: int, observed: Mapping[str, int]) -> None:
+    fields = tuple(sorted(observed))
+
+    def changed() -> Q:
+        differs = Q()
+        for field in fields:
+            differs |= ~Q(**{field: Param(field, IntegerField())})
+        return differs
+
+    # One conditional UPDATE, which writes nothing when the limits are as already recorded.
+    prepared_update(
+        ("budget_observed", fields),
+        model=RateLimitBudget,
+        condition=changed,
+        values=lambda: {field: Param(field, IntegerField()) for field in fields},
+        params={"pk": budget_id, **observed},
+    )
 
 
 async def wait_for_slot(
