@@ -340,6 +340,39 @@ EIDOLON_BUDGET_DEFAULTS = {
     },
 }
 
+# --- analyses ---------------------------------------------------------------
+
+# Local directories the web and API may analyse (the terminal command may analyse any
+# directory its user can read). Empty: only git URLs from the web.
+EIDOLON_SOURCE_ROOTS = env_list("EIDOLON_SOURCE_ROOTS", [])
+EIDOLON_WORKSPACE_ROOT = Path(env_str("EIDOLON_WORKSPACE_ROOT") or VAR_DIR / "workspaces")
+EIDOLON_GIT_MAX_BYTES = env_int("EIDOLON_GIT_MAX_BYTES", 200 * 1024 * 1024, minimum=1)
+EIDOLON_GIT_ALLOW_INSECURE_HTTP = env_bool("EIDOLON_GIT_ALLOW_INSECURE_HTTP", False)
+
+EIDOLON_AI_MODEL = env_str("EIDOLON_AI_MODEL") or "claude-sonnet-5-5"
+EIDOLON_AI_MAX_TOKENS = env_int("EIDOLON_AI_MAX_TOKENS", 2048, minimum=64)
+# While the AI breaker is open: review with the offline rules instead of waiting.
+EIDOLON_AI_FALLBACK_STATIC = env_bool("EIDOLON_AI_FALLBACK_STATIC", False)
+
+EIDOLON_ANALYSIS_CONCURRENCY = env_int("EIDOLON_ANALYSIS_CONCURRENCY", 10, minimum=1)
+EIDOLON_WORKER_ANALYSES = env_int("EIDOLON_WORKER_ANALYSES", 3, minimum=1)
+# A worker renews its lease on a running analysis; when it dies, another resumes it after this.
+EIDOLON_ANALYSIS_LEASE_SECONDS = env_float("EIDOLON_ANALYSIS_LEASE_SECONDS", 60.0, minimum=1.0)
+
+EIDOLON_RESULT_CACHE_MAX_ENTRIES = env_int("EIDOLON_RESULT_CACHE_MAX_ENTRIES", 100_000, minimum=1)
+EIDOLON_RESULT_CACHE_MAX_BYTES = env_int(
+    "EIDOLON_RESULT_CACHE_MAX_BYTES", 256 * 1024 * 1024, minimum=1
+)
+
+# Parsing limits (the original Eidolon's numbers).
+EIDOLON_PARSE_LIMITS = {
+    "max_file_bytes": env_int("EIDOLON_MAX_FILE_BYTES", 10 * 1024 * 1024, minimum=1),
+    "max_modules": env_int("EIDOLON_MAX_MODULES", 1000, minimum=1),
+    "max_functions_per_module": env_int("EIDOLON_MAX_FUNCTIONS_PER_MODULE", 500, minimum=1),
+    "max_function_lines": env_int("EIDOLON_MAX_FUNCTION_LINES", 1000, minimum=1),
+    "max_nesting_depth": env_int("EIDOLON_MAX_NESTING_DEPTH", 100, minimum=1),
+}
+
 # --- Prometheus -------------------------------------------------------------
 
 PROMETHEUS_EXPORT_MIGRATIONS = False

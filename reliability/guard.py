@@ -397,8 +397,11 @@ def _tokens_used(
 _guards: dict[str, Guard] = {}
 
 
-def guard_for(target: str) -> Guard:
-    """The process-wide guard of ``target`` (``anthropic`` or ``git``), configured from settings."""
+def guard_for(target: str, *, classify: Callable[..., Outcome] | None = None) -> Guard:
+    """The process-wide guard of ``target`` (``anthropic`` or ``git``), configured from settings.
+
+    ``classify`` (used when the guard is first made) says what the target's errors mean.
+    """
     if target not in _guards:
         timeouts = {"anthropic": settings.EIDOLON_AI_TIMEOUT, "git": settings.EIDOLON_GIT_TIMEOUT}
         _guards[target] = Guard(
@@ -407,5 +410,6 @@ def guard_for(target: str) -> Guard:
             timeout=timeouts.get(target, settings.EIDOLON_AI_TIMEOUT),
             retry_policy=RetryPolicy(**settings.EIDOLON_RETRY),
             retry_budget=RetryBudget(**settings.EIDOLON_RETRY_BUDGET),
+            classify=classify or classify_exception,
         )
     return _guards[target]

@@ -24,6 +24,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.db.models import Expression, Field, FloatField, Model, Q, QuerySet
 from django.db.models.sql import UpdateQuery
+from django.db.models.sql.constants import ROW_COUNT
 
 
 @dataclass(frozen=True)
@@ -199,5 +200,35 @@ def prepared_update(
     )
     with _cursor(using) as cursor:
         _execute(cursor, f"{statement.sql} RETURNING {columns}", bound)
+        row = cursor.fetchone()
+    return None if row is None else _converted(model, returning, row)
+
+
+def update_returning(
+    model: type[Model],
+    *,
+    pk: Any,
+    values: Mapping[str, Any],
+    returning: Sequence[str],
+    condition: Q | None = None,
+    using: str = "default",
+) -> dict[str, Any] | None:
+    """One-off ``UPDATE ... RETURNING`` (compiled on every call; for statements off hot paths)."""
+    queryset = model._default_manager.using(using).filter(pk=pk)
+    if condition is not None:
+        queryset = queryset.filter(condition)
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(dict(values))
+    if not supports_returning(using):
+        with transaction.atomic(using=using):
+            if not query.get_compiler(using).execute_sql(ROW_COUNT):
+                return None
+            return model._default_manager.using(using).filter(pk=pk).values(*returning).get()
+    sql, params = query.get_compiler(using).as_sql()
+    columns = ", ".join(
+        connections[using].ops.quote_name(model._meta.get_field(name).column) for name in returning
+    )
+    with _cursor(using) as cursor:
+        _execute(cursor, f"{sql} RETURNING {columns}", params)
         row = cursor.fetchone()
     return None if row is None else _converted(model, returning, row)

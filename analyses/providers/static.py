@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from analyses.findings import Finding, FindingKind, Severity, shorten_title
 from analyses.parsing import FUNCTION_KINDS, Unit
+from analyses.providers.base import CallCallback, ReviewRequest, ReviewResult, WaitCallback
 
 _RECEIVER_NAMES = frozenset({"self", "cls"})
 _DOCSTRING_EXEMPT_DECORATORS = ("overload", "typing.overload")
@@ -229,3 +230,26 @@ def _finding(
         fix=fix,
         rule=rule,
     )
+
+
+class StaticProvider:
+    """The offline reviewer: the rules above, for every kind of unit, with no API call."""
+
+    name = "static"
+    model = "rules"
+    prompt_version = "static-v1"
+    calls_api = False
+
+    def reviews(self, unit: Unit) -> bool:
+        return True
+
+    async def review(
+        self,
+        request: ReviewRequest,
+        *,
+        on_wait: WaitCallback | None = None,
+        on_call: CallCallback | None = None,
+    ) -> ReviewResult:
+        return ReviewResult(
+            findings=review_unit(request.unit), provider=self.name, model=self.model
+        )

@@ -1,0 +1,48 @@
+"""Git sources through the resilience layer: every clone is admitted by the ``git`` breaker,
+bounded by the git timeout and retried by the one retry policy."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+
+from analyses.sources import ClonedRepository, SourceError, _remove_workspace, clone_repository
+from reliability.guard import Attempt, guard_for
+from reliability.outcomes import BreakerVerdict, Outcome, classify_exception
+
+# Failures of the remote (or the network) count against the breaker and are retried; a URL,
+# ref or repository that cannot work is the caller's problem and is neither.
+_REMOTE_FAILURES = {"clone_timeout", "clone_failed"}
+
+
+def classify_git_error(exc: BaseException, *, now: float) -> Outcome:
+    if isinstance(exc, SourceError):
+        if exc.code in _REMOTE_FAILURES:
+            return Outcome(verdict=BreakerVerdict.FAILURE, retryable=True, reason=exc.code)
+        return Outcome(verdict=BreakerVerdict.IGNORED, retryable=False, reason=exc.code)
+    return classify_exception(exc, now=now)
+
+
+@contextlib.asynccontextmanager
+async def cloned_through_guard(
+    url: str, *, ref: str | None, deadline: float | None
+) -> AsyncIterator[ClonedRepository]:
+    """A shallow clone of ``url`` at ``ref``, removed when the block exits."""
+
+    async def clone(attempt: Attempt) -> ClonedRepository:
+        return await clone_repository(
+            url,
+            ref=ref,
+            workspace_root=settings.EIDOLON_WORKSPACE_ROOT,
+            timeout_s=attempt.timeout,
+            max_bytes=settings.EIDOLON_GIT_MAX_BYTES,
+            allow_insecure_http=settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP,
+        )
+
+    repository = await guard_for("git", classify=classify_git_error).call(clone, deadline=deadline)
+    try:
+        yield repository
+    finally:
+        await _remove_workspace(repository.path)

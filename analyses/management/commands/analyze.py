@@ -1,0 +1,166 @@
+"""Run one analysis from the terminal, in this process (no worker needed).
+
+    python manage.py analyze SOURCE [--ref REF] [--provider anthropic|static]
+                                    [--concurrency N] [--json]
+
+Exit status: 0 when it completes (failed units are reported, not fatal), 1 when it fails,
+times out or is cancelled (Ctrl+C), 2 for bad input (with a one-line reason on stderr).
+With --json, stdout holds exactly one JSON object; logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from analyses.models import Analysis, AnalysisStatus
+from analyses.orchestrator import run_analysis
+from analyses.services import PROVIDERS, InvalidAnalysisRequest, analysis_cancel, analysis_create
+
+SUCCESS_STATUSES = (AnalysisStatus.COMPLETED, AnalysisStatus.COMPLETED_WITH_ERRORS)
+BAR_WIDTH = 30
+
+
+def result_summary(analysis: Analysis, *, duration: float) -> dict[str, Any]:
+    return {
+        "id": analysis.pk,
+        "status": analysis.status,
+        "functions_total": analysis.functions_total,
+        "functions_analyzed": analysis.functions_analyzed,
+        "functions_cached": analysis.functions_cached,
+        "functions_failed": analysis.functions_failed,
+        "cards": analysis.cards_count,
+        "llm_requests": analysis.llm_requests,
+        "input_tokens": analysis.input_tokens,
+        "output_tokens": analysis.output_tokens,
+        "duration_s": round(duration, 3),
+    }
+
+
+def progress_line(progress: dict[str, Any]) -> str:
+    filled = int(BAR_WIDTH * progress["percent"] / 100)
+    bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+    line = (
+        f"[{bar}] {progress['percent']:5.1f}%  {progress['done']}/{progress['functions_total']}"
+        f" functions, {progress['cached']} cached, {progress['failed']} failed,"
+        f" {progress['cards']} cards"
+    )
+    if progress.get("waiting"):
+        line += f"  ({progress['waiting']})"
+    elif progress.get("current_unit"):
+        line += f"  {progress['current_unit'][:40]}"
+    return line
+
+
+class Command(BaseCommand):
+    help = "Analyse a local directory or a git URL, with a progress bar."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("source", help="A directory, or a git URL (https://, ssh://, git@).")
+        parser.add_argument("--ref", help="Branch, tag or commit of a git URL.")
+        parser.add_argument(
+            "--provider",
+            choices=PROVIDERS,
+            help="Default: anthropic when ANTHROPIC_API_KEY is set, else static.",
+        )
+        parser.add_argument("--concurrency", type=int, help="AI calls at once (default 10).")
+        parser.add_argument(
+            "--json", action="store_true", dest="as_json", help="Print one JSON object."
+        )
+
+    def handle(
+        self,
+        *args: Any,
+        source: str,
+        ref: str | None,
+        provider: str | None,
+        concurrency: int | None,
+        as_json: bool,
+        verbosity: int,
+        **options: Any,
+    ) -> None:
+        _logs_to_stderr(verbose=verbosity >= 2)
+        try:
+            analysis = analysis_create(
+                source=source,
+                ref=ref,
+                provider=provider,
+                concurrency=concurrency,
+                allow_any_path=True,
+            )
+        except InvalidAnalysisRequest as error:
+            raise CommandError(error.message, returncode=2) from None
+
+        started = time.monotonic()
+        show_bar = not as_json and sys.stderr.isatty()
+        status = asyncio.run(self._run(analysis.pk, show_bar=show_bar))
+        analysis.refresh_from_db()
+        summary = result_summary(analysis, duration=time.monotonic() - started)
+        if as_json:
+            self.stdout.write(json.dumps(summary))
+        else:
+            self._report(analysis, summary)
+        if status not in SUCCESS_STATUSES:
+            sys.exit(1)
+
+    async def _run(self, analysis_id: int, *, show_bar: bool) -> str:
+        loop = asyncio.get_running_loop()
+        cancelling: list[asyncio.Task] = []
+
+        def cancel() -> None:
+            self.stderr.write("\ncancelling (Ctrl+C again to force)...")
+            loop.remove_signal_handler(signal.SIGINT)
+            cancelling.append(
+                loop.create_task(
+                    sync_to_async(analysis_cancel)(analysis_id=analysis_id, actor="terminal")
+                )
+            )
+
+        loop.add_signal_handler(signal.SIGINT, cancel)
+        loop.add_signal_handler(signal.SIGTERM, cancel)
+
+        def on_progress(progress: dict[str, Any]) -> None:
+            if show_bar:
+                sys.stderr.write("\r\033[K" + progress_line(progress))
+                sys.stderr.flush()
+
+        try:
+            return await run_analysis(analysis_id, on_progress=on_progress)
+        finally:
+            if show_bar:
+                sys.stderr.write("\n")
+
+    def _report(self, analysis: Analysis, summary: dict[str, Any]) -> None:
+        self.stdout.write(
+            f"analysis #{analysis.pk}: {analysis.status}"
+            + (f" ({analysis.status_reason})" if analysis.status_reason else "")
+        )
+        self.stdout.write(
+            f"  {summary['functions_total']} functions: {summary['functions_analyzed']} analysed,"
+            f" {summary['functions_cached']} cached, {summary['functions_failed']} failed;"
+            f" {summary['cards']} cards; health score {analysis.health_score}"
+        )
+        self.stdout.write(
+            f"  {summary['llm_requests']} AI requests, {summary['input_tokens']} input and"
+            f" {summary['output_tokens']} output tokens, {summary['duration_s']:.1f} s"
+        )
+        for error in analysis.file_errors[:10]:
+            self.stdout.write(f"  file error: {error['path']}: {error['message']}")
+
+
+def _logs_to_stderr(*, verbose: bool) -> None:
+    """stdout is the command's output (one JSON object with --json); logs go to stderr."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
+    if not verbose:
+        root.setLevel(logging.WARNING)

@@ -1,0 +1,563 @@
+"""One analysis, start to finish: source -> parse -> units -> (cache | guard -> provider) ->
+cards -> events -> summaries.
+
+A worker takes the analysis under a lease it renews; if the worker dies the lease expires and
+another worker resumes it, reviewing only the units still pending (a unit's result is cached
+before it is written, so even a unit reviewed but not yet written is not paid for twice).
+Every unit ends analysed, cached, failed with a reason or, when the analysis is cancelled or
+times out, skipped; the analysis ends completed, completed with errors, failed, cancelled or
+timed out, never stuck in running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from analyses import events, store
+from analyses.findings import Finding
+from analyses.models import Analysis, AnalysisStatus, UnitStatus
+from analyses.parsing import (
+    ParseLimits,
+    ParseResult,
+    Unit,
+    build_call_graph,
+    context_for,
+    parse_tree,
+)
+from analyses.parsing import context_hash as unit_context_hash
+from analyses.providers.base import LLMCallRecord, Provider, ReviewFailed, ReviewRequest
+from analyses.providers.static import StaticProvider
+from analyses.scoring import summarize_system
+from analyses.sources import SourceError, parse_source_spec, resolve_local_directory
+from eidolon_site.logging import bound_context
+from reliability.clock import SYSTEM_CLOCK, Clock
+from reliability.exceptions import (
+    BudgetExhaustedError,
+    CircuitOpenError,
+    DeadlineExceededError,
+    format_epoch,
+)
+from reliability.guard import Wait
+
+logger = structlog.get_logger(__name__)
+
+# How often the watcher looks for a cancel request (the promise: stopped within 2 s).
+CANCEL_POLL_SECONDS = 0.5
+# Unit outcomes are written in batches: at most this many, or this often.
+FLUSH_BATCH = 25
+FLUSH_SECONDS = 0.25
+# Progress events at most this often.
+PROGRESS_SECONDS = 0.5
+# While an operator holds the AI breaker forced open, look again this often.
+FORCED_OPEN_RECHECK_SECONDS = 5.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _calls_api(provider: Provider) -> bool:
+    """Providers that call an API get context in their prompts, a cache and a token budget."""
+    return getattr(provider, "calls_api", True)
+
+
+def provider_for(analysis: Analysis) -> Provider:
+    if analysis.provider == "static":
+        return StaticProvider()
+    from analyses.providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider.from_settings()
+
+
+class _Stopped(Exception):
+    """The run must stop: cancelled, timed out, or another worker took the lease."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+@dataclass
+class _Run:
+    analysis: Analysis
+    worker_id: str
+    provider: Provider
+    clock: Clock
+    on_progress: Callable[[dict[str, Any]], None] | None
+    lease_seconds: float
+    stop_reason: str = ""
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    outcomes: list[store.UnitOutcome] = field(default_factory=list)
+    calls: list[tuple[int | None, LLMCallRecord]] = field(default_factory=list)
+    current_unit: str = ""
+    waiting: Wait | None = None
+    waiting_text: str = ""
+    last_flush: float = 0.0
+    last_progress: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def id(self) -> int:
+        return self.analysis.pk
+
+    @property
+    def deadline(self) -> float:
+        return self.analysis.deadline_at.timestamp()
+
+    def stop(self, why: str) -> None:
+        if not self.stopped.is_set():
+            self.stop_reason = why
+            self.stopped.set()
+
+
+async def run_analysis(
+    analysis_id: int,
+    *,
+    worker_id: str | None = None,
+    provider: Provider | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    lease_seconds: float | None = None,
+) -> str:
+    """Run (or resume) an analysis to its end; returns its final status.
+
+    Returns at once, changing nothing, when another live worker holds it or it has finished.
+    """
+    worker_id = worker_id or new_worker_id()
+    lease_seconds = lease_seconds or settings.EIDOLON_ANALYSIS_LEASE_SECONDS
+    analysis = await sync_to_async(store.claim_lease)(
+        analysis_id, worker_id=worker_id, now=clock.now(), lease_seconds=lease_seconds
+    )
+    if analysis is None:
+        status = await sync_to_async(
+            lambda: Analysis.objects.values_list("status", flat=True).get(pk=analysis_id)
+        )()
+        logger.info("analysis_not_claimed", analysis_id=analysis_id, status=status)
+        return status
+    run = _Run(
+        analysis=analysis,
+        worker_id=worker_id,
+        provider=provider or provider_for(analysis),
+        clock=clock,
+        on_progress=on_progress,
+        lease_seconds=lease_seconds,
+    )
+    with bound_context(analysis_id=analysis_id, worker_id=worker_id):
+        return await _run(run)
+
+
+async def _run(run: _Run) -> str:
+    resumed = run.analysis.runs > 1
+    logger.info("analysis_resumed" if resumed else "analysis_started", source=run.analysis.source)
+    watcher = asyncio.create_task(_watch(run))
+    try:
+        try:
+            await _until_stopped(run, _analyse(run, resumed=resumed))
+        except _Stopped:
+            pass
+        except SourceError as error:
+            return await _finish(run, AnalysisStatus.FAILED, error.message)
+        except Exception as error:
+            logger.exception("analysis_crashed")
+            return await _finish(
+                run, AnalysisStatus.FAILED, f"internal error ({type(error).__name__})"
+            )
+        if run.stop_reason == "lease_lost":
+            logger.warning("analysis_lease_lost")
+            return AnalysisStatus.RUNNING
+        await _flush(run, force=True)
+        if run.stop_reason == "cancelled":
+            return await _finish(run, AnalysisStatus.CANCELLED, "cancelled by request")
+        if run.stop_reason == "timed_out":
+            return await _finish(
+                run,
+                AnalysisStatus.TIMED_OUT,
+                f"the deadline ({format_epoch(run.deadline)}) passed",
+            )
+        return await _finish(run, *await _verdict(run))
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _until_stopped(run: _Run, work: Awaitable[Any]) -> Any:
+    """Run ``work`` until it ends or the run is stopped (then cancel it and raise _Stopped)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.create_task(run.stopped.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise _Stopped(run.stop_reason)
+
+
+async def _watch(run: _Run) -> None:
+    """Renew the lease, notice cancel requests and the deadline."""
+    renew_every = run.lease_seconds / 3
+    last_renewal = run.clock.monotonic()
+    while not run.stopped.is_set():
+        await asyncio.sleep(CANCEL_POLL_SECONDS)
+        if run.clock.now() >= run.deadline:
+            run.stop("timed_out")
+            return
+        renew = run.clock.monotonic() - last_renewal >= renew_every
+        ours, cancelled = await sync_to_async(_lease_check)(run, renew=renew)
+        if renew:
+            last_renewal = run.clock.monotonic()
+        if not ours:
+            run.stop("lease_lost")
+        elif cancelled:
+            run.stop("cancelled")
+
+
+def _lease_check(run: _Run, *, renew: bool) -> tuple[bool, bool]:
+    if renew:
+        return store.renew_lease(
+            run.id, worker_id=run.worker_id, now=run.clock.now(), lease_seconds=run.lease_seconds
+        )
+    return True, Analysis.objects.filter(pk=run.id, cancel_requested=True).exists()
+
+
+# --- the work ----------------------------------------------------------------------------------
+
+
+async def _analyse(run: _Run, *, resumed: bool) -> None:
+    async with _workspace(run) as root:
+        limits = ParseLimits(**settings.EIDOLON_PARSE_LIMITS)
+        parsed: ParseResult = await asyncio.to_thread(parse_tree, root, limits=limits)
+    units = parsed.units
+    reviewable = [run.provider.reviews(unit) for unit in units]
+    file_errors = [
+        {"path": e.path, "code": e.code, "message": e.message, "line": e.line}
+        for e in parsed.errors
+    ]
+    rows = await sync_to_async(store.store_units)(
+        run.id, units=units, reviewable=reviewable, file_errors=file_errors
+    )
+    await sync_to_async(run.analysis.refresh_from_db)()
+    pending = [
+        (unit, rows[unit.id][0])
+        for unit, reviews in zip(units, reviewable, strict=True)
+        if reviews and rows[unit.id][1] == UnitStatus.PENDING
+    ]
+    await events.emit(
+        run.id,
+        [
+            (
+                "analysis.resumed" if resumed else "analysis.started",
+                {
+                    "source": run.analysis.source,
+                    "provider": run.provider.name,
+                    "model": run.provider.model,
+                    "files": parsed.files_seen,
+                    "file_errors": len(file_errors),
+                    "functions_total": run.analysis.functions_total,
+                    "pending": len(pending),
+                },
+            )
+        ],
+    )
+    graph = build_call_graph(units)
+    by_id = {unit.id: unit for unit in units}
+    queue = deque(pending)
+
+    calls_api = _calls_api(run.provider)
+
+    async def review_next() -> None:
+        while queue and not run.stopped.is_set():
+            unit, code_unit_id = queue.popleft()
+            context = context_for(unit, graph=graph, units_by_id=by_id) if calls_api else ()
+            await _review_unit(run, unit, code_unit_id, context)
+            await _flush(run)
+
+    workers = min(run.analysis.concurrency, max(1, len(queue)))
+    await asyncio.gather(*(review_next() for _ in range(workers)))
+
+
+@contextlib.asynccontextmanager
+async def _workspace(run: _Run) -> AsyncIterator[Path]:
+    analysis = run.analysis
+    spec = parse_source_spec(
+        analysis.source,
+        ref=analysis.ref or None,
+        allow_insecure_http=(settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP),
+    )
+    if spec.kind == "local":
+        roots = None if analysis.allow_any_path else settings.EIDOLON_SOURCE_ROOTS
+        yield resolve_local_directory(spec.location, allowed_roots=roots)
+        return
+    from analyses.git import cloned_through_guard
+
+    # A resumed run analyses the same commit as the first.
+    async with cloned_through_guard(
+        spec.location, ref=analysis.commit_sha or spec.ref, deadline=run.deadline
+    ) as repository:
+        await sync_to_async(store.record_source)(run.id, commit_sha=repository.commit_sha)
+        yield repository.path
+
+
+async def _review_unit(run: _Run, unit: Unit, code_unit_id: int, context: Sequence) -> None:
+    run.current_unit = unit.qualname
+    provider = run.provider
+    key = None
+    if _calls_api(provider):
+        key = store.cache_key(
+            provider=provider.name,
+            model=provider.model,
+            prompt_version=provider.prompt_version,
+            context_hash=unit_context_hash(unit, context),
+        )
+        cached = await sync_to_async(store.cache_lookup)(key, unit=unit)
+        if cached is not None:
+            _outcome(run, code_unit_id, unit, UnitStatus.CACHED, cached)
+            return
+    findings = await _review_with_waits(run, unit, code_unit_id, context)
+    if findings is None:
+        return
+    if key is not None:
+        await sync_to_async(store.cache_store)(
+            key,
+            unit=unit,
+            findings=findings,
+            provider=provider.name,
+            model=provider.model,
+            prompt_version=provider.prompt_version,
+        )
+    _outcome(run, code_unit_id, unit, UnitStatus.ANALYZED, findings)
+
+
+async def _review_with_waits(
+    run: _Run, unit: Unit, code_unit_id: int, context: Sequence
+) -> list[Finding] | None:
+    """Review one unit, waiting out an open breaker or a full budget while the deadline allows.
+
+    Returns the findings, or None after recording the unit as failed.
+    """
+
+    async def record_call(record: LLMCallRecord) -> None:
+        run.calls.append((code_unit_id, record))
+
+    while True:
+        tokens_used = (
+            await sync_to_async(store.analysis_tokens_used)(run.id)
+            if _calls_api(run.provider)
+            else None
+        )
+        request = ReviewRequest(
+            unit=unit, context=context, deadline=run.deadline, analysis_tokens_used=tokens_used
+        )
+        try:
+            result = await run.provider.review(
+                request, on_wait=lambda wait: _waiting(run, wait), on_call=record_call
+            )
+        except CircuitOpenError as error:
+            if run.analysis.fallback_to_static:
+                return (await StaticProvider().review(request)).findings
+            until = error.retry_at or run.clock.now() + FORCED_OPEN_RECHECK_SECONDS
+            if not await _wait_until(run, until, f"AI circuit open until {format_epoch(until)}"):
+                _failed(run, code_unit_id, unit, f"not reviewed: {error}")
+                return None
+        except BudgetExhaustedError as error:
+            if error.available_at is None or not await _wait_until(
+                run,
+                error.available_at,
+                f"waiting for the rate budget until {format_epoch(error.available_at)}",
+            ):
+                _failed(run, code_unit_id, unit, f"not reviewed: {error}")
+                return None
+        except DeadlineExceededError as error:
+            _failed(run, code_unit_id, unit, f"not reviewed: {error}")
+            return None
+        except ReviewFailed as error:
+            _failed(run, code_unit_id, unit, error.reason)
+            return None
+        else:
+            return result.findings
+
+
+async def _wait_until(run: _Run, until: float, reason: str) -> bool:
+    """Sleep until ``until`` unless that is past the deadline (then False)."""
+    if until >= run.deadline:
+        return False
+    _waiting(run, Wait("breaker" if "circuit" in reason else "rate_budget", until), text=reason)
+    await run.clock.sleep(max(0.0, until - run.clock.now()))
+    return True
+
+
+def _waiting(run: _Run, wait: Wait, *, text: str = "") -> None:
+    run.waiting = wait
+    run.waiting_text = text or wait.describe()
+
+
+def _outcome(
+    run: _Run, code_unit_id: int, unit: Unit, status: str, findings: list[Finding]
+) -> None:
+    run.outcomes.append(
+        store.UnitOutcome(code_unit_id=code_unit_id, unit=unit, status=status, findings=findings)
+    )
+
+
+def _failed(run: _Run, code_unit_id: int, unit: Unit, reason: str) -> None:
+    logger.info("unit_failed", unit=unit.id, reason=reason)
+    run.outcomes.append(
+        store.UnitOutcome(
+            code_unit_id=code_unit_id, unit=unit, status=UnitStatus.FAILED, reason=reason
+        )
+    )
+
+
+async def _flush(run: _Run, *, force: bool = False) -> None:
+    """Write finished units in batches, then announce them (DB first, then the channel layer)."""
+    now = run.clock.monotonic()
+    due = len(run.outcomes) >= FLUSH_BATCH or now - run.last_flush >= FLUSH_SECONDS
+    if not force and not (due and (run.outcomes or run.calls)):
+        return
+    outcomes, run.outcomes = run.outcomes, []
+    calls, run.calls = run.calls, []
+    run.last_flush = now
+    written = await sync_to_async(store.write_outcomes)(run.id, outcomes=outcomes, calls=calls)
+    batch: list[tuple[str, dict[str, Any]]] = []
+    cards_by_unit: dict[int, list] = {}
+    for card in written.cards:
+        cards_by_unit.setdefault(card.unit_id, []).append(card)
+    for outcome in written.outcomes:
+        failed = outcome.status == UnitStatus.FAILED
+        batch.append(
+            (
+                "unit.failed" if failed else "unit.finished",
+                {
+                    "unit": outcome.unit.id,
+                    "qualname": outcome.unit.qualname,
+                    "path": outcome.unit.path,
+                    "status": outcome.status,
+                    "reason": outcome.reason,
+                    "cards": len(cards_by_unit.get(outcome.code_unit_id, [])),
+                },
+            )
+        )
+        batch.extend(
+            ("card.created", _card_payload(card))
+            for card in cards_by_unit.get(outcome.code_unit_id, [])
+        )
+    if force or now - run.last_progress >= PROGRESS_SECONDS:
+        run.last_progress = now
+        progress = await _progress(run)
+        batch.append(("analysis.progress", progress))
+        if run.on_progress is not None:
+            run.on_progress(progress)
+    await events.emit(run.id, batch)
+
+
+def _card_payload(card) -> dict[str, Any]:
+    return {
+        "id": card.pk,
+        "unit": card.unit_id,
+        "kind": card.kind,
+        "severity": card.severity,
+        "title": card.title,
+        "path": card.path,
+        "line_start": card.line_start,
+        "line_end": card.line_end,
+        "source": card.source,
+    }
+
+
+async def _progress(run: _Run) -> dict[str, Any]:
+    analysis = await sync_to_async(Analysis.objects.get)(pk=run.id)
+    waiting = ""
+    if run.waiting is not None and run.waiting.until > run.clock.now():
+        waiting = run.waiting_text
+    if waiting != analysis.waiting_reason:
+        await sync_to_async(store.set_waiting_reason)(
+            run.id, worker_id=run.worker_id, reason=waiting
+        )
+    return {
+        "functions_total": analysis.functions_total,
+        "done": analysis.functions_done,
+        "analyzed": analysis.functions_analyzed,
+        "cached": analysis.functions_cached,
+        "failed": analysis.functions_failed,
+        "cards": analysis.cards_count,
+        "llm_requests": analysis.llm_requests,
+        "percent": analysis.progress_percent,
+        "current_unit": run.current_unit,
+        "waiting": waiting,
+    }
+
+
+# --- the end -----------------------------------------------------------------------------------
+
+
+async def _verdict(run: _Run) -> tuple[str, str]:
+    analysis = await sync_to_async(Analysis.objects.get)(pk=run.id)
+    failed, total = analysis.functions_failed, analysis.functions_total
+    if total and failed == total:
+        return AnalysisStatus.FAILED, f"every one of the {total} functions failed"
+    problems = []
+    if failed:
+        problems.append(f"{failed} of {total} functions failed")
+    if analysis.file_errors:
+        problems.append(f"{len(analysis.file_errors)} file(s) could not be parsed")
+    if problems:
+        return AnalysisStatus.COMPLETED_WITH_ERRORS, "; ".join(problems)
+    return AnalysisStatus.COMPLETED, ""
+
+
+async def _finish(run: _Run, status: str, reason: str) -> str:
+    if status in (AnalysisStatus.CANCELLED, AnalysisStatus.TIMED_OUT):
+        await sync_to_async(store.skip_pending_units)(run.id, reason=f"not reviewed: {reason}")
+    summary, score = await sync_to_async(_summary)(run.id)
+    finished = await sync_to_async(store.finish)(
+        run.id,
+        worker_id=run.worker_id,
+        status=status,
+        reason=reason,
+        summary=summary,
+        health_score=score,
+    )
+    if not finished:
+        logger.warning("analysis_finish_lost_lease", status=status)
+        return status
+    await sync_to_async(store.cache_evict)()
+    progress = await _progress(run)
+    await events.emit(
+        run.id,
+        [
+            ("analysis.progress", progress),
+            ("analysis.finished", {"status": status, "reason": reason, "health_score": score}),
+        ],
+    )
+    if run.on_progress is not None:
+        run.on_progress(progress)
+    logger.info(
+        f"analysis_{status}",
+        reason=reason,
+        **{k: progress[k] for k in ("functions_total", "analyzed", "cached", "failed", "cards")},
+    )
+    return status
+
+
+def _summary(analysis_id: int) -> tuple[dict[str, Any], int | None]:
+    by_module, units = store.findings_by_module(analysis_id)
+    if not units:
+        return {}, None
+    system = summarize_system(by_module, units_by_module=units)
+    return system, system["score"]

@@ -1,0 +1,79 @@
+"""What every reviewer provides: findings for one unit, with what they cost."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from analyses.findings import Finding
+from analyses.parsing import ContextSnippet, Unit
+from reliability.guard import Wait
+
+
+@dataclass(frozen=True)
+class LLMCallRecord:
+    """One request a provider made, as ``LLMCall`` stores it."""
+
+    provider: str
+    model: str
+    attempt: int
+    purpose: str  # "review" or "correction"
+    status: str  # "ok", "http_529", "timeout", "invalid_reply"...
+    http_status: int | None
+    latency_ms: int
+    input_tokens: int
+    output_tokens: int
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class ReviewRequest:
+    unit: Unit
+    context: Sequence[ContextSnippet] = ()
+    deadline: float | None = None  # epoch seconds; no request may run past it
+    analysis_tokens_used: int | None = None  # for the budget's per-analysis token cap
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    findings: list[Finding]
+    provider: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    calls: list[LLMCallRecord] = field(default_factory=list)
+
+
+class ReviewFailed(Exception):
+    """The unit could not be reviewed; ``reason`` says why, for the user."""
+
+    def __init__(self, reason: str, *, calls: Sequence[LLMCallRecord] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.calls = list(calls)
+
+
+WaitCallback = Callable[[Wait], None]
+CallCallback = Callable[[LLMCallRecord], Awaitable[None] | None]
+
+
+class Provider(Protocol):
+    name: str
+    model: str
+    prompt_version: str
+
+    def reviews(self, unit: Unit) -> bool:
+        """Whether this provider reviews units of this kind on their own."""
+
+    async def review(
+        self,
+        request: ReviewRequest,
+        *,
+        on_wait: WaitCallback | None = None,
+        on_call: CallCallback | None = None,
+    ) -> ReviewResult:
+        """Review one unit. Raises ``ReviewFailed`` with a reason, or the resilience layer's
+        own errors (``CircuitOpenError``, ``BudgetExhaustedError``, ``DeadlineExceededError``)
+        for the orchestrator to handle."""

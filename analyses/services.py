@@ -1,0 +1,174 @@
+"""Creating, cancelling and resuming analyses: what the web, the API, the admin and the terminal
+all call."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import structlog
+from django.conf import settings
+from django.db import transaction
+
+from analyses.models import FINISHED_STATUSES, Analysis, AnalysisStatus, CodeUnit, UnitStatus
+from analyses.sources import SourceError, parse_source_spec, resolve_local_directory
+
+logger = structlog.get_logger(__name__)
+
+PROVIDERS = ("anthropic", "static")
+MAX_CONCURRENCY = 64
+
+
+class InvalidAnalysisRequest(ValueError):
+    """Input a user can fix: ``message`` says what and how."""
+
+    def __init__(self, message: str, *, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def default_provider() -> str:
+    """Claude when an API key is configured, the offline rules otherwise."""
+    return "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "static"
+
+
+def analysis_create(
+    *,
+    source: str,
+    ref: str | None = None,
+    provider: str | None = None,
+    concurrency: int | None = None,
+    allow_any_path: bool = False,
+    fallback_to_static: bool | None = None,
+    max_duration: float | None = None,
+    created_by=None,
+) -> Analysis:
+    """Validate the request and store a queued analysis (nothing is fetched or parsed yet).
+
+    Raises ``InvalidAnalysisRequest`` with a message for the user.
+    """
+    try:
+        spec = parse_source_spec(
+            source, ref=ref or None, allow_insecure_http=settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP
+        )
+        if spec.kind == "local":
+            roots = None if allow_any_path else settings.EIDOLON_SOURCE_ROOTS
+            resolve_local_directory(spec.location, allowed_roots=roots)
+    except SourceError as error:
+        raise InvalidAnalysisRequest(error.message, code=error.code) from None
+    provider = provider or default_provider()
+    if provider not in PROVIDERS:
+        raise InvalidAnalysisRequest(
+            f"unknown provider {provider!r}: choose {' or '.join(PROVIDERS)}", code="provider"
+        )
+    if provider == "anthropic" and not os.environ.get("ANTHROPIC_API_KEY"):
+        raise InvalidAnalysisRequest(
+            "the anthropic provider needs ANTHROPIC_API_KEY (or use --provider static)",
+            code="provider",
+        )
+    if concurrency is None:
+        concurrency = settings.EIDOLON_ANALYSIS_CONCURRENCY
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InvalidAnalysisRequest(
+            f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}",
+            code="concurrency",
+        )
+    analysis = Analysis.objects.create(
+        source=spec.display,
+        source_kind=spec.kind,
+        ref=spec.ref or "",
+        base_commit=_previous_commit(spec.display) if spec.kind == "git" else "",
+        allow_any_path=allow_any_path,
+        provider=provider,
+        model=settings.EIDOLON_AI_MODEL if provider == "anthropic" else "rules",
+        concurrency=concurrency,
+        fallback_to_static=(
+            settings.EIDOLON_AI_FALLBACK_STATIC
+            if fallback_to_static is None
+            else fallback_to_static
+        ),
+        max_duration=max_duration or settings.EIDOLON_ANALYSIS_MAX_DURATION,
+        created_by=created_by,
+    )
+    logger.info(
+        "analysis_created", analysis_id=analysis.pk, source=analysis.source, provider=provider
+    )
+    return analysis
+
+
+def _previous_commit(source: str) -> str:
+    """Incremental runs: the commit of the last finished analysis of the same repository."""
+    return (
+        Analysis.objects.filter(source=source, source_kind="git")
+        .exclude(commit_sha="")
+        .order_by("-created_at")
+        .values_list("commit_sha", flat=True)
+        .first()
+        or ""
+    )
+
+
+def analysis_enqueue(analysis: Analysis):
+    """Hand the analysis to the task workers."""
+    from analyses.tasks import run_analysis_task
+
+    return run_analysis_task.enqueue(analysis.pk)
+
+
+def analysis_cancel(*, analysis_id: int, actor: str) -> Analysis:
+    """Stop an analysis: a queued one at once; a running one within seconds (its worker sees
+    the request, cancels in-flight calls and keeps what is done)."""
+    with transaction.atomic():
+        analysis = Analysis.objects.select_for_update().get(pk=analysis_id)
+        if analysis.is_finished:
+            raise InvalidAnalysisRequest(
+                f"analysis #{analysis_id} has already finished ({analysis.status})",
+                code="finished",
+            )
+        analysis.cancel_requested = True
+        if analysis.status == AnalysisStatus.QUEUED and not analysis.lease_owner:
+            analysis.status = AnalysisStatus.CANCELLED
+            analysis.status_reason = f"cancelled by {actor} before it started"
+            analysis.finished_at = datetime.now(tz=UTC)
+        analysis.save(update_fields=["cancel_requested", "status", "status_reason", "finished_at"])
+    logger.info("analysis_cancel_requested", analysis_id=analysis_id, actor=actor)
+    return analysis
+
+
+def analysis_resume(*, analysis_id: int, actor: str):
+    """Run an analysis again from where it stopped: pending and skipped units only."""
+    with transaction.atomic():
+        analysis = Analysis.objects.select_for_update().get(pk=analysis_id)
+        if analysis.status in FINISHED_STATUSES and analysis.status != AnalysisStatus.COMPLETED:
+            CodeUnit.objects.filter(analysis=analysis, status=UnitStatus.SKIPPED).update(
+                status=UnitStatus.PENDING, failure_reason=""
+            )
+            analysis.status = AnalysisStatus.QUEUED
+            analysis.cancel_requested = False
+            analysis.deadline_at = None
+            analysis.finished_at = None
+            analysis.status_reason = f"resumed by {actor}"
+            analysis.save()
+        elif analysis.status == AnalysisStatus.COMPLETED:
+            raise InvalidAnalysisRequest(
+                f"analysis #{analysis_id} completed: nothing to resume", code="finished"
+            )
+    logger.info("analysis_resume_requested", analysis_id=analysis_id, actor=actor)
+    return analysis_enqueue(analysis)
+
+
+def resume_stale_analyses(*, now: datetime | None = None) -> list[int]:
+    """Re-enqueue running analyses whose worker's lease expired (the worker died)."""
+    now = now or datetime.now(tz=UTC)
+    stale = list(
+        Analysis.objects.filter(
+            status=AnalysisStatus.RUNNING, lease_expires_at__lt=now
+        ).values_list("pk", flat=True)
+    )
+    for analysis_id in stale:
+        from analyses.tasks import run_analysis_task
+
+        run_analysis_task.enqueue(analysis_id)
+        logger.warning("analysis_lease_expired", analysis_id=analysis_id)
+    return stale

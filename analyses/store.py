@@ -1,0 +1,400 @@
+"""The orchestrator's database operations: plain synchronous functions, one short transaction
+each, never held across a network call. The orchestrator calls them through ``sync_to_async``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q, Sum, Value
+from django.db.models.functions import Coalesce
+
+from analyses.findings import Finding
+from analyses.models import (
+    Analysis,
+    AnalysisStatus,
+    Card,
+    CodeUnit,
+    LLMCall,
+    ResultCache,
+    UnitStatus,
+)
+from analyses.parsing import FUNCTION_KINDS, Unit
+from analyses.providers.base import LLMCallRecord
+
+ACTIVE_STATUSES = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+# --- leases ------------------------------------------------------------------------------------
+
+
+def claim_lease(
+    analysis_id: int, *, worker_id: str, now: float, lease_seconds: float
+) -> Analysis | None:
+    """Take the analysis if it is queued, or running under a lease that expired (its worker
+    died), or already ours. Sets the deadline on the first start only."""
+    claimed = (
+        Analysis.objects.filter(pk=analysis_id, status__in=ACTIVE_STATUSES)
+        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=_at(now)) | Q(lease_owner=worker_id))
+        .update(
+            status=AnalysisStatus.RUNNING,
+            lease_owner=worker_id,
+            lease_expires_at=_at(now + lease_seconds),
+            runs=F("runs") + 1,
+            started_at=Coalesce(F("started_at"), Value(_at(now))),
+        )
+    )
+    if not claimed:
+        return None
+    analysis = Analysis.objects.get(pk=analysis_id)
+    if analysis.deadline_at is None:  # the first start sets the deadline; resumes keep it
+        analysis.deadline_at = _at(now + analysis.max_duration)
+        Analysis.objects.filter(pk=analysis_id, deadline_at__isnull=True).update(
+            deadline_at=analysis.deadline_at
+        )
+    return analysis
+
+
+def renew_lease(
+    analysis_id: int, *, worker_id: str, now: float, lease_seconds: float
+) -> tuple[bool, bool]:
+    """Extend our lease; returns (still ours, cancel requested)."""
+    renewed = Analysis.objects.filter(pk=analysis_id, lease_owner=worker_id).update(
+        lease_expires_at=_at(now + lease_seconds)
+    )
+    cancel = Analysis.objects.filter(pk=analysis_id, cancel_requested=True).exists()
+    return bool(renewed), cancel
+
+
+def set_waiting_reason(analysis_id: int, *, worker_id: str, reason: str) -> None:
+    Analysis.objects.filter(pk=analysis_id, lease_owner=worker_id).update(
+        waiting_reason=reason[:300]
+    )
+
+
+def record_source(analysis_id: int, *, commit_sha: str | None) -> None:
+    if commit_sha:
+        Analysis.objects.filter(pk=analysis_id).update(commit_sha=commit_sha)
+
+
+# --- units -------------------------------------------------------------------------------------
+
+
+def is_function(unit: Unit) -> bool:
+    return unit.kind in FUNCTION_KINDS
+
+
+def store_units(
+    analysis_id: int, *, units: Sequence[Unit], reviewable: Iterable[bool], file_errors: list
+) -> dict[str, tuple[int, str]]:
+    """Create the units of a first run (idempotent: a resumed run finds them) and return
+    ``unit_id -> (pk, status)``."""
+    rows = [
+        CodeUnit(
+            analysis_id=analysis_id,
+            unit_id=unit.id,
+            kind=unit.kind,
+            qualname=unit.qualname,
+            path=unit.path,
+            lineno=unit.lineno,
+            end_lineno=unit.end_lineno,
+            content_hash=unit.content_hash,
+            complexity=unit.complexity,
+            reviewable=reviews,
+        )
+        for unit, reviews in zip(units, reviewable, strict=True)
+    ]
+    with transaction.atomic():
+        CodeUnit.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+        Analysis.objects.filter(pk=analysis_id).update(
+            functions_total=sum(1 for unit in units if is_function(unit)),
+            file_errors=file_errors,
+        )
+    return {
+        unit_id: (pk, status)
+        for unit_id, pk, status in CodeUnit.objects.filter(analysis_id=analysis_id).values_list(
+            "unit_id", "pk", "status"
+        )
+    }
+
+
+@dataclass
+class UnitOutcome:
+    """How one unit ended, waiting to be written with others in one transaction."""
+
+    code_unit_id: int
+    unit: Unit
+    status: str  # UnitStatus value
+    findings: list[Finding] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass
+class Written:
+    """What a flush changed, for the events that follow it."""
+
+    outcomes: list[UnitOutcome]
+    cards: list[Card]
+
+
+_COUNTER_OF = {
+    UnitStatus.ANALYZED: "functions_analyzed",
+    UnitStatus.CACHED: "functions_cached",
+    UnitStatus.FAILED: "functions_failed",
+}
+
+
+def write_outcomes(
+    analysis_id: int,
+    *,
+    outcomes: Sequence[UnitOutcome],
+    calls: Sequence[tuple[int | None, LLMCallRecord]],
+) -> Written:
+    """Finish units (only those still pending: a unit is finished once), create their cards,
+    store LLM calls and move the counters, all in one transaction."""
+    now = datetime.now(tz=UTC)
+    with transaction.atomic():
+        wanted = {outcome.code_unit_id for outcome in outcomes}
+        pending = set(
+            CodeUnit.objects.select_for_update()
+            .filter(pk__in=wanted, status=UnitStatus.PENDING)
+            .values_list("pk", flat=True)
+        )
+        done = [outcome for outcome in outcomes if outcome.code_unit_id in pending]
+        for status in {outcome.status for outcome in done if not outcome.reason}:
+            CodeUnit.objects.filter(
+                pk__in=[o.code_unit_id for o in done if o.status == status and not o.reason]
+            ).update(status=status, finished_at=now)
+        for outcome in (outcome for outcome in done if outcome.reason):
+            CodeUnit.objects.filter(pk=outcome.code_unit_id).update(
+                status=outcome.status, failure_reason=outcome.reason, finished_at=now
+            )
+        cards = Card.objects.bulk_create(
+            [
+                _card(analysis_id, outcome, finding)
+                for outcome in done
+                for finding in outcome.findings
+            ],
+            batch_size=500,
+        )
+        counters: dict[str, Any] = {"cards_count": F("cards_count") + len(cards)}
+        for status, column in _COUNTER_OF.items():
+            count = sum(1 for o in done if o.status == status and is_function(o.unit))
+            if count:
+                counters[column] = F(column) + count
+        if calls:
+            LLMCall.objects.bulk_create(
+                [_llm_call(analysis_id, code_unit_id, record) for code_unit_id, record in calls]
+            )
+            counters["llm_requests"] = F("llm_requests") + len(calls)
+            counters["input_tokens"] = F("input_tokens") + sum(r.input_tokens for _, r in calls)
+            counters["output_tokens"] = F("output_tokens") + sum(r.output_tokens for _, r in calls)
+        Analysis.objects.filter(pk=analysis_id).update(**counters)
+    return Written(outcomes=done, cards=cards)
+
+
+def _card(analysis_id: int, outcome: UnitOutcome, finding: Finding) -> Card:
+    return Card(
+        analysis_id=analysis_id,
+        unit_id=outcome.code_unit_id,
+        kind=finding.kind,
+        severity=finding.severity,
+        title=finding.title[:200],
+        explanation=finding.explanation,
+        path=outcome.unit.path,
+        line_start=finding.line_start,
+        line_end=finding.line_end,
+        fix=finding.fix or "",
+        confidence=finding.confidence,
+        source=finding.source,
+        rule=finding.rule or "",
+    )
+
+
+def _llm_call(analysis_id: int, code_unit_id: int | None, record: LLMCallRecord) -> LLMCall:
+    return LLMCall(
+        analysis_id=analysis_id,
+        unit_id=code_unit_id,
+        provider=record.provider,
+        model=record.model,
+        attempt=record.attempt,
+        purpose=record.purpose,
+        status=record.status[:40],
+        http_status=record.http_status,
+        latency_ms=record.latency_ms,
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        request_id=record.request_id[:100],
+    )
+
+
+def skip_pending_units(analysis_id: int, *, reason: str) -> int:
+    return CodeUnit.objects.filter(analysis_id=analysis_id, status=UnitStatus.PENDING).update(
+        status=UnitStatus.SKIPPED, failure_reason=reason, finished_at=datetime.now(tz=UTC)
+    )
+
+
+def analysis_tokens_used(analysis_id: int) -> int:
+    totals = Analysis.objects.filter(pk=analysis_id).values("input_tokens", "output_tokens").get()
+    return totals["input_tokens"] + totals["output_tokens"]
+
+
+# --- result cache ------------------------------------------------------------------------------
+
+
+def cache_key(*, provider: str, model: str, prompt_version: str, context_hash: str) -> str:
+    material = f"{provider}\x00{model}\x00{prompt_version}\x00{context_hash}"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def cache_lookup(key: str, *, unit: Unit) -> list[Finding] | None:
+    """The cached findings for ``key``, placed at ``unit``'s lines; counts the hit."""
+    entry = ResultCache.objects.filter(key=key).values_list("findings", flat=True).first()
+    if entry is None:
+        return None
+    ResultCache.objects.filter(key=key).update(
+        hits=F("hits") + 1, last_used_at=datetime.now(tz=UTC)
+    )
+    return [
+        Finding(
+            **{
+                **item,
+                "line_start": unit.lineno + item["line_start"],
+                "line_end": unit.lineno + item["line_end"],
+            }
+        )
+        for item in entry
+    ]
+
+
+def cache_store(
+    key: str,
+    *,
+    unit: Unit,
+    findings: Sequence[Finding],
+    provider: str,
+    model: str,
+    prompt_version: str,
+) -> None:
+    """Keep a successful review (never a failure); lines relative to the unit's first line."""
+    relative = [
+        {
+            **finding.to_dict(),
+            "line_start": finding.line_start - unit.lineno,
+            "line_end": finding.line_end - unit.lineno,
+        }
+        for finding in findings
+    ]
+    ResultCache.objects.bulk_create(
+        [
+            ResultCache(
+                key=key,
+                provider=provider,
+                model=model,
+                prompt_version=prompt_version,
+                findings=relative,
+                size_bytes=len(json.dumps(relative)),
+                last_used_at=datetime.now(tz=UTC),
+            )
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def cache_evict(
+    *,
+    max_entries: int | None = None,
+    max_bytes: int | None = None,
+) -> int:
+    """Drop the least recently used entries beyond the caps; returns how many were dropped."""
+    max_entries = settings.EIDOLON_RESULT_CACHE_MAX_ENTRIES if max_entries is None else max_entries
+    max_bytes = settings.EIDOLON_RESULT_CACHE_MAX_BYTES if max_bytes is None else max_bytes
+    dropped = 0
+    excess = ResultCache.objects.count() - max_entries
+    if excess > 0:
+        oldest = ResultCache.objects.order_by("last_used_at", "id").values_list("pk", flat=True)
+        dropped += ResultCache.objects.filter(pk__in=list(oldest[:excess])).delete()[0]
+    total = ResultCache.objects.aggregate(total=Sum("size_bytes"))["total"] or 0
+    if total > max_bytes:
+        drop: list[int] = []
+        for pk, size in ResultCache.objects.order_by("last_used_at", "id").values_list(
+            "pk", "size_bytes"
+        ):
+            if total <= max_bytes:
+                break
+            drop.append(pk)
+            total -= size
+        dropped += ResultCache.objects.filter(pk__in=drop).delete()[0]
+    return dropped
+
+
+def cache_statistics() -> dict[str, int]:
+    entries = ResultCache.objects.aggregate(
+        entries=Coalesce(Sum(Value(1)), 0),
+        size_bytes=Coalesce(Sum("size_bytes"), 0),
+        hits=Coalesce(Sum("hits"), 0),
+    )
+    misses = Analysis.objects.aggregate(misses=Coalesce(Sum("functions_analyzed"), 0))["misses"]
+    return {**entries, "misses": misses}
+
+
+# --- the end ------------------------------------------------------------------------------------
+
+
+def finish(
+    analysis_id: int,
+    *,
+    worker_id: str,
+    status: str,
+    reason: str,
+    summary: dict[str, Any] | None,
+    health_score: int | None,
+) -> bool:
+    """Record the final status and give up the lease (only while the lease is ours)."""
+    return bool(
+        Analysis.objects.filter(pk=analysis_id, lease_owner=worker_id).update(
+            status=status,
+            status_reason=reason,
+            waiting_reason="",
+            summary=summary or {},
+            health_score=health_score,
+            finished_at=datetime.now(tz=UTC),
+            lease_owner="",
+            lease_expires_at=None,
+        )
+    )
+
+
+def findings_by_module(analysis_id: int) -> tuple[dict[str, list[Finding]], dict[str, int]]:
+    """Every card as a Finding, by file, and the number of units of each file."""
+    by_module: dict[str, list[Finding]] = {}
+    for card in Card.objects.filter(analysis_id=analysis_id).iterator(chunk_size=2000):
+        by_module.setdefault(card.path, []).append(
+            Finding(
+                kind=card.kind,
+                severity=card.severity,
+                title=card.title,
+                explanation=card.explanation,
+                line_start=card.line_start,
+                line_end=card.line_end,
+                confidence=card.confidence,
+                source=card.source,
+                fix=card.fix or None,
+                rule=card.rule or None,
+            )
+        )
+    units: dict[str, int] = {}
+    for path in CodeUnit.objects.filter(analysis_id=analysis_id).values_list("path", flat=True):
+        units[path] = units.get(path, 0) + 1
+    return by_module, units
