@@ -113,6 +113,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "eidolon_site.middleware.RequestIDMiddleware",
+    # Health probes are answered here, ahead of sessions, auth, CSRF and the request log: no
+    # database access for /health/live, no log line per probe, any Host header (Kubernetes
+    # probes use the pod IP).
+    "reliability.health_views.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -376,3 +380,36 @@ EIDOLON_PARSE_LIMITS = {
 # --- Prometheus -------------------------------------------------------------
 
 PROMETHEUS_EXPORT_MIGRATIONS = False
+
+# --- health -----------------------------------------------------------------
+# Probes (/health/live, /health/ready, /health, /ht/), the health monitor and worker heartbeats.
+# See the README's "Health checks" section.
+
+# Each process runs at most one round of checks per this many seconds; probes share it.
+EIDOLON_HEALTH_CACHE_SECONDS = env_float("EIDOLON_HEALTH_CACHE_SECONDS", 1.0, minimum=0.0)
+# Disk: unhealthy (not ready) at >= this % used or <= this many GB free (seed: 90 %, 1 GB).
+EIDOLON_HEALTH_DISK_MAX_USED_PERCENT = env_float(
+    "EIDOLON_HEALTH_DISK_MAX_USED_PERCENT", 90.0, minimum=0.0
+)
+EIDOLON_HEALTH_DISK_MIN_FREE_GB = env_float("EIDOLON_HEALTH_DISK_MIN_FREE_GB", 1.0, minimum=0.0)
+# The volume that holds the data: the SQLite file's directory, else the analyses' workspace.
+EIDOLON_HEALTH_DISK_PATH = env_str("EIDOLON_HEALTH_DISK_PATH") or str(
+    Path(DATABASES["default"]["NAME"]).parent
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    else EIDOLON_WORKSPACE_ROOT
+)
+# Task workers: none with a heartbeat this recent -> "degraded" (never unready).
+EIDOLON_HEALTH_WORKER_STALE_SECONDS = env_float(
+    "EIDOLON_HEALTH_WORKER_STALE_SECONDS", 60.0, minimum=1.0
+)
+EIDOLON_WORKER_HEARTBEAT_SECONDS = env_float("EIDOLON_WORKER_HEARTBEAT_SECONDS", 10.0, minimum=0.1)
+# AI: while calls fail, no success for this long -> "degraded". No calls at all is not a fault.
+EIDOLON_HEALTH_AI_STALE_SECONDS = env_float("EIDOLON_HEALTH_AI_STALE_SECONDS", 600.0, minimum=1.0)
+# History: the monitor samples every N seconds, keeps samples N days and transitions longer.
+EIDOLON_HEALTH_MONITOR_INTERVAL = env_float("EIDOLON_HEALTH_MONITOR_INTERVAL", 30.0, minimum=0.1)
+EIDOLON_HEALTH_SAMPLE_RETENTION_DAYS = env_float(
+    "EIDOLON_HEALTH_SAMPLE_RETENTION_DAYS", 7.0, minimum=0.01
+)
+EIDOLON_HEALTH_TRANSITION_RETENTION_DAYS = env_float(
+    "EIDOLON_HEALTH_TRANSITION_RETENTION_DAYS", 90.0, minimum=0.01
+)

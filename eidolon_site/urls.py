@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from eidolon_site import views
 from reliability import views as reliability_views
@@ -8,4 +8,5 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
     path("metrics", reliability_views.metrics, name="metrics"),
+    path("", include("reliability.health_urls")),
 ]

@@ -301,3 +301,5 @@ class RateLimitBudgetAdmin(admin.ModelAdmin):
 admin.site.site_header = "Eidolon operations"
 admin.site.site_title = "Eidolon"
 admin.site.index_title = "Reliability controls and analyses"
+
+from reliability import health_admin  # noqa: E402,F401

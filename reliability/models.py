@@ -257,3 +257,99 @@ class RateLimitBudget(models.Model):
     @property
     def paused_until_datetime(self) -> datetime | None:
         return epoch_to_datetime(self.paused_until or None)
+
+
+# --- health
+
+
+class HealthStatus(models.TextChoices):
+    HEALTHY = "healthy", "healthy"
+    DEGRADED = "degraded", "degraded"
+    UNHEALTHY = "unhealthy", "unhealthy"
+    UNKNOWN = "unknown", "unknown (no data)"
+
+
+class HealthComponentState(models.Model):
+    """A checked component (``database``, ``disk`` ... and ``overall``): its current status.
+
+    Written by the health monitor (``manage.py health_monitor``) after each round; the web
+    processes answer probes from their own checks, not from this table.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    status = models.CharField(max_length=16, choices=HealthStatus, default=HealthStatus.UNKNOWN)
+    critical = models.BooleanField(
+        default=False, help_text="An unhealthy critical component makes the service unready."
+    )
+    message = models.TextField(blank=True, default="", help_text="What anyone may see.")
+    detail = models.TextField(
+        blank=True, default="", help_text="Error details for staff (secrets redacted)."
+    )
+    latency_ms = models.FloatField(null=True, blank=True)
+    since = models.DateTimeField(help_text="When the current status began.")
+    checked_at = models.DateTimeField(null=True, blank=True, help_text="Last observation.")
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "health component"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+
+class HealthTransition(models.Model):
+    """A component's status change, like healthchecks.io's flips: from, to, why and when."""
+
+    component = models.ForeignKey(
+        HealthComponentState, on_delete=models.CASCADE, related_name="transitions"
+    )
+    from_status = models.CharField(max_length=16, choices=HealthStatus)
+    to_status = models.CharField(max_length=16, choices=HealthStatus)
+    message = models.TextField(blank=True, default="")
+    detail = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["component", "created_at"])]
+        verbose_name = "health transition"
+
+    def __str__(self) -> str:
+        return f"{self.component.name}: {self.from_status} -> {self.to_status}"
+
+
+class HealthSample(models.Model):
+    """One observation of one component by the monitor; pruned after the retention period."""
+
+    component = models.ForeignKey(
+        HealthComponentState, on_delete=models.CASCADE, related_name="samples"
+    )
+    status = models.CharField(max_length=16, choices=HealthStatus)
+    latency_ms = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["component", "created_at"])]
+        verbose_name = "health sample"
+
+    def __str__(self) -> str:
+        return f"{self.component.name}: {self.status} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A task worker (``manage.py worker``) says it is alive every few seconds."""
+
+    worker_id = models.CharField(max_length=64, unique=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        verbose_name = "worker heartbeat"
+
+    def __str__(self) -> str:
+        return f"{self.worker_id} on {self.host} (pid {self.pid})"

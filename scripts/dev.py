@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run Eidolon with nothing but Python 3.11+ and git.
 
-    python3 scripts/dev.py run     # set up, then serve the web app and a task worker
+    python3 scripts/dev.py run     # set up, then serve the web app, a worker, the health monitor
     python3 scripts/dev.py test    # set up, then lint and run the whole test suite
     python3 scripts/dev.py setup   # only the set-up: virtualenv, install, migrate, static
     python3 scripts/dev.py serve   # only the serving part of `run` (already set up)
@@ -121,16 +121,19 @@ def service_commands(*, host: str, port: int) -> dict[str, list[str]]:
             str(port),
             "eidolon_site.asgi:application",
         ],
+        # db_worker plus a heartbeat that the health checks read.
         "worker": [
             python,
             "manage.py",
-            "db_worker",
+            "worker",
             "--no-reload",
             "--interval",
             "0.5",
             "--queue-name",
             "*",
         ],
+        # Samples every health check and keeps the history the admin shows.
+        "health_monitor": [python, "manage.py", "health_monitor"],
     }
 
 

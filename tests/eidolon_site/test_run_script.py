@@ -1,15 +1,19 @@
-"""The README's run command serves the web app and runs a worker that executes tasks."""
+"""The README's run command serves the web app, runs a worker that executes tasks (and reports
+a heartbeat) and the health monitor that records the health history."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
 
+from reliability.models import HealthSample, WorkerHeartbeat
 from tests.processes import ROOT, ManagedProcess, free_port, subprocess_environment, wait_for_port
 
 ENQUEUE_AND_WAIT = """
@@ -37,6 +41,17 @@ class TestServe:
             wait_for_port(port)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
                 home = response.read().decode()
+            url = f"http://127.0.0.1:{port}/health/ready"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                ready = json.loads(response.read())
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (
+                HealthSample.objects.filter(component__name="database").exists()
+                and WorkerHeartbeat.objects.filter(stopped_at__isnull=True).exists()
+            ):
+                time.sleep(0.2)
+            monitored = HealthSample.objects.filter(component__name="database").exists()
+            beating = WorkerHeartbeat.objects.filter(stopped_at__isnull=True).count()
             shell = subprocess.run(
                 [sys.executable, "manage.py", "shell", "-c", ENQUEUE_AND_WAIT],
                 cwd=ROOT,
@@ -51,6 +66,10 @@ class TestServe:
             server.stop()
 
         assert "Eidolon" in home and "/admin/" in home
+        assert ready["ready"] is True, ready
+        assert monitored, "the health monitor recorded no sample"
+        assert beating == 1, "the worker sent no heartbeat"
+        assert WorkerHeartbeat.objects.get().stopped_at is not None  # stopped cleanly
         assert "TASK SUCCESSFUL" in shell.stdout, shell.stdout + shell.stderr
         assert "hello-from-shell" in shell.stdout
         assert any("Eidolon is running" in line for line in server.output())
