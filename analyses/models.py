@@ -183,9 +183,7 @@ class AnalysisEvent(models.Model):
 
     class Meta:
         ordering = ["analysis", "seq"]
-        constraints = [
-            models.UniqueConstraint(fields=["analysis", "seq"], name="unique_event_seq")
-        ]
+        constraints = [models.UniqueConstraint(fields=["analysis", "seq"], name="unique_event_seq")]
 
     def __str__(self) -> str:
         return f"#{self.analysis_id}.{self.seq} {self.type}"

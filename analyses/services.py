@@ -141,9 +141,9 @@ def analysis_resume(*, analysis_id: int, actor: str):
     with transaction.atomic():
         analysis = Analysis.objects.select_for_update().get(pk=analysis_id)
         if analysis.status in FINISHED_STATUSES and analysis.status != AnalysisStatus.COMPLETED:
-            CodeUnit.objects.filter(analysis=analysis, status=UnitStatus.SKIPPED).update(
-                status=UnitStatus.PENDING, failure_reason=""
-            )
+            CodeUnit.objects.filter(
+                analysis=analysis, reviewable=True, status=UnitStatus.SKIPPED
+            ).update(status=UnitStatus.PENDING, failure_reason="")
             analysis.status = AnalysisStatus.QUEUED
             analysis.cancel_requested = False
             analysis.deadline_at = None

@@ -30,6 +30,7 @@ from analyses.parsing import FUNCTION_KINDS, Unit
 from analyses.providers.base import LLMCallRecord
 
 ACTIVE_STATUSES = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)
+NOT_REVIEWED_ALONE = "not reviewed on its own: this provider reviews functions and methods"
 
 
 def _at(epoch: float) -> datetime:
@@ -112,6 +113,8 @@ def store_units(
             content_hash=unit.content_hash,
             complexity=unit.complexity,
             reviewable=reviews,
+            status=UnitStatus.PENDING if reviews else UnitStatus.SKIPPED,
+            failure_reason="" if reviews else NOT_REVIEWED_ALONE,
         )
         for unit, reviews in zip(units, reviewable, strict=True)
     ]

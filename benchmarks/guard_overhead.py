@@ -57,11 +57,18 @@ def measure_in_this_process(calls: int) -> dict[str, dict[str, float]]:
         name="bench", state_changed_at=time.time(), window_started_at=time.time()
     )
     RateLimitBudget.objects.create(
-        name="bench", requests_per_window=10**9, input_tokens_per_window=10**9,
-        output_tokens_per_window=10**9, requests_per_day=10**9, window_seconds=60,
+        name="bench",
+        requests_per_window=10**9,
+        input_tokens_per_window=10**9,
+        output_tokens_per_window=10**9,
+        requests_per_day=10**9,
+        window_seconds=60,
     )
     guard = Guard(
-        target="bench", budget="bench", timeout=5.0, retry_policy=RetryPolicy(),
+        target="bench",
+        budget="bench",
+        timeout=5.0,
+        retry_policy=RetryPolicy(),
         retry_budget=RetryBudget(),
     )
     in_memory = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)
@@ -114,7 +121,11 @@ def run_child(database_url: str, calls: int) -> dict[str, dict[str, float]]:
     }
     output = subprocess.run(
         [sys.executable, __file__, "--child", "--calls", str(calls)],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -153,7 +164,9 @@ def print_table(database: str, results: dict[str, dict[str, float]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
+    parser.add_argument(
+        "--postgres", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+    )
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

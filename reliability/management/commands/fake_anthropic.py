@@ -1,6 +1,7 @@
 """Run the fault-injecting fake Anthropic API in the foreground until SIGINT or SIGTERM.
 
 python manage.py fake_anthropic --port 8765 --rate overloaded=0.2 --latency 0.1:0.3
+python manage.py fake_anthropic --responder review --invalid-rate 0.1
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reliability.fake_anthropic import FakeAnthropic, FakeConfig, Fault
+from analyses.review_responder import make_review_responder
+from reliability.fake_anthropic import FakeAnthropic, FakeConfig, Fault, Responder
 
 
 class Command(BaseCommand):
@@ -37,6 +39,18 @@ class Command(BaseCommand):
         parser.add_argument("--hang-seconds", type=float, default=600.0)
         parser.add_argument("--trickle-delay", type=float, default=0.05, metavar="SECONDS")
         parser.add_argument("--seed", type=int)
+        parser.add_argument(
+            "--responder",
+            choices=["review"],
+            help="review: plausible findings for the anthropic provider's review prompts.",
+        )
+        parser.add_argument(
+            "--invalid-rate",
+            type=float,
+            default=0.0,
+            metavar="PROBABILITY",
+            help="With --responder review: the share of replies the provider must reject.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -50,9 +64,14 @@ class Command(BaseCommand):
                 trickle_delay_s=options["trickle_delay"],
                 seed=options["seed"],
             )
+            responder = _responder(
+                options["responder"], invalid_rate=options["invalid_rate"], seed=options["seed"]
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        fake = FakeAnthropic(host=options["host"], port=options["port"], config=config)
+        fake = FakeAnthropic(
+            host=options["host"], port=options["port"], config=config, responder=responder
+        )
         asyncio.run(self._serve(fake))
 
     async def _serve(self, fake: FakeAnthropic) -> None:
@@ -71,6 +90,14 @@ class Command(BaseCommand):
         finally:
             await fake.stop()
         self.stdout.write("Fake Anthropic API stopped.")
+
+
+def _responder(name: str | None, *, invalid_rate: float, seed: int | None) -> Responder | None:
+    if name is None:
+        if invalid_rate:
+            raise ValueError("--invalid-rate needs --responder review")
+        return None
+    return make_review_responder(invalid_rate=invalid_rate, seed=seed or 0)
 
 
 def _parse_rates(values: list[str]) -> dict[str, float]:

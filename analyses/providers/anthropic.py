@@ -1,0 +1,536 @@
+"""Claude as a reviewer: one function in, validated findings out, every request through the guard.
+
+Decisions (callers and the cost view depend on them):
+
+* **One retry layer.** The SDK client is built with ``max_retries=0``; the guard retries
+  transport and overload failures. The provider adds only what the guard cannot know: one
+  *corrective* request when a reply arrives but cannot be used (not JSON, outside the schema,
+  lines outside the function, cut off at ``max_tokens``, a refusal). A second unusable reply
+  fails the unit.
+* **Records.** Every HTTP request becomes one ``LLMCallRecord``, handed to ``on_call`` as soon as
+  the attempt ends (so a unit that fails later still has its costs recorded). ``attempt`` is the
+  guard's attempt number within that guarded call and ``purpose`` says which call ("review" or
+  "correction"). A reply that arrived but could not be used is recorded with status
+  ``invalid_reply`` and its real ``http_status`` (200): the call did cost tokens and the breaker
+  counted it as a success, but an operator counting wasted spend needs to see it.
+* **Errors.** The guard's own refusals (``CircuitOpenError``, ``BudgetExhaustedError``,
+  ``DeadlineExceededError``) propagate unchanged. A failure of the API itself that the guard gave
+  up on becomes ``ReviewFailed`` with a short reason; reasons never contain the API key.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import structlog
+from anthropic import AsyncAPIResponse
+from anthropic.types import Message
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from analyses.findings import (
+    FINDINGS_JSON_SCHEMA,
+    MAX_TITLE_CHARS,
+    Finding,
+    FindingKind,
+    InvalidReply,
+    Severity,
+    parse_findings_reply,
+)
+from analyses.parsing import FUNCTION_KINDS, ContextSnippet, Unit
+from analyses.providers.base import (
+    CallCallback,
+    LLMCallRecord,
+    ReviewFailed,
+    ReviewRequest,
+    ReviewResult,
+    WaitCallback,
+)
+from eidolon_site.logging import REDACTED, redact_text
+from reliability.exceptions import CallTimeoutError
+from reliability.guard import Attempt, AttemptReport, Guard, TokenEstimate, guard_for
+
+logger = structlog.get_logger(__name__)
+
+PROMPT_VERSION = "review-v1"  # bump whenever SYSTEM_PROMPT or the user message layout changes
+DEFAULT_MODEL = "claude-sonnet-5-5"
+DEFAULT_MAX_TOKENS = 2048
+MAX_CONTEXT_PER_ROLE = 3
+
+# Characters per token of English prose mixed with code: errs towards more tokens, so the rate
+# budget reserves slightly too much rather than too little; every reply reconciles it.
+_CHARS_PER_TOKEN = 3.5
+# Structured outputs send the schema to the model with instructions of the API's own.
+_SCHEMA_OVERHEAD_TOKENS = math.ceil(len(json.dumps(FINDINGS_JSON_SCHEMA)) / _CHARS_PER_TOKEN) + 150
+# Most reviews answer in a few hundred tokens; reserving the full max_tokens would starve the
+# output-token budget for nothing.
+_TYPICAL_OUTPUT_TOKENS = 800
+_MAX_DETAIL_CHARS = 200
+_MAX_STATUS_CHARS = 40  # LLMCall.status
+
+_KIND_MEANINGS: dict[FindingKind, str] = {
+    "bug": "wrong behaviour for some input or state: a wrong condition, an off-by-one, an "
+    "unhandled None or empty case, a crash",
+    "risk": "correct today but fragile: races, swallowed errors, hidden coupling, surprising "
+    "side effects, resources not released",
+    "security": "injection, unsafe deserialisation or eval, path traversal, secrets in code, "
+    "untrusted input used without validation",
+    "performance": "needless quadratic work, repeated I/O or queries in a loop, unbounded memory",
+    "smell": "hard to read or change: too long, too deeply nested, duplicated, misleading names",
+    "docs": "a public function whose docstring is missing, wrong or out of date",
+    "test": "behaviour that is hard to test as written, or an edge case that clearly needs a test",
+}
+_SEVERITY_MEANINGS: dict[Severity, str] = {
+    "high": "causes wrong results, data loss, a crash or a vulnerability in normal use",
+    "medium": "bites under plausible conditions, or makes the code markedly harder to maintain",
+    "low": "a minor improvement",
+}
+
+SYSTEM_PROMPT = f"""\
+You are an expert Python reviewer. You review one function at a time and report only problems \
+worth a maintainer's time. An empty list of findings is the right answer for sound code: never \
+invent problems to fill the list, and report each problem once.
+
+Kinds of finding:
+{chr(10).join(f"- {kind}: {meaning}." for kind, meaning in _KIND_MEANINGS.items())}
+
+Severities:
+{chr(10).join(f"- {severity}: {meaning}." for severity, meaning in _SEVERITY_MEANINGS.items())}
+
+Rules:
+- The header line gives the function's file and line range. line_start and line_end are absolute \
+line numbers in that file, as printed in the left margin of the source, and must lie within the \
+function's range.
+- title: one line of at most {MAX_TITLE_CHARS} characters. explanation: what is wrong, why it \
+matters and when it bites.
+- fix: replacement code for the affected lines only, or null when there is no short fix.
+- confidence: from 0.0 to 1.0, how sure you are that the problem is real.
+- Callers and callees are shown only to help you understand the function. Report problems in \
+the function under review only.
+- Answer with only a JSON object that matches the given schema, {{"findings": [...]}}: no prose, \
+no Markdown."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """What one reply said: its text (to show the model again) and findings, or the problem."""
+
+    text: str
+    findings: list[Finding] | None
+    problem: str = ""  # "code: detail", when findings is None
+    truncated: bool = False
+
+
+@dataclass(slots=True)
+class _AttemptNote:
+    """What the guarded function learnt about its request, for the attempt's record."""
+
+    request_id: str = ""
+    http_status: int | None = None
+    invalid: bool = False
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """The bookkeeping of one unit's review: its records, in the order the requests ended."""
+
+    calls: list[LLMCallRecord] = field(default_factory=list)
+    last_report: AttemptReport | None = None
+
+    @property
+    def tokens_used(self) -> int:
+        return sum(call.input_tokens + call.output_tokens for call in self.calls)
+
+
+class AnthropicProvider:
+    """Reviews functions with Claude, structured JSON output, behind the ``anthropic`` guard."""
+
+    name = "anthropic"
+    prompt_version = PROMPT_VERSION
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        model: str,
+        max_tokens: int,
+        timeout: float,
+        guard: Guard | None = None,
+    ) -> None:
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        self.model = model
+        self.max_tokens = max_tokens
+        self.guard = guard if guard is not None else guard_for("anthropic")
+        self._api_key = api_key
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+        )
+
+    @classmethod
+    def from_settings(cls, *, guard: Guard | None = None) -> AnthropicProvider:
+        """A provider configured from ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL`` and settings."""
+        api_key = os.environ.get("ANTHROPIC_API_KEY", "").strip()
+        if not api_key:
+            raise ImproperlyConfigured(
+                "ANTHROPIC_API_KEY is not set: the anthropic provider cannot review code"
+            )
+        return cls(
+            api_key=api_key,
+            base_url=os.environ.get("ANTHROPIC_BASE_URL", "").strip() or None,
+            model=getattr(settings, "EIDOLON_AI_MODEL", DEFAULT_MODEL),
+            max_tokens=getattr(settings, "EIDOLON_AI_MAX_TOKENS", DEFAULT_MAX_TOKENS),
+            timeout=settings.EIDOLON_AI_TIMEOUT,
+            guard=guard,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections of the SDK client."""
+        await self._client.close()
+
+    def reviews(self, unit: Unit) -> bool:
+        return unit.kind in FUNCTION_KINDS
+
+    async def review(
+        self,
+        request: ReviewRequest,
+        *,
+        on_wait: WaitCallback | None = None,
+        on_call: CallCallback | None = None,
+    ) -> ReviewResult:
+        unit = request.unit
+        if not self.reviews(unit):
+            raise ValueError(f"{self.name} reviews functions and methods, not a {unit.kind}")
+        exchange = _Exchange()
+        ask = functools.partial(
+            self._ask, request=request, exchange=exchange, on_wait=on_wait, on_call=on_call
+        )
+        prompt = review_prompt(unit, context=request.context)
+        reply = await ask([{"role": "user", "content": prompt}], purpose="review")
+        if reply.findings is None:
+            reply = await ask(
+                _correction_messages(prompt, reply=reply, unit=unit), purpose="correction"
+            )
+        if reply.findings is None:
+            raise ReviewFailed(
+                f"invalid reply from the model: {reply.problem}", calls=exchange.calls
+            )
+        return ReviewResult(
+            findings=reply.findings,
+            provider=self.name,
+            model=self.model,
+            input_tokens=sum(call.input_tokens for call in exchange.calls),
+            output_tokens=sum(call.output_tokens for call in exchange.calls),
+            requests=len(exchange.calls),
+            calls=list(exchange.calls),
+        )
+
+    async def _ask(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        request: ReviewRequest,
+        purpose: str,
+        exchange: _Exchange,
+        on_wait: WaitCallback | None,
+        on_call: CallCallback | None,
+    ) -> _Reply:
+        """One guarded call (retried by the guard), its records, and what its reply said."""
+        call = _GuardedCall(
+            self,
+            messages=messages,
+            unit=request.unit,
+            purpose=purpose,
+            exchange=exchange,
+            on_call=on_call,
+        )
+        used = request.analysis_tokens_used
+        exchange.last_report = None
+        try:
+            reply = await self.guard.call(
+                call.send,
+                estimate=self._estimate(messages),
+                deadline=request.deadline,
+                analysis_tokens_used=None if used is None else used + exchange.tokens_used,
+                on_wait=on_wait,
+                on_attempt=call.record,
+            )
+        except _API_FAILURES as exc:
+            reason = self._failure_reason(exc, last_report=exchange.last_report)
+            raise ReviewFailed(reason, calls=exchange.calls) from exc
+        if reply.findings is None:
+            logger.warning(
+                "anthropic_reply_invalid",
+                unit_id=request.unit.id,
+                purpose=purpose,
+                problem=reply.problem,
+            )
+        return reply
+
+    async def _create(
+        self, messages: list[dict[str, Any]], *, request_timeout: float
+    ) -> AsyncAPIResponse[Message]:
+        """One Messages request, its raw response kept for the headers (rate limits, request-id).
+
+        No ``temperature``: SDK 2.x has no such parameter and current models reject sampling
+        parameters (a 400). Reviews stay repeatable through the schema and the result cache.
+        """
+        return await self._client.messages.with_raw_response.create(
+            model=self.model,
+            max_tokens=self.max_tokens,
+            system=SYSTEM_PROMPT,
+            messages=messages,
+            output_config={"format": {"type": "json_schema", "schema": FINDINGS_JSON_SCHEMA}},
+            timeout=request_timeout,
+        )
+
+    def _estimate(self, messages: Sequence[Mapping[str, Any]]) -> TokenEstimate:
+        characters = len(SYSTEM_PROMPT) + sum(len(_message_text(m)) for m in messages)
+        return TokenEstimate(
+            input_tokens=math.ceil(characters / _CHARS_PER_TOKEN) + _SCHEMA_OVERHEAD_TOKENS,
+            output_tokens=min(self.max_tokens, _TYPICAL_OUTPUT_TOKENS),
+        )
+
+    def _failure_reason(self, exc: BaseException, *, last_report: AttemptReport | None) -> str:
+        """A short reason for the user, without secrets, for an API failure the guard gave up on."""
+        attempts = last_report.number if last_report is not None else 1
+        tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+        retried = last_report is not None and last_report.outcome.retryable
+        match exc:
+            case anthropic.APIStatusError() if retried:
+                failing = "kept failing" if attempts > 1 else "failed"
+                return f"the API {failing}: {_status_label(exc)} {tries}"
+            case anthropic.APIStatusError():
+                detail = self._redacted(exc.api_message or exc.message)
+                return f"the API rejected the request ({_status_label(exc)}): {detail}"
+            case CallTimeoutError() | anthropic.APITimeoutError():
+                return f"the API did not answer in time: timed out {tries}"
+            case anthropic.APIConnectionError():
+                return f"could not reach the API: connection failed {tries}"
+            case anthropic.APIResponseValidationError() | json.JSONDecodeError():
+                return f"the API sent a malformed response {tries}"
+        return f"the API call failed: {type(exc).__name__} {tries}"
+
+    def _redacted(self, text: str) -> str:
+        text = redact_text(text.replace(self._api_key, REDACTED) if self._api_key else text)
+        if len(text) > _MAX_DETAIL_CHARS:
+            return text[: _MAX_DETAIL_CHARS - 1].rstrip() + "…"
+        return text
+
+
+class _GuardedCall:
+    """The function the guard calls for one request, and the record of each of its attempts."""
+
+    def __init__(
+        self,
+        provider: AnthropicProvider,
+        *,
+        messages: list[dict[str, Any]],
+        unit: Unit,
+        purpose: str,
+        exchange: _Exchange,
+        on_call: CallCallback | None,
+    ) -> None:
+        self.provider = provider
+        self.messages = messages
+        self.unit = unit
+        self.purpose = purpose
+        self.exchange = exchange
+        self.on_call = on_call
+        self.note = _AttemptNote()
+
+    async def send(self, attempt: Attempt) -> _Reply:
+        self.note = note = _AttemptNote()
+        try:
+            raw = await self.provider._create(self.messages, request_timeout=attempt.timeout)
+        except anthropic.APIStatusError as exc:
+            note.request_id, note.http_status = exc.request_id or "", exc.status_code
+            raise
+        note.request_id, note.http_status = raw.request_id or "", raw.status_code
+        message = await raw.parse()
+        attempt.observe(
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+            headers=dict(raw.headers),
+        )
+        reply = _read_reply(message, unit=self.unit, max_tokens=self.provider.max_tokens)
+        note.invalid = reply.findings is None
+        return reply
+
+    async def record(self, report: AttemptReport) -> None:
+        """The guard's ``on_attempt``: runs once per attempt that made a request."""
+        self.exchange.last_report = report
+        call = self._call_record(report)
+        self.exchange.calls.append(call)
+        logger.debug(
+            "anthropic_call_finished",
+            unit_id=self.unit.id,
+            purpose=call.purpose,
+            attempt=call.attempt,
+            status=call.status,
+            latency_ms=call.latency_ms,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            request_id=call.request_id,
+        )
+        if self.on_call is not None and inspect.isawaitable(awaitable := self.on_call(call)):
+            await awaitable
+
+    def _call_record(self, report: AttemptReport) -> LLMCallRecord:
+        outcome = report.outcome
+        invalid = outcome.is_success and self.note.invalid
+        status = "invalid_reply" if invalid else outcome.reason
+        return LLMCallRecord(
+            provider=self.provider.name,
+            model=self.provider.model,
+            attempt=report.number,
+            purpose=self.purpose,
+            status=status[:_MAX_STATUS_CHARS],
+            http_status=self.note.http_status or outcome.status,
+            latency_ms=round(report.duration * 1000),
+            input_tokens=report.input_tokens,
+            output_tokens=report.output_tokens,
+            request_id=self.note.request_id,
+        )
+
+
+# Failures of the call itself, once the guard has given up on them. The guard's refusals
+# (circuit open, budget exhausted, deadline) are not among them: the orchestrator handles those.
+_API_FAILURES = (anthropic.AnthropicError, CallTimeoutError, json.JSONDecodeError)
+
+
+def _status_label(exc: anthropic.APIStatusError) -> str:
+    return f"{exc.status_code} {exc.type}" if exc.type else str(exc.status_code)
+
+
+# --- the prompt ----------------------------------------------------------------------------------
+
+
+def review_prompt(unit: Unit, *, context: Sequence[ContextSnippet] = ()) -> str:
+    """The user message for ``unit``: a header line, the numbered source, then the context."""
+    parts = [
+        function_header(unit),
+        "",
+        "<function>",
+        _numbered(unit.source, first_line=unit.lineno),
+        "</function>",
+    ]
+    snippets = _capped(context)
+    if snippets:
+        parts += ["", "Context, to understand the function (do not review it):"]
+        parts += [_snippet_block(snippet) for snippet in snippets]
+    return "\n".join(parts)
+
+
+def function_header(unit: Unit) -> str:
+    """``Function: pkg.mod.Class.method (pkg/mod.py, lines 12-40)``: one line, machine-readable."""
+    name = _dotted_name(path=unit.path, qualname=unit.qualname)
+    return f"Function: {name} ({unit.path}, lines {unit.lineno}-{unit.end_lineno})"
+
+
+def _numbered(source: str, *, first_line: int) -> str:
+    lines = source.rstrip("\n").split("\n")
+    width = len(str(first_line + len(lines) - 1))
+    return "\n".join(
+        f"{number:>{width}} | {line}" for number, line in enumerate(lines, start=first_line)
+    )
+
+
+def _capped(context: Sequence[ContextSnippet]) -> list[ContextSnippet]:
+    """The first ``MAX_CONTEXT_PER_ROLE`` callees and callers, in their given order."""
+    kept: list[ContextSnippet] = []
+    per_role: dict[str, int] = {}
+    for snippet in context:
+        per_role[snippet.role] = per_role.get(snippet.role, 0) + 1
+        if per_role[snippet.role] <= MAX_CONTEXT_PER_ROLE:
+            kept.append(snippet)
+    return kept
+
+
+def _snippet_block(snippet: ContextSnippet) -> str:
+    name = _dotted_name(path=snippet.path, qualname=snippet.qualname)
+    opening = (
+        f'<{snippet.role} name="{name}" path="{snippet.path}" '
+        f'lines="{snippet.lineno}-{snippet.end_lineno}">'
+    )
+    return f"{opening}\n{snippet.source.rstrip()}\n</{snippet.role}>"
+
+
+def _dotted_name(*, path: str, qualname: str) -> str:
+    """``pkg/mod.py`` + ``Class.method`` -> ``pkg.mod.Class.method`` (parsing's module rule)."""
+    parts = path.removesuffix(".py").split("/")
+    if len(parts) > 1 and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join([*parts, qualname])
+
+
+def _correction_messages(prompt: str, *, reply: _Reply, unit: Unit) -> list[dict[str, Any]]:
+    """The conversation for the corrective request: the prompt, the bad reply, what was wrong."""
+    advice = (
+        "The reply was cut off at the token limit: report fewer findings, with shorter "
+        "explanations and fixes, so that the whole object fits."
+        if reply.truncated
+        else "Correct the problem."
+    )
+    correction = (
+        f"Your reply could not be used: {reply.problem}\n{advice}\n"
+        'Answer again with only a JSON object that matches the schema, {"findings": [...]}, '
+        f"with every line_start and line_end within lines {unit.lineno}-{unit.end_lineno}."
+    )
+    if not reply.text.strip():  # the API refuses an empty assistant turn
+        return [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": prompt}, {"type": "text", "text": correction}],
+            }
+        ]
+    return [
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": reply.text},
+        {"role": "user", "content": correction},
+    ]
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(block.get("text", "") for block in content or () if isinstance(block, Mapping))
+
+
+# --- the reply -----------------------------------------------------------------------------------
+
+
+def _read_reply(message: Message, *, unit: Unit, max_tokens: int) -> _Reply:
+    """Findings from a reply, or why it cannot be used."""
+    payload, text = _payload(message)
+    if message.stop_reason == "max_tokens":
+        problem = f"truncated: the reply was cut off at the limit of {max_tokens} output tokens"
+        return _Reply(text=text, findings=None, problem=problem, truncated=True)
+    if message.stop_reason == "refusal":
+        return _Reply(text=text, findings=None, problem="refusal: the model declined to answer")
+    if isinstance(payload, str) and not payload.strip():
+        return _Reply(text=text, findings=None, problem="empty_text: the reply has no text")
+    try:
+        findings = parse_findings_reply(payload, unit_start=unit.lineno, unit_end=unit.end_lineno)
+    except InvalidReply as exc:
+        return _Reply(text=text, findings=None, problem=str(exc)[:_MAX_DETAIL_CHARS])
+    return _Reply(text=text, findings=findings)
+
+
+def _payload(message: Message) -> tuple[str | Mapping[str, Any], str]:
+    """(what to validate, its text): a tool_use input if there is one, else the first text."""
+    for block in message.content:
+        if block.type == "tool_use" and isinstance(block.input, Mapping):
+            return block.input, json.dumps(block.input)
+    text = next((block.text for block in message.content if block.type == "text"), "")
+    return text, text
