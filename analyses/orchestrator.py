@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -56,13 +57,16 @@ logger = structlog.get_logger(__name__)
 
 # How often the watcher looks for a cancel request (the promise: stopped within 2 s).
 CANCEL_POLL_SECONDS = 0.5
-# Unit outcomes are written in batches: at most this many, or this often.
-FLUSH_BATCH = 25
+# Unit outcomes are written in batches, this often.
 FLUSH_SECONDS = 0.25
 # Progress events at most this often.
 PROGRESS_SECONDS = 0.5
 # While an operator holds the AI breaker forced open, look again this often.
 FORCED_OPEN_RECHECK_SECONDS = 5.0
+
+# Set when this process is shutting down (the worker's SIGTERM): running analyses stop, keep
+# what they finished and hand their lease back at once, so another worker resumes them.
+SHUTDOWN = threading.Event()
 
 
 def new_worker_id() -> str:
@@ -106,7 +110,9 @@ class _Run:
     waiting_text: str = ""
     last_flush: float = 0.0
     last_progress: float = 0.0
-    counts: dict[str, int] = field(default_factory=dict)
+    tokens_used: int = 0  # by this analysis so far, for the budget's per-analysis cap
+    cached_keys: set[str] = field(default_factory=set)
+    background: set[asyncio.Task] = field(default_factory=set)
 
     @property
     def id(self) -> int:
@@ -147,6 +153,7 @@ async def run_analysis(
         logger.info("analysis_not_claimed", analysis_id=analysis_id, status=status)
         return status
     run = _Run(
+        tokens_used=analysis.input_tokens + analysis.output_tokens,
         analysis=analysis,
         worker_id=worker_id,
         provider=provider or provider_for(analysis),
@@ -178,6 +185,10 @@ async def _run(run: _Run) -> str:
             logger.warning("analysis_lease_lost")
             return AnalysisStatus.RUNNING
         await _flush(run, force=True)
+        if run.stop_reason == "shutdown":
+            await sync_to_async(store.release_lease)(run.id, worker_id=run.worker_id)
+            logger.info("analysis_handed_back")
+            return AnalysisStatus.RUNNING
         if run.stop_reason == "cancelled":
             return await _finish(run, AnalysisStatus.CANCELLED, "cancelled by request")
         if run.stop_reason == "timed_out":
@@ -191,6 +202,8 @@ async def _run(run: _Run) -> str:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        if closing := getattr(run.provider, "aclose", None):
+            await closing()
 
 
 async def _until_stopped(run: _Run, work: Awaitable[Any]) -> Any:
@@ -215,6 +228,9 @@ async def _watch(run: _Run) -> None:
     last_renewal = run.clock.monotonic()
     while not run.stopped.is_set():
         await asyncio.sleep(CANCEL_POLL_SECONDS)
+        if SHUTDOWN.is_set():
+            run.stop("shutdown")
+            return
         if run.clock.now() >= run.deadline:
             run.stop("timed_out")
             return
@@ -275,21 +291,49 @@ async def _analyse(run: _Run, *, resumed: bool) -> None:
             )
         ],
     )
-    graph = build_call_graph(units)
-    by_id = {unit.id: unit for unit in units}
-    queue = deque(pending)
-
     calls_api = _calls_api(run.provider)
+    work = [_Work(unit=unit, code_unit_id=pk) for unit, pk in pending]
+    if calls_api:
+        graph = build_call_graph(units)
+        by_id = {unit.id: unit for unit in units}
+        for item in work:
+            item.context = context_for(item.unit, graph=graph, units_by_id=by_id)
+            item.cache_key = store.cache_key(
+                provider=run.provider.name,
+                model=run.provider.model,
+                prompt_version=run.provider.prompt_version,
+                context_hash=unit_context_hash(item.unit, item.context),
+            )
+        # One query tells which units were reviewed before; only those look the cache up.
+        run.cached_keys = await sync_to_async(store.cached_keys)([item.cache_key for item in work])
+    queue = deque(work)
 
     async def review_next() -> None:
         while queue and not run.stopped.is_set():
-            unit, code_unit_id = queue.popleft()
-            context = context_for(unit, graph=graph, units_by_id=by_id) if calls_api else ()
-            await _review_unit(run, unit, code_unit_id, context)
-            await _flush(run)
+            await _review_unit(run, queue.popleft())
 
     workers = min(run.analysis.concurrency, max(1, len(queue)))
-    await asyncio.gather(*(review_next() for _ in range(workers)))
+    flusher = asyncio.create_task(_flush_periodically(run))
+    try:
+        await asyncio.gather(*(review_next() for _ in range(workers)))
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await _settle_background(run)
+
+
+@dataclass
+class _Work:
+    unit: Unit
+    code_unit_id: int
+    context: Sequence = ()
+    cache_key: str | None = None
+
+
+async def _settle_background(run: _Run) -> None:
+    if run.background:
+        await asyncio.gather(*run.background, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -314,33 +358,32 @@ async def _workspace(run: _Run) -> AsyncIterator[Path]:
         yield repository.path
 
 
-async def _review_unit(run: _Run, unit: Unit, code_unit_id: int, context: Sequence) -> None:
+async def _review_unit(run: _Run, work: _Work) -> None:
+    unit, code_unit_id = work.unit, work.code_unit_id
     run.current_unit = unit.qualname
-    provider = run.provider
-    key = None
-    if _calls_api(provider):
-        key = store.cache_key(
-            provider=provider.name,
-            model=provider.model,
-            prompt_version=provider.prompt_version,
-            context_hash=unit_context_hash(unit, context),
-        )
-        cached = await sync_to_async(store.cache_lookup)(key, unit=unit)
+    if work.cache_key in run.cached_keys:
+        cached = await sync_to_async(store.cache_lookup)(work.cache_key, unit=unit)
         if cached is not None:
             _outcome(run, code_unit_id, unit, UnitStatus.CACHED, cached)
             return
-    findings = await _review_with_waits(run, unit, code_unit_id, context)
+    findings = await _review_with_waits(run, unit, code_unit_id, work.context)
     if findings is None:
         return
-    if key is not None:
-        await sync_to_async(store.cache_store)(
-            key,
-            unit=unit,
-            findings=findings,
-            provider=provider.name,
-            model=provider.model,
-            prompt_version=provider.prompt_version,
+    if work.cache_key is not None:
+        # Cached at once (so a crash before the batch is written does not pay for it again),
+        # without holding this worker up.
+        task = asyncio.create_task(
+            sync_to_async(store.cache_store)(
+                work.cache_key,
+                unit=unit,
+                findings=findings,
+                provider=run.provider.name,
+                model=run.provider.model,
+                prompt_version=run.provider.prompt_version,
+            )
         )
+        run.background.add(task)
+        task.add_done_callback(run.background.discard)
     _outcome(run, code_unit_id, unit, UnitStatus.ANALYZED, findings)
 
 
@@ -354,15 +397,14 @@ async def _review_with_waits(
 
     async def record_call(record: LLMCallRecord) -> None:
         run.calls.append((code_unit_id, record))
+        run.tokens_used += record.input_tokens + record.output_tokens
 
     while True:
-        tokens_used = (
-            await sync_to_async(store.analysis_tokens_used)(run.id)
-            if _calls_api(run.provider)
-            else None
-        )
         request = ReviewRequest(
-            unit=unit, context=context, deadline=run.deadline, analysis_tokens_used=tokens_used
+            unit=unit,
+            context=context,
+            deadline=run.deadline,
+            analysis_tokens_used=run.tokens_used if _calls_api(run.provider) else None,
         )
         try:
             result = await run.provider.review(
@@ -424,11 +466,17 @@ def _failed(run: _Run, code_unit_id: int, unit: Unit, reason: str) -> None:
     )
 
 
+async def _flush_periodically(run: _Run) -> None:
+    """Write outcomes in batches while the units' workers go on reviewing."""
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        await _flush(run)
+
+
 async def _flush(run: _Run, *, force: bool = False) -> None:
-    """Write finished units in batches, then announce them (DB first, then the channel layer)."""
+    """Write finished units in a batch, then announce them (DB first, then the channel layer)."""
     now = run.clock.monotonic()
-    due = len(run.outcomes) >= FLUSH_BATCH or now - run.last_flush >= FLUSH_SECONDS
-    if not force and not (due and (run.outcomes or run.calls)):
+    if not force and not (run.outcomes or run.calls):
         return
     outcomes, run.outcomes = run.outcomes, []
     calls, run.calls = run.calls, []

@@ -159,16 +159,21 @@ def analysis_resume(*, analysis_id: int, actor: str):
 
 
 def resume_stale_analyses(*, now: datetime | None = None) -> list[int]:
-    """Re-enqueue running analyses whose worker's lease expired (the worker died)."""
-    now = now or datetime.now(tz=UTC)
-    stale = list(
-        Analysis.objects.filter(
-            status=AnalysisStatus.RUNNING, lease_expires_at__lt=now
-        ).values_list("pk", flat=True)
-    )
-    for analysis_id in stale:
-        from analyses.tasks import run_analysis_task
+    """Queue again the running analyses whose lease expired (their worker died or stopped).
 
-        run_analysis_task.enqueue(analysis_id)
-        logger.warning("analysis_lease_expired", analysis_id=analysis_id)
-    return stale
+    Each is moved back to queued by one conditional UPDATE, so however many workers sweep at
+    once, it is enqueued once; the next worker to claim it resumes the pending units.
+    """
+    from analyses.tasks import run_analysis_task
+
+    now = now or datetime.now(tz=UTC)
+    expired = Analysis.objects.filter(status=AnalysisStatus.RUNNING, lease_expires_at__lt=now)
+    requeued = []
+    for analysis_id in expired.values_list("pk", flat=True):
+        if expired.filter(pk=analysis_id).update(
+            status=AnalysisStatus.QUEUED, lease_owner="", lease_expires_at=None
+        ):
+            run_analysis_task.enqueue(analysis_id)
+            requeued.append(analysis_id)
+            logger.warning("analysis_lease_expired", analysis_id=analysis_id)
+    return requeued

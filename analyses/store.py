@@ -78,6 +78,13 @@ def renew_lease(
     return bool(renewed), cancel
 
 
+def release_lease(analysis_id: int, *, worker_id: str) -> None:
+    """Hand a running analysis back (this worker is stopping): its lease expires now."""
+    Analysis.objects.filter(pk=analysis_id, lease_owner=worker_id).update(
+        lease_expires_at=datetime.now(tz=UTC), waiting_reason="its worker stopped; resuming"
+    )
+
+
 def set_waiting_reason(analysis_id: int, *, worker_id: str, reason: str) -> None:
     Analysis.objects.filter(pk=analysis_id, lease_owner=worker_id).update(
         waiting_reason=reason[:300]
@@ -248,17 +255,25 @@ def skip_pending_units(analysis_id: int, *, reason: str) -> int:
     )
 
 
-def analysis_tokens_used(analysis_id: int) -> int:
-    totals = Analysis.objects.filter(pk=analysis_id).values("input_tokens", "output_tokens").get()
-    return totals["input_tokens"] + totals["output_tokens"]
-
-
 # --- result cache ------------------------------------------------------------------------------
 
 
 def cache_key(*, provider: str, model: str, prompt_version: str, context_hash: str) -> str:
     material = f"{provider}\x00{model}\x00{prompt_version}\x00{context_hash}"
     return hashlib.sha256(material.encode()).hexdigest()
+
+
+def cached_keys(keys: Sequence[str | None], *, chunk: int = 500) -> set[str]:
+    """Which of ``keys`` the cache holds."""
+    wanted = [key for key in keys if key]
+    found: set[str] = set()
+    for start in range(0, len(wanted), chunk):
+        found.update(
+            ResultCache.objects.filter(key__in=wanted[start : start + chunk]).values_list(
+                "key", flat=True
+            )
+        )
+    return found
 
 
 def cache_lookup(key: str, *, unit: Unit) -> list[Finding] | None:

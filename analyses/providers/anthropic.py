@@ -194,7 +194,7 @@ class AnthropicProvider:
         )
 
     async def aclose(self) -> None:
-        """Close the HTTP connections of the SDK client."""
+        """Close the SDK client's connections."""
         await self._client.close()
 
     def reviews(self, unit: Unit) -> bool:

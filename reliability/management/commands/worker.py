@@ -1,17 +1,25 @@
-"""The task worker: django-tasks-db's ``db_worker`` (same arguments) plus a heartbeat.
+"""The task worker: django-tasks-db's ``db_worker`` (same arguments) plus a heartbeat, several
+tasks at once, and the recovery of analyses whose worker died.
 
-    manage.py worker --no-reload --queue-name '*' [--heartbeat SECONDS]
+    manage.py worker --no-reload --queue-name '*' [--heartbeat SECONDS] [--threads N]
 
-A daemon thread upserts this worker's ``WorkerHeartbeat`` row every ``--heartbeat`` seconds
-(default ``EIDOLON_WORKER_HEARTBEAT_SECONDS``) so that health checks know a worker is alive; on a
-clean exit (SIGTERM, SIGINT, ``--batch``, ``--max-tasks``) the row is marked stopped.
+* A daemon thread upserts this worker's ``WorkerHeartbeat`` row every ``--heartbeat`` seconds
+  (default ``EIDOLON_WORKER_HEARTBEAT_SECONDS``) so that health checks know a worker is alive;
+  on a clean exit the row is marked stopped. Each beat also re-enqueues analyses whose lease
+  expired (their worker died), so they resume without anyone's help.
+* ``--threads N`` (default ``EIDOLON_WORKER_ANALYSES``) runs N task loops, so one worker runs
+  up to N analyses at once.
+* SIGTERM / SIGINT: running analyses stop within seconds, keep what they finished and give
+  their lease back so another worker resumes them at once; a second signal exits at once.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
+from types import FrameType
 
 import structlog
 from django.conf import settings
@@ -20,6 +28,8 @@ from django.db import close_old_connections, connections
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 from django_tasks_db.management.commands import db_worker
 
+from analyses.orchestrator import SHUTDOWN
+from analyses.services import resume_stale_analyses
 from reliability.health import worker_heartbeat, worker_stopped
 
 logger = structlog.get_logger(__name__)
@@ -41,6 +51,7 @@ class Heartbeat(threading.Thread):
         try:
             close_old_connections()
             worker_heartbeat(worker_id=self.worker_id, host=self.host, pid=self.pid)
+            resume_stale_analyses()
         except DBError as error:
             if not self._failing:
                 logger.warning(
@@ -76,6 +87,12 @@ class Command(db_worker.Command):
     def add_arguments(self, parser) -> None:
         super().add_arguments(parser)
         parser.add_argument(
+            "--threads",
+            type=int,
+            default=settings.EIDOLON_WORKER_ANALYSES,
+            help="Tasks run at once (default: EIDOLON_WORKER_ANALYSES, %(default)s)",
+        )
+        parser.add_argument(
             "--heartbeat",
             type=float,
             default=settings.EIDOLON_WORKER_HEARTBEAT_SECONDS,
@@ -83,7 +100,7 @@ class Command(db_worker.Command):
             "%(default)s)",
         )
 
-    def handle(self, *args, heartbeat: float, **options) -> None:
+    def handle(self, *args, heartbeat: float, threads: int, **options) -> None:
         # With --reload the parent process only watches files; the child runs the worker.
         watcher_only = options["reload"] and os.environ.get(DJANGO_AUTORELOAD_ENV) != "true"
         if watcher_only:
@@ -94,7 +111,58 @@ class Command(db_worker.Command):
         beat.start()
         logger.info("worker_started", worker_id=beat.worker_id, heartbeat_seconds=heartbeat)
         try:
-            super().handle(*args, **options)
+            if threads > 1 and not options["reload"]:
+                self.run_threads(threads, **options)
+            else:
+                super().handle(*args, **options)
         finally:
+            SHUTDOWN.set()
             beat.stop()
             logger.info("worker_stopped", worker_id=beat.worker_id)
+
+    def run_threads(self, count: int, **options) -> None:
+        """``count`` task loops in threads; the main thread only waits and handles signals."""
+        self.configure_logging(options["verbosity"])
+        queue_names = options["queue_name"].split(",")
+        excluded = options["exclude_queues"].split(",") if options["exclude_queues"] else []
+        loops = [
+            db_worker.Worker(
+                queue_names=queue_names,
+                interval=options["interval"],
+                batch=options["batch"],
+                backend_name=options["backend_name"],
+                startup_delay=options["startup_delay"],
+                max_tasks=options["max_tasks"],
+                worker_id=f"{options['worker_id'][:56]}-{index}",
+                excluded_queue_names=excluded,
+            )
+            for index in range(count)
+        ]
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            if SHUTDOWN.is_set():
+                logger.warning("worker_forced_exit", signal=signal.strsignal(signum))
+                os._exit(1)
+            logger.warning("worker_shutting_down", signal=signal.strsignal(signum))
+            SHUTDOWN.set()  # running analyses stop and hand their lease back
+            for loop in loops:
+                loop.running = False
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, stop)
+        threads = [
+            threading.Thread(target=self._loop, args=(loop,), name=loop.worker_id, daemon=True)
+            for loop in loops
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+
+    @staticmethod
+    def _loop(loop: db_worker.Worker) -> None:
+        try:
+            loop.run()
+        finally:
+            connections.close_all()
