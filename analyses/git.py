@@ -39,6 +39,7 @@ async def cloned_through_guard(
             timeout_s=attempt.timeout,
             max_bytes=settings.EIDOLON_GIT_MAX_BYTES,
             allow_insecure_http=settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP,
+            extra_git_config=settings.EIDOLON_GIT_EXTRA_CONFIG,
         )
 
     repository = await guard_for("git", classify=classify_git_error).call(clone, deadline=deadline)

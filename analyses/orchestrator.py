@@ -108,6 +108,7 @@ class _Run:
     current_unit: str = ""
     waiting: Wait | None = None
     waiting_text: str = ""
+    reported_waiting: str = ""
     last_flush: float = 0.0
     last_progress: float = 0.0
     tokens_used: int = 0  # by this analysis so far, for the budget's per-analysis cap
@@ -476,7 +477,8 @@ async def _flush_periodically(run: _Run) -> None:
 async def _flush(run: _Run, *, force: bool = False) -> None:
     """Write finished units in a batch, then announce them (DB first, then the channel layer)."""
     now = run.clock.monotonic()
-    if not force and not (run.outcomes or run.calls):
+    waiting_changed = _current_waiting(run) != run.reported_waiting
+    if not force and not (run.outcomes or run.calls or waiting_changed):
         return
     outcomes, run.outcomes = run.outcomes, []
     calls, run.calls = run.calls, []
@@ -505,7 +507,7 @@ async def _flush(run: _Run, *, force: bool = False) -> None:
             ("card.created", _card_payload(card))
             for card in cards_by_unit.get(outcome.code_unit_id, [])
         )
-    if force or now - run.last_progress >= PROGRESS_SECONDS:
+    if force or waiting_changed or now - run.last_progress >= PROGRESS_SECONDS:
         run.last_progress = now
         progress = await _progress(run)
         batch.append(("analysis.progress", progress))
@@ -528,11 +530,16 @@ def _card_payload(card) -> dict[str, Any]:
     }
 
 
+def _current_waiting(run: _Run) -> str:
+    """What the analysis waits for right now ("" when nothing)."""
+    if run.waiting is not None and run.waiting.until > run.clock.now():
+        return run.waiting_text
+    return ""
+
+
 async def _progress(run: _Run) -> dict[str, Any]:
     analysis = await sync_to_async(Analysis.objects.get)(pk=run.id)
-    waiting = ""
-    if run.waiting is not None and run.waiting.until > run.clock.now():
-        waiting = run.waiting_text
+    waiting = run.reported_waiting = _current_waiting(run)
     if waiting != analysis.waiting_reason:
         await sync_to_async(store.set_waiting_reason)(
             run.id, worker_id=run.worker_id, reason=waiting

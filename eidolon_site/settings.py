@@ -7,6 +7,7 @@ Every setting has a default that runs on a laptop with nothing but Python
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -352,6 +353,17 @@ EIDOLON_SOURCE_ROOTS = env_list("EIDOLON_SOURCE_ROOTS", [])
 EIDOLON_WORKSPACE_ROOT = Path(env_str("EIDOLON_WORKSPACE_ROOT") or VAR_DIR / "workspaces")
 EIDOLON_GIT_MAX_BYTES = env_int("EIDOLON_GIT_MAX_BYTES", 200 * 1024 * 1024, minimum=1)
 EIDOLON_GIT_ALLOW_INSECURE_HTTP = env_bool("EIDOLON_GIT_ALLOW_INSECURE_HTTP", False)
+# Extra `git -c` options for clones, as a JSON object: a private CA bundle
+# ({"http.sslCAInfo": "/etc/ssl/corp.pem"}) or a credential helper. The hardening wins over them.
+try:
+    EIDOLON_GIT_EXTRA_CONFIG = json.loads(env_str("EIDOLON_GIT_EXTRA_CONFIG") or "{}")
+except json.JSONDecodeError as error:
+    raise ImproperlyConfigured(f"EIDOLON_GIT_EXTRA_CONFIG is not JSON: {error}") from None
+if not isinstance(EIDOLON_GIT_EXTRA_CONFIG, dict) or not all(
+    isinstance(key, str) and isinstance(value, str)
+    for key, value in EIDOLON_GIT_EXTRA_CONFIG.items()
+):
+    raise ImproperlyConfigured("EIDOLON_GIT_EXTRA_CONFIG must be a JSON object of strings")
 
 EIDOLON_AI_MODEL = env_str("EIDOLON_AI_MODEL") or "claude-sonnet-5-5"
 EIDOLON_AI_MAX_TOKENS = env_int("EIDOLON_AI_MAX_TOKENS", 2048, minimum=64)

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 
-from analyses.models import Analysis, AnalysisStatus, CodeUnit, LLMCall, UnitStatus
+from analyses.models import (
+    Analysis,
+    AnalysisEvent,
+    AnalysisStatus,
+    Card,
+    CodeUnit,
+    LLMCall,
+    UnitStatus,
+)
 from analyses.orchestrator import run_analysis
 from analyses.providers.anthropic import AnthropicProvider
 from analyses.review_responder import review_responder
@@ -194,3 +202,79 @@ class TestCancelAndCache:
         assert second.llm_requests == 0
         assert second.functions_cached == second.functions_total == 28  # 25 + 3 helpers
         assert second.cards_count == first.cards_count
+
+
+async def progress_waits(analysis: Analysis) -> list[str]:
+    return await sync_to_async(list)(
+        AnalysisEvent.objects.filter(analysis=analysis, type="analysis.progress")
+        .order_by("seq")
+        .values_list("payload__waiting", flat=True)
+    )
+
+
+class TestWaitingAndFallback:
+    async def test_an_open_breaker__the_analysis_says_so_waits_and_goes_on(
+        self, fake, reliability_rows, tmp_path
+    ):
+        await reliability_rows()
+        await sync_to_async(CircuitBreaker.objects.filter(name="anthropic").update)(
+            state="open", state_changed_at=time.time(), recovery_timeout=1.5
+        )
+        analysis = await new_analysis(write_project(tmp_path, functions=5))
+        await as_anthropic(analysis)
+        status = await run_analysis(analysis.pk, provider=provider_for(fake))
+        analysis = await sync_to_async(Analysis.objects.get)(pk=analysis.pk)
+
+        assert status == AnalysisStatus.COMPLETED
+        waits = await progress_waits(analysis)
+        assert any(wait.startswith("AI circuit open until 20") for wait in waits), waits
+        assert waits[-1] == "" and analysis.waiting_reason == ""
+        assert analysis.functions_analyzed == 6
+
+    async def test_a_full_budget__the_analysis_says_so(self, fake, reliability_rows, tmp_path):
+        await reliability_rows()
+        await sync_to_async(RateLimitBudget.objects.filter(name="anthropic").update)(
+            requests_per_window=3, window_seconds=1.5
+        )
+        analysis = await new_analysis(write_project(tmp_path, functions=6), concurrency=6)
+        await as_anthropic(analysis)
+        await run_analysis(analysis.pk, provider=provider_for(fake))
+        waits = await progress_waits(await sync_to_async(Analysis.objects.get)(pk=analysis.pk))
+        assert any(wait.startswith("waiting for the rate budget until 20") for wait in waits)
+
+    async def test_static_fallback_while_the_breaker_is_open(
+        self, fake, reliability_rows, tmp_path
+    ):
+        await reliability_rows()
+        await sync_to_async(CircuitBreaker.objects.filter(name="anthropic").update)(
+            state="forced_open"
+        )
+        analysis = await new_analysis(write_project(tmp_path, functions=5), fallback_to_static=True)
+        await as_anthropic(analysis)
+        assert await run_analysis(analysis.pk, provider=provider_for(fake)) == "completed"
+        sources = await sync_to_async(set)(
+            Card.objects.filter(analysis=analysis).values_list("source", flat=True)
+        )
+        assert sources == {"static"}
+        assert review_requests(fake) == []
+
+    async def test_the_deadline_times_it_out__keeping_what_was_done(
+        self, fake, reliability_rows, tmp_path
+    ):
+        await reliability_rows()
+        fake.configure(latency_s=0.6)
+        analysis = await new_analysis(
+            write_project(tmp_path, functions=30), concurrency=2, max_duration=2.0
+        )
+        await as_anthropic(analysis)
+        began = time.monotonic()
+        status = await run_analysis(analysis.pk, provider=provider_for(fake))
+        analysis = await sync_to_async(Analysis.objects.get)(pk=analysis.pk)
+        assert status == AnalysisStatus.TIMED_OUT
+        assert time.monotonic() - began < 4.0
+        assert 0 < analysis.functions_analyzed < analysis.functions_total
+        pending = await sync_to_async(
+            CodeUnit.objects.filter(analysis=analysis, status=UnitStatus.PENDING).count
+        )()
+        assert pending == 0
+        assert "deadline" in analysis.status_reason

@@ -4,25 +4,15 @@ from git's own smart-HTTP backend served over HTTPS on loopback (no internet, no
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import os
 import shutil
 import socket
-import ssl
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from analyses.sources import (
     SourceError,
@@ -38,148 +28,13 @@ from analyses.sources import (
     validate_git_url,
     validate_ref,
 )
+from tests.gitserver import commit_all, git, new_work_tree, publish, serving
 
 TOKEN = "ghp_" + "S3cr3tT0k3n" * 3
 
 # --------------------------------------------------------------------------------------------
 # A git smart-HTTP server over HTTPS on loopback
 # --------------------------------------------------------------------------------------------
-
-_TEST_GIT_ENV = {
-    "PATH": os.environ["PATH"],
-    "HOME": os.environ.get("HOME", "/nonexistent"),
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_AUTHOR_NAME": "Test Author",
-    "GIT_AUTHOR_EMAIL": "author@example.com",
-    "GIT_COMMITTER_NAME": "Test Author",
-    "GIT_COMMITTER_EMAIL": "author@example.com",
-}
-STALL_AFTER_BYTES = 512 * 1024
-
-
-def _git(*args: str, cwd: Path) -> str:
-    completed = subprocess.run(
-        ["git", *args], cwd=cwd, env=_TEST_GIT_ENV, check=True, capture_output=True, text=True
-    )
-    return completed.stdout.strip()
-
-
-def _commit_all(work: Path, message: str) -> str:
-    _git("add", "--all", cwd=work)
-    _git("commit", "--quiet", "-m", message, cwd=work)
-    return _git("rev-parse", "HEAD", cwd=work)
-
-
-def _publish(work: Path, bare: Path) -> None:
-    _git("clone", "--quiet", "--bare", str(work), str(bare), cwd=work.parent)
-    _git("config", "uploadpack.allowAnySHA1InWant", "true", cwd=bare)
-
-
-def _new_work_tree(path: Path) -> Path:
-    path.mkdir()
-    _git("init", "--quiet", "--initial-branch=main", cwd=path)
-    return path
-
-
-def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
-class _GitHttpBackendHandler(BaseHTTPRequestHandler):
-    """Runs `git http-backend` as a CGI per request. Under /stall/ a response bigger than
-    STALL_AFTER_BYTES is cut there and the connection is held open, like a server that hangs."""
-
-    project_root: Path
-    release: threading.Event
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def _serve(self) -> None:
-        path, _, query = self.path.partition("?")
-        stall = path.startswith("/stall/")
-        body = self._read_body()
-        env = {
-            **_TEST_GIT_ENV,
-            "GIT_PROJECT_ROOT": str(self.project_root),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "PATH_INFO": path.removeprefix("/stall"),
-            "QUERY_STRING": query,
-            "REQUEST_METHOD": self.command,
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(len(body)),
-            "REMOTE_ADDR": "127.0.0.1",
-            "HTTP_GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-        }
-        backend = subprocess.run(
-            ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=30
-        )
-        head, _, payload = backend.stdout.partition(b"\r\n\r\n")
-        status, headers = 200, []
-        for line in head.decode("latin-1").split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.lower() == "status":
-                status = int(value.split()[0])
-            elif name:
-                headers.append((name, value.strip()))
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if stall and len(payload) > STALL_AFTER_BYTES:
-            self.wfile.write(payload[:STALL_AFTER_BYTES])
-            self.wfile.flush()
-            self.release.wait(timeout=60)
-            return
-        self.wfile.write(payload)
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        chunks = []
-        while size := int(self.rfile.readline().split(b";")[0], 16):
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline()
-        self.rfile.readline()
-        return b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -200,55 +55,37 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
     served = root / "served"
     served.mkdir()
 
-    project = _new_work_tree(root / "project")
+    project = new_work_tree(root / "project")
     (project / "app.py").write_text("def first():\n    return 1\n")
-    first_sha = _commit_all(project, "first")
+    first_sha = commit_all(project, "first")
     (project / "app.py").write_text("def second():\n    return 2\n")
     (project / "escape").symlink_to("/etc")
-    main_sha = _commit_all(project, "second")
-    _git("switch", "--quiet", "-c", "feature", cwd=project)
+    main_sha = commit_all(project, "second")
+    git("switch", "--quiet", "-c", "feature", cwd=project)
     (project / "feature.py").write_text("FEATURE = True\n")
-    feature_sha = _commit_all(project, "feature")
-    _git("switch", "--quiet", "main", cwd=project)
-    _git("tag", "-a", "v1.0", "-m", "first release", first_sha, cwd=project)
-    _publish(project, served / "project.git")
+    feature_sha = commit_all(project, "feature")
+    git("switch", "--quiet", "main", cwd=project)
+    git("tag", "-a", "v1.0", "-m", "first release", first_sha, cwd=project)
+    publish(project, served / "project.git")
 
-    big = _new_work_tree(root / "big")
+    big = new_work_tree(root / "big")
     (big / "random.bin").write_bytes(os.urandom(1024 * 1024))
-    _commit_all(big, "one incompressible mebibyte")
-    _publish(big, served / "big.git")
+    commit_all(big, "one incompressible mebibyte")
+    publish(big, served / "big.git")
 
-    bomb = _new_work_tree(root / "bomb")
+    bomb = new_work_tree(root / "bomb")
     (bomb / "zeros.bin").write_bytes(bytes(5 * 1024 * 1024))
-    _commit_all(bomb, "five mebibytes that compress to almost nothing")
-    _publish(bomb, served / "bomb.git")
+    commit_all(bomb, "five mebibytes that compress to almost nothing")
+    publish(bomb, served / "bomb.git")
 
-    cert_file, key_file = _self_signed_certificate(root)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    release = threading.Event()
-    handler = type(
-        "Handler", (_GitHttpBackendHandler,), {"project_root": served, "release": release}
-    )
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    server.socket = context.wrap_socket(
-        server.socket, server_side=True, do_handshake_on_connect=False
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(served, certificate_dir=root) as (base_url, ca_file):
         yield GitServer(
-            base_url=f"https://127.0.0.1:{server.server_address[1]}",
-            ca_file=cert_file,
+            base_url=base_url,
+            ca_file=ca_file,
             first_sha=first_sha,
             main_sha=main_sha,
             feature_sha=feature_sha,
         )
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
@@ -316,7 +153,7 @@ class TestClassifySource:
             "git://example.com/repo.git",
         ],
     )
-    def test_classify__url_forms_are_git(self, spec: str) -> None:
+    def test_classify__url_forms_aregit(self, spec: str) -> None:
         assert classify_source(spec) == "git"
 
     @pytest.mark.parametrize(
@@ -726,7 +563,7 @@ class TestCloneRepository:
             )
         assert _leftovers(workspace_root) == []
 
-    async def test_clone__silent_server__times_out_and_kills_git(
+    async def test_clone__silent_server__times_out_and_killsgit(
         self, silent_server_url: str, workspace_root: Path
     ) -> None:
         started = time.monotonic()
@@ -775,7 +612,7 @@ class TestCloneRepository:
         assert refused.value.message.startswith("Checking out the repository would take 5 MiB")
         assert _leftovers(workspace_root) == []
 
-    async def test_clone__cap_exceeded_mid_download__kills_git(
+    async def test_clone__cap_exceeded_mid_download__killsgit(
         self, git_server: GitServer, clone_options: dict, workspace_root: Path
     ) -> None:
         # The server sends half the pack and then hangs: only the size watch can end this

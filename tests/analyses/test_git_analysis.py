@@ -1,0 +1,125 @@
+"""Analyses of git repositories, cloned over HTTPS on loopback through the ``git`` breaker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from analyses.models import Analysis, AnalysisStatus
+from analyses.orchestrator import run_analysis
+from analyses.review_responder import review_responder
+from analyses.services import analysis_create
+from reliability.fake_anthropic import FakeAnthropic, FakeConfig
+from reliability.models import CircuitBreaker, RateLimitBudget
+from tests.analyses.test_ai_analysis import as_anthropic, provider_for
+from tests.gitserver import commit_all, new_work_tree, publish, serving
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LIBRARY = "".join(
+    f"\n\ndef stable_{index}(value):\n    return value * {index}\n" for index in range(6)
+)
+
+
+@dataclass(frozen=True)
+class Repository:
+    url: str
+    ca_file: Path
+    first_sha: str
+    second_sha: str
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repository]:
+    root = tmp_path_factory.mktemp("git-analysis")
+    served = root / "served"
+    served.mkdir()
+    work = new_work_tree(root / "work")
+    (work / "lib.py").write_text(LIBRARY)
+    (work / "app.py").write_text("def handler(request):\n    return request\n")
+    first = commit_all(work, "first")
+    (work / "app.py").write_text(
+        "def handler(request):\n    return request.upper()\n\n\ndef added(x):\n    return x\n"
+    )
+    second = commit_all(work, "second: app.py changes, lib.py does not")
+    publish(work, served / "project.git")
+    with serving(served, certificate_dir=root) as (base_url, ca_file):
+        yield Repository(
+            url=f"{base_url}/project.git", ca_file=ca_file, first_sha=first, second_sha=second
+        )
+
+
+@pytest.fixture
+def git_settings(settings, repository, tmp_path):
+    settings.EIDOLON_GIT_EXTRA_CONFIG = {"http.sslCAInfo": str(repository.ca_file)}
+    settings.EIDOLON_WORKSPACE_ROOT = tmp_path / "workspaces"
+    return settings
+
+
+async def analyse(source: str, *, ref: str | None = None, provider=None) -> Analysis:
+    analysis = await sync_to_async(analysis_create)(source=source, ref=ref, provider="static")
+    if provider is not None:
+        await as_anthropic(analysis)
+    await run_analysis(analysis.pk, provider=provider)
+    return await sync_to_async(Analysis.objects.get)(pk=analysis.pk)
+
+
+class TestGitSources:
+    async def test_a_clone_is_analysed__its_commit_recorded_and_its_workspace_removed(
+        self, repository, git_settings
+    ):
+        analysis = await analyse(repository.url)
+        assert analysis.status == AnalysisStatus.COMPLETED, analysis.status_reason
+        assert analysis.commit_sha == repository.second_sha
+        assert analysis.functions_total == 8
+        assert list(git_settings.EIDOLON_WORKSPACE_ROOT.iterdir()) == []
+        breaker = await sync_to_async(CircuitBreaker.objects.get)(name="git")
+        assert breaker.total_successes == 1
+
+    async def test_a_ref_selects_the_commit(self, repository, git_settings):
+        analysis = await analyse(repository.url, ref=repository.first_sha)
+        assert analysis.commit_sha == repository.first_sha
+        assert analysis.functions_total == 7
+
+    async def test_a_missing_ref_fails_the_analysis_with_a_reason(self, repository, git_settings):
+        analysis = await analyse(repository.url, ref="no-such-branch")
+        assert analysis.status == AnalysisStatus.FAILED
+        assert "no-such-branch" in analysis.status_reason
+
+    async def test_incremental__the_base_commit_is_recorded_and_unchanged_functions_are_hits(
+        self, repository, git_settings
+    ):
+        await sync_to_async(_generous_ai_budget)()
+        with FakeAnthropic(config=FakeConfig(seed=3), responder=review_responder).running() as fake:
+            first = await analyse(
+                repository.url, ref=repository.first_sha, provider=provider_for(fake)
+            )
+            requests_after_first = len(fake.requests)
+            second = await analyse(repository.url, provider=provider_for(fake))
+            requests_for_second = len(fake.requests) - requests_after_first
+
+        assert first.functions_analyzed == 7
+        assert second.base_commit == repository.first_sha
+        assert second.commit_sha == repository.second_sha
+        assert second.functions_cached == 6  # lib.py did not change
+        assert second.functions_analyzed == 2  # handler changed, added is new
+        assert requests_for_second == 2
+
+
+def _generous_ai_budget() -> None:
+    now = time.time()
+    CircuitBreaker.objects.create(
+        name="anthropic", failure_threshold=50, state_changed_at=now, window_started_at=now
+    )
+    RateLimitBudget.objects.create(
+        name="anthropic",
+        requests_per_window=100_000,
+        input_tokens_per_window=10**8,
+        output_tokens_per_window=10**8,
+        requests_per_day=10**6,
+    )
