@@ -42,7 +42,9 @@ async def cloned_through_guard(
             extra_git_config=settings.EIDOLON_GIT_EXTRA_CONFIG,
         )
 
-    repository = await guard_for("git", classify=classify_git_error).call(clone, deadline=deadline)
+    guard = guard_for("git", classify=classify_git_error)
+    repository = await guard.call(clone, deadline=deadline)
+    await guard.drain()
     try:
         yield repository
     finally:

@@ -98,11 +98,18 @@ def measure_in_this_process(calls: int) -> dict[str, dict[str, float]]:
 
     async def run() -> dict[str, dict[str, float]]:
         await timed(guarded_call, 50)  # warm-up: connections, compiled queries
-        return {
+        await guard.drain()
+        results = {
             "unguarded no-op": summary(await timed(noop, calls)),
             "pybreaker (in memory)": summary(await timed(pybreaker_call, calls)),
-            "eidolon guard": summary(await timed(guarded_call, calls)),
         }
+        began = time.perf_counter()
+        results["eidolon guard"] = summary(await timed(guarded_call, calls))
+        await guard.drain()  # successes are recorded in the background: count that time too
+        sustained = (time.perf_counter() - began) / calls
+        results["eidolon guard"]["sustained_us"] = sustained * 1e6
+        await guard.aclose()
+        return results
 
     results = asyncio.run(run())
     breaker = CircuitBreaker.objects.get(name="bench")
@@ -156,9 +163,13 @@ def print_table(database: str, results: dict[str, dict[str, float]]) -> None:
             f"  {name:<24}{figures['mean_us']:>9.1f}us{figures['p50_us']:>9.1f}us"
             f"{figures['p99_us']:>9.1f}us   {figures['mean_us'] / baseline:>8.0f}x"
         )
-    guarded = results["eidolon guard"]["mean_us"] / 1000
+    guarded = results["eidolon guard"]["sustained_us"] / 1000
+    print(
+        f"  sustained (the caller's wait plus the outcomes recorded in the background): "
+        f"{guarded:.3f} ms per call"
+    )
     verdict = "meets" if guarded < 1.0 else "MISSES"
-    print(f"  guarded call: {guarded:.3f} ms mean -> {verdict} the 1 ms target")
+    print(f"  guarded call: {guarded:.3f} ms sustained -> {verdict} the 1 ms target")
 
 
 def main() -> int:

@@ -73,7 +73,7 @@ _WINDOW_FIELDS = (
     "previous_window_failures",
     "previous_window_slow_calls",
 )
-_ADMISSION_FIELDS = ("id", "name", "state", "generation", "state_changed_at", *CONFIG_FIELDS)
+ADMISSION_FIELDS = ("id", "name", "state", "generation", "state_changed_at", *CONFIG_FIELDS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,12 +120,17 @@ def get_or_create_breaker(name: str, *, clock: Clock = SYSTEM_CLOCK) -> CircuitB
         return CircuitBreaker.objects.get(name=name)
 
 
+ADMISSION_STATEMENT = "breaker_admission"
+# States in which admitting a call changes nothing: the only ones the guard's fast path handles.
+FREE_STATES = (BreakerState.CLOSED, BreakerState.DISABLED)
+
+
 def _select_admission_row(name: str) -> dict[str, Any] | None:
     return prepared_select(
-        "breaker_admission",
+        ADMISSION_STATEMENT,
         model=CircuitBreaker,
         condition=lambda: Q(name=Param("name", CharField())),
-        fields=_ADMISSION_FIELDS,
+        fields=ADMISSION_FIELDS,
         params={"name": name},
     )
 
@@ -151,6 +156,16 @@ def _count(breaker_id: int, total: str, *, failed_at: float | None = None) -> No
         },
         params={"pk": breaker_id, "now": failed_at},
     )
+
+
+def count_success(permit: Permit) -> None:
+    """A success that arrived after its breaker moved on: counted, deciding nothing."""
+    _count(permit.breaker_id, "total_successes")
+
+
+def permit_for(row: dict[str, Any]) -> Permit:
+    """The permit of a call admitted by a closed or disabled breaker (read from ``row``)."""
+    return _permit(row, state=row["state"], generation=row["generation"])
 
 
 def _permit(row: dict[str, Any], *, state: str, generation: int) -> Permit:
@@ -186,8 +201,8 @@ def admit(name: str, *, clock: Clock = SYSTEM_CLOCK) -> Permit:
 
 def _admit_in_state(row: dict[str, Any], *, clock: Clock) -> Permit:
     state = row["state"]
-    if state in (BreakerState.CLOSED, BreakerState.DISABLED):
-        return _permit(row, state=state, generation=row["generation"])
+    if state in FREE_STATES:
+        return permit_for(row)
     if state == BreakerState.HALF_OPEN:
         return _admit_probe(row, clock=clock)
     if state == BreakerState.OPEN:
@@ -382,6 +397,35 @@ def window_stats(row: dict[str, Any] | CircuitBreaker, *, now: float) -> WindowS
     )
 
 
+@dataclass(frozen=True)
+class RecordStatement:
+    """The UPDATE that counts one outcome in a closed (or disabled) breaker's window."""
+
+    key: tuple
+    params: dict[str, Any]
+    decides: bool  # it must return the window, and may open the breaker
+
+
+def record_statement(
+    permit: Permit, verdict: BreakerVerdict, *, slow: bool, now: float
+) -> RecordStatement:
+    failed = verdict is BreakerVerdict.FAILURE
+    decides = failed or slow
+    return RecordStatement(
+        key=("breaker_record", permit.window_type, failed, slow, decides),
+        params={
+            "pk": permit.breaker_id,
+            "state": permit.state,
+            "generation": permit.generation,
+            "now": now,
+            "size": permit.window_size,
+            "roll_edge": now - permit.window_size,
+            "stale_edge": now - 2 * permit.window_size,
+        },
+        decides=decides,
+    )
+
+
 def _record_in_window(
     permit: Permit, verdict: BreakerVerdict, *, slow: bool, reason: str, clock: Clock
 ) -> None:
@@ -391,8 +435,7 @@ def _record_in_window(
         return
     failed = verdict is BreakerVerdict.FAILURE
     now = clock.now()
-    # The common path (a quick success) needs nothing back and decides nothing.
-    decide = failed or slow
+    statement = record_statement(permit, verdict, slow=slow, now=now)
 
     def values() -> dict[str, Any]:
         return {
@@ -403,27 +446,21 @@ def _record_in_window(
         }
 
     row = prepared_update(
-        ("breaker_record", permit.window_type, failed, slow, decide),
+        statement.key,
         model=CircuitBreaker,
         condition=lambda: Q(
             state=Param("state", CharField()), generation=Param("generation", BigIntegerField())
         ),
         values=values,
-        params={
-            "pk": permit.breaker_id,
-            "state": permit.state,
-            "generation": permit.generation,
-            "now": now,
-            "size": permit.window_size,
-            "roll_edge": now - permit.window_size,
-            "stale_edge": now - 2 * permit.window_size,
-        },
-        returning=("consecutive_failures", *_WINDOW_FIELDS, *CONFIG_FIELDS) if decide else (),
+        params=statement.params,
+        returning=(
+            ("consecutive_failures", *_WINDOW_FIELDS, *CONFIG_FIELDS) if statement.decides else ()
+        ),
     )
     if not row:  # the breaker moved on while this call ran; count it, decide nothing
         _count(permit.breaker_id, total, failed_at=now if failed else None)
         return
-    if not decide or permit.state != BreakerState.CLOSED:
+    if not statement.decides or permit.state != BreakerState.CLOSED:
         return  # disabled breakers count but never trip
     if why := _reason_to_open(row, now=now, last_failure=reason if failed else ""):
         _transition(

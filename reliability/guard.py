@@ -6,23 +6,26 @@
 Each attempt is admitted, budgeted and recorded on its own, so a retried request is charged
 again and counted again. The SDK's own retries must be off (``max_retries=0``): this is the
 only retry layer. Per attempt the database is touched twice (admit + reserve, then settle),
-never while the call is in flight.
+never while the call is in flight. A success in closed state is recorded in the background, so
+the caller goes on at once; ``Guard.drain()`` waits for those records (call it before the event
+loop ends).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from reliability import breaker, metrics, ratelimit
+from reliability import breaker, fastpath, metrics, ratelimit
 from reliability.clock import SYSTEM_CLOCK, Clock
+from reliability.dbthread import in_db_thread
 from reliability.exceptions import CallTimeoutError, DeadlineExceededError, format_epoch
 from reliability.outcomes import SUCCESS, BreakerVerdict, Outcome, classify_exception
 from reliability.retry import RetryBudget, RetryPolicy
@@ -115,6 +118,10 @@ class Guard:
         self.clock = clock
         self.rng = rng or random.Random()
         self.classify = classify
+        # Per event loop (one guard may serve several, one per worker thread).
+        self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Future]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def call(
         self,
@@ -162,7 +169,7 @@ class Guard:
         on_wait: Callable[[Wait], None] | None,
         on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None,
     ) -> T:
-        permit, reservation = await sync_to_async(self._begin)(
+        permit, reservation = await self._admit_and_reserve(
             estimate=estimate, deadline=deadline, analysis_tokens_used=analysis_tokens_used
         )
         attempt: Attempt | None = None
@@ -197,7 +204,9 @@ class Guard:
             will_retry, delay, refusal = self._retry_decision(
                 outcome, number=number, deadline=deadline, called=called
             )
-            await sync_to_async(self._settle)(
+            self._count(outcome, duration=duration, called=called)
+            await in_db_thread(
+                self._settle,
                 permit,
                 reservation,
                 outcome,
@@ -213,17 +222,58 @@ class Guard:
                 raise refusal from exc
             raise
         duration = self.clock.monotonic() - started
-        await sync_to_async(self._settle)(
-            permit,
-            reservation,
-            SUCCESS,
-            attempt=attempt,
-            estimate=estimate,
-            duration=duration,
-            called=True,
-        )
+        self._count(SUCCESS, duration=duration, called=True)
+        settle = self._settle_success(permit, reservation, attempt, estimate, duration)
+        if permit.is_probe:
+            await settle  # a probe's success may close the breaker: record it before going on
+        else:
+            # A success in closed state decides nothing: record it without holding the caller
+            # up (``drain`` waits for such records).
+            self._in_background(settle)
         await self._report(on_attempt, number, SUCCESS, duration, attempt, estimate, False)
         return result
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        pending = self._pending.setdefault(asyncio.get_running_loop(), set())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    async def drain(self) -> None:
+        """Wait until every outcome this event loop's calls left in the background is recorded."""
+        pending = self._pending.get(asyncio.get_running_loop(), set())
+        while pending:
+            await asyncio.gather(*list(pending), return_exceptions=True)
+
+    async def _admit_and_reserve(
+        self, *, estimate: TokenEstimate, deadline: float | None, analysis_tokens_used: int | None
+    ) -> tuple[breaker.Permit, ratelimit.Reservation | None]:
+        """On PostgreSQL the common case needs no thread (see ``fastpath``); else in a thread."""
+        if self.budget is not None and fastpath.available():
+            admitted = await fastpath.admit_and_reserve(
+                breaker_name=self.target,
+                budget_name=self.budget,
+                input_tokens=estimate.input_tokens,
+                output_tokens=estimate.output_tokens,
+                deadline=deadline,
+                analysis_tokens_used=analysis_tokens_used,
+                clock=self.clock,
+            )
+            if admitted is not None:
+                metrics.guard_admissions.labels(target=self.target, path="inline").inc()
+                return admitted
+        metrics.guard_admissions.labels(target=self.target, path="thread").inc()
+        return await in_db_thread(
+            self._begin,
+            estimate=estimate,
+            deadline=deadline,
+            analysis_tokens_used=analysis_tokens_used,
+        )
+
+    async def aclose(self) -> None:
+        """Record what is left in the background and close this event loop's connection."""
+        await self.drain()
+        await fastpath.close()
 
     def _timeout_before(self, deadline: float | None) -> float:
         if deadline is None:
@@ -278,9 +328,6 @@ class Guard:
         breaker.record(
             permit, outcome.verdict, duration=duration, reason=outcome.reason, clock=self.clock
         )
-        metrics.guard_calls.labels(target=self.target, outcome=outcome.reason).inc()
-        if called:
-            metrics.guard_call_duration.labels(target=self.target).observe(duration)
         if reservation is None:
             return
         if not called:
@@ -309,6 +356,44 @@ class Guard:
                 reason=f"{outcome.reason}: retry-after {pause:g} s",
             )
 
+    def _count(self, outcome: Outcome, *, duration: float, called: bool) -> None:
+        metrics.guard_calls.labels(target=self.target, outcome=outcome.reason).inc()
+        if called:
+            metrics.guard_call_duration.labels(target=self.target).observe(duration)
+
+    async def _settle_success(
+        self,
+        permit: breaker.Permit,
+        reservation: ratelimit.Reservation | None,
+        attempt: Attempt,
+        estimate: TokenEstimate,
+        duration: float,
+    ) -> None:
+        """Record a success: on PostgreSQL without a thread when nothing needs deciding."""
+        used_input, used_output = _tokens_used(SUCCESS, attempt, estimate)
+        if self.budget is not None and fastpath.available():
+            recorded = await fastpath.record_success(
+                permit=permit,
+                reservation=reservation,
+                duration=duration,
+                input_tokens=used_input,
+                output_tokens=used_output,
+                headers=attempt.headers,
+                clock=self.clock,
+            )
+            if recorded:
+                return
+        await in_db_thread(
+            self._settle,
+            permit,
+            reservation,
+            SUCCESS,
+            attempt=attempt,
+            estimate=estimate,
+            duration=duration,
+            called=True,
+        )
+
     def _retry_decision(
         self, outcome: Outcome, *, number: int, deadline: float | None, called: bool
     ) -> tuple[bool, float, DeadlineExceededError | None]:
@@ -324,12 +409,16 @@ class Guard:
         delay = self.retry_policy.delay(number, retry_after=outcome.retry_after, rng=self.rng)
         if deadline is not None and self.clock.now() + delay >= deadline:
             metrics.retries_denied.labels(target=self.target, why="deadline").inc()
-            hint = "retry-after" if outcome.retry_after is not None else "backoff"
+            hint = (
+                f"retry-after of {outcome.retry_after:g} s"
+                if outcome.retry_after is not None
+                else f"backoff of {delay:.1f} s"
+            )
             return (
                 False,
                 0.0,
                 DeadlineExceededError(
-                    f"'{self.target}' failed ({outcome.reason}) and its {hint} of {delay:.1f} s "
+                    f"'{self.target}' failed ({outcome.reason}) and its {hint} "
                     f"runs past the deadline ({format_epoch(deadline)}): not retrying",
                     deadline=deadline,
                 ),

@@ -77,6 +77,11 @@ guard_calls = Counter(
     "Attempts made through the guard, by outcome.",
     ["target", "outcome"],
 )
+guard_admissions = Counter(
+    "eidolon_guard_admissions_total",
+    "Admissions by the guard: inline (PostgreSQL's common case) or in a thread.",
+    ["target", "path"],
+)
 guard_call_duration = Histogram(
     "eidolon_guard_call_duration_seconds",
     "Duration of each guarded attempt.",

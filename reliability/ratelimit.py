@@ -54,7 +54,7 @@ _PAUSE_EPSILON = 0.001
 # However small the headroom, a caller may start this much after its slot.
 _MIN_LATENESS = 0.02
 
-_CONFIG_FIELDS = (
+CONFIG_COLUMNS = (
     "id",
     "name",
     "window_seconds",
@@ -110,12 +110,15 @@ def get_or_create_budget(name: str) -> RateLimitBudget:
         return RateLimitBudget.objects.get(name=name)
 
 
+CONFIG_STATEMENT = "budget_config"
+
+
 def _select_config(name: str) -> dict[str, Any] | None:
     return prepared_select(
-        "budget_config",
+        CONFIG_STATEMENT,
         model=RateLimitBudget,
         condition=lambda: Q(name=Param("name", CharField())),
-        fields=_CONFIG_FIELDS,
+        fields=CONFIG_COLUMNS,
         params={"name": name},
     )
 
@@ -226,6 +229,87 @@ def _reservation_condition(*, has_token_cap: bool, has_deadline: bool) -> Q:
     return condition
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReservationPlan:
+    """Everything one reservation's UPDATE needs, worked out from the budget's limits."""
+
+    name: str
+    config: Mapping[str, Any]
+    spacing: Spacing
+    statement_key: tuple
+    params: dict[str, Any]
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def has_token_cap(self) -> bool:
+        return self.config["tokens_per_day"] is not None
+
+    @property
+    def has_deadline(self) -> bool:
+        return self.params["deadline"] is not None
+
+    def reservation(self, next_request_at: float) -> Reservation:
+        """The reservation, given the ``next_request_at`` the UPDATE returned."""
+        return Reservation(
+            budget_id=self.config["id"],
+            name=self.name,
+            start_at=next_request_at - self.spacing.request,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            seconds_per_input_token=self.spacing.input_token,
+            seconds_per_output_token=self.spacing.output_token,
+            max_lateness=max(
+                _MIN_LATENESS, settings.EIDOLON_RATE_HEADROOM * self.config["window_seconds"] / 2
+            ),
+            observed_limits={column: self.config[column] for column in _HEADER_DIMENSIONS.values()},
+        )
+
+
+RESERVE_RETURNING = ("next_request_at",)
+
+
+def plan_reservation(
+    config: Mapping[str, Any],
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    deadline: float | None,
+    analysis_tokens_used: int | None,
+    now: float,
+) -> ReservationPlan | None:
+    """The reservation's statement and parameters; None when the analysis token cap forbids it."""
+    cost = input_tokens + output_tokens
+    cap = config["tokens_per_analysis"]
+    if cap is not None and analysis_tokens_used is not None and analysis_tokens_used + cost > cap:
+        return None
+    spacing = spacing_of(config)
+    has_token_cap = config["tokens_per_day"] is not None
+    return ReservationPlan(
+        name=config["name"],
+        config=config,
+        spacing=spacing,
+        statement_key=("budget_reserve", has_token_cap, deadline is not None),
+        params={
+            "pk": config["id"],
+            "now": now,
+            "today": _utc_day_start(now),
+            "window_edge": now - config["window_seconds"],
+            "request_seconds": spacing.request,
+            "input_seconds": input_tokens * spacing.input_token,
+            "output_seconds": output_tokens * spacing.output_token,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost": cost,
+            "requests_per_day": config["requests_per_day"],
+            "tokens_left_today": (config["tokens_per_day"] or 0) - cost,
+            "deadline": deadline,
+        },
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
+
+
 def reserve(
     name: str,
     *,
@@ -242,58 +326,37 @@ def reserve(
     (a short indexed read) so that the UPDATE itself stays short: every process applies an
     operator's change from its next request.
     """
-    config = _config(name)
-    cost = input_tokens + output_tokens
     now = clock.now()
-    cap = config["tokens_per_analysis"]
-    if cap is not None and analysis_tokens_used is not None and analysis_tokens_used + cost > cap:
-        _raise_refusal(
-            name, cost=cost, deadline=deadline, analysis_tokens_used=analysis_tokens_used, now=now
-        )
-    spacing = spacing_of(config)
-    has_token_cap = config["tokens_per_day"] is not None
-    row = prepared_update(
-        ("budget_reserve", has_token_cap, deadline is not None),
-        model=RateLimitBudget,
-        condition=lambda: _reservation_condition(
-            has_token_cap=has_token_cap, has_deadline=deadline is not None
-        ),
-        values=_reservation_values,
-        params={
-            "pk": config["id"],
-            "now": now,
-            "today": _utc_day_start(now),
-            "window_edge": now - config["window_seconds"],
-            "request_seconds": spacing.request,
-            "input_seconds": input_tokens * spacing.input_token,
-            "output_seconds": output_tokens * spacing.output_token,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cost": cost,
-            "requests_per_day": config["requests_per_day"],
-            "tokens_left_today": (config["tokens_per_day"] or 0) - cost,
-            "deadline": deadline,
-        },
-        returning=["next_request_at"],
-    )
-    if row is None:
-        _raise_refusal(
-            name, cost=cost, deadline=deadline, analysis_tokens_used=analysis_tokens_used, now=now
-        )
-    metrics.ratelimit_requests.labels(budget=name).inc()
-    return Reservation(
-        budget_id=config["id"],
-        name=name,
-        start_at=row["next_request_at"] - spacing.request,
+    plan = plan_reservation(
+        _config(name),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        seconds_per_input_token=spacing.input_token,
-        seconds_per_output_token=spacing.output_token,
-        max_lateness=max(
-            _MIN_LATENESS, settings.EIDOLON_RATE_HEADROOM * config["window_seconds"] / 2
-        ),
-        observed_limits={column: config[column] for column in _HEADER_DIMENSIONS.values()},
+        deadline=deadline,
+        analysis_tokens_used=analysis_tokens_used,
+        now=now,
     )
+    row = None
+    if plan is not None:
+        row = prepared_update(
+            plan.statement_key,
+            model=RateLimitBudget,
+            condition=lambda: _reservation_condition(
+                has_token_cap=plan.has_token_cap, has_deadline=plan.has_deadline
+            ),
+            values=_reservation_values,
+            params=plan.params,
+            returning=RESERVE_RETURNING,
+        )
+    if row is None:
+        _raise_refusal(
+            name,
+            cost=input_tokens + output_tokens,
+            deadline=deadline,
+            analysis_tokens_used=analysis_tokens_used,
+            now=now,
+        )
+    metrics.ratelimit_requests.labels(budget=name).inc()
+    return plan.reservation(row["next_request_at"])
 
 
 def _raise_refusal(
@@ -354,18 +417,33 @@ def paused_until(name: str) -> float:
     return row["paused_until"] if row else 0.0
 
 
-def _adjust_counts(
+ADJUST_STATEMENT = "budget_adjust"
+
+
+def adjustment_params(
     reservation: Reservation,
     *,
     requests: int,
     input_tokens: int,
     output_tokens: int,
     move_token_slots: bool,
-) -> None:
-    """Add (or take back) requests and tokens, and the tokens' time on the token slots if asked."""
+) -> dict[str, Any]:
     time_factor = 1.0 if move_token_slots else 0.0
+    return {
+        "pk": reservation.budget_id,
+        "requests": requests,
+        "tokens": input_tokens + output_tokens,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "input_seconds": time_factor * input_tokens * reservation.seconds_per_input_token,
+        "output_seconds": time_factor * output_tokens * reservation.seconds_per_output_token,
+    }
+
+
+def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
+    """Add (or take back) requests and tokens, and the tokens' time on the token slots if asked."""
     prepared_update(
-        "budget_adjust",
+        ADJUST_STATEMENT,
         model=RateLimitBudget,
         values=lambda: {
             "next_input_at": F("next_input_at") + Param("input_seconds"),
@@ -386,15 +464,7 @@ def _adjust_counts(
             "total_output_tokens": F("total_output_tokens")
             + Param("output_tokens", IntegerField()),
         },
-        params={
-            "pk": reservation.budget_id,
-            "requests": requests,
-            "tokens": input_tokens + output_tokens,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "input_seconds": time_factor * input_tokens * reservation.seconds_per_input_token,
-            "output_seconds": time_factor * output_tokens * reservation.seconds_per_output_token,
-        },
+        params=adjustment_params(reservation, **adjustment),
     )
 
 
@@ -410,20 +480,33 @@ def release(reservation: Reservation) -> None:
     )
 
 
-def reconcile(reservation: Reservation, *, input_tokens: int, output_tokens: int) -> None:
-    """Correct the budget from the estimate to what the request really used."""
+def count_tokens(reservation: Reservation, *, input_tokens: int, output_tokens: int) -> None:
     metrics.ratelimit_tokens.labels(budget=reservation.name, direction="input").inc(input_tokens)
     metrics.ratelimit_tokens.labels(budget=reservation.name, direction="output").inc(output_tokens)
+
+
+def correction(
+    reservation: Reservation, *, input_tokens: int, output_tokens: int
+) -> dict[str, Any] | None:
+    """The adjustment from the estimate to the tokens used; None when they match."""
     extra_input = input_tokens - reservation.input_tokens
     extra_output = output_tokens - reservation.output_tokens
-    if extra_input or extra_output:
-        _adjust_counts(
-            reservation,
-            requests=0,
-            input_tokens=extra_input,
-            output_tokens=extra_output,
-            move_token_slots=True,
-        )
+    if not (extra_input or extra_output):
+        return None
+    return {
+        "requests": 0,
+        "input_tokens": extra_input,
+        "output_tokens": extra_output,
+        "move_token_slots": True,
+    }
+
+
+def reconcile(reservation: Reservation, *, input_tokens: int, output_tokens: int) -> None:
+    """Correct the budget from the estimate to what the request really used."""
+    count_tokens(reservation, input_tokens=input_tokens, output_tokens=output_tokens)
+    adjustment = correction(reservation, input_tokens=input_tokens, output_tokens=output_tokens)
+    if adjustment is not None:
+        _adjust_counts(reservation, **adjustment)
 
 
 def pause(name: str, *, until: float, reason: str) -> bool:
@@ -459,6 +542,32 @@ def _parse_reset(value: str | None) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class HeaderSignals:
+    pauses: list[tuple[float, str]]  # (until, reason) for each exhausted dimension
+    limits: dict[str, int]  # observed_* column -> the limit the API reported
+
+    def needs_writing(self, known_limits: Mapping[str, int | None] | None) -> bool:
+        known = known_limits or {}
+        return bool(self.pauses) or any(known.get(c) != v for c, v in self.limits.items())
+
+
+def header_signals(headers: Mapping[str, str], *, now: float) -> HeaderSignals:
+    """What ``anthropic-ratelimit-*`` headers say: dimensions exhausted, limits reported."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    pauses: list[tuple[float, str]] = []
+    limits: dict[str, int] = {}
+    for dimension, column in _HEADER_DIMENSIONS.items():
+        prefix = f"anthropic-ratelimit-{dimension}-"
+        limit, remaining = lowered.get(prefix + "limit"), lowered.get(prefix + "remaining")
+        reset_at = _parse_reset(lowered.get(prefix + "reset"))
+        if limit is not None and limit.isdigit():
+            limits[column] = int(limit)
+        if remaining is not None and remaining.strip() == "0" and reset_at and reset_at > now:
+            pauses.append((reset_at, f"{dimension} exhausted: API reported 0 remaining"))
+    return HeaderSignals(pauses=pauses, limits=limits)
+
+
 def observe_headers(
     name: str,
     headers: Mapping[str, str],
@@ -472,21 +581,12 @@ def observe_headers(
     An exhausted dimension (``remaining: 0``) pauses the budget until its ``reset``; a limit
     lower than the configured one becomes the effective limit.
     """
-    lowered = {key.lower(): value for key, value in headers.items()}
-    now = clock.now()
-    observed: dict[str, int] = {}
-    for dimension, field in _HEADER_DIMENSIONS.items():
-        prefix = f"anthropic-ratelimit-{dimension}-"
-        limit, remaining = lowered.get(prefix + "limit"), lowered.get(prefix + "remaining")
-        reset_at = _parse_reset(lowered.get(prefix + "reset"))
-        if limit is not None and limit.isdigit():
-            observed[field] = int(limit)
-        if remaining is not None and remaining.strip() == "0" and reset_at and reset_at > now:
-            pause(name, until=reset_at, reason=f"{dimension} exhausted: API reported 0 remaining")
-    if observed and any(
-        known_limits is None or known_limits.get(f) != v for f, v in observed.items()
-    ):
-        _record_observed_limits(budget_id or _config(name)["id"], observed)
+    signals = header_signals(headers, now=clock.now())
+    for until, reason in signals.pauses:
+        pause(name, until=until, reason=reason)
+    known = known_limits or {}
+    if any(known.get(column) != value for column, value in signals.limits.items()):
+        _record_observed_limits(budget_id or _config(name)["id"], signals.limits)
 
 
 def _record_observed_limits(budget_id: int, observed: Mapping[str, int]) -> None:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sqlite3
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
+from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 from django.db.models import Expression, Field, FloatField, Model, Q, QuerySet
 from django.db.models.sql import UpdateQuery
 from django.db.models.sql.constants import ROW_COUNT
@@ -79,22 +81,76 @@ def _cursor(using: str) -> Iterator[Any]:
     connection, so it takes part in any transaction Django has open.
     """
     connection = connections[using]
-    if connection.vendor != "postgresql":
+    connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        raw = connection.connection
+        if not connection.in_atomic_block:
+            raw = _unsynchronised_connection(connection)
+        try:
+            with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+                yield cursor
+        except DatabaseError:
+            if raw is not connection.connection:
+                _drop_unsynchronised_connection()
+            raise
+    elif connection.vendor == "sqlite":
+        # The sqlite3 cursor itself: it caches compiled statements, and skips the wrappers
+        # (Django's, the metrics') that cost more than the statement.
+        cursor = connection.connection.cursor()
+        try:
+            with connection.wrap_database_errors:
+                yield cursor
+        finally:
+            cursor.close()
+    else:
         with connection.cursor() as cursor:
             yield cursor
-        return
-    import psycopg
 
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
+
+_local = threading.local()
+
+
+def _unsynchronised_connection(connection) -> Any:
+    """This thread's second PostgreSQL connection, for breaker and budget statements outside a
+    transaction: it commits without waiting for the WAL flush (``synchronous_commit=off``).
+
+    A server crash can lose the last fraction of a second of these counters, a good trade for
+    halving the cost of every guarded call; everything else (analyses, cards, history rows
+    written in transactions) stays on Django's connection, fully durable.
+    """
+    raw = getattr(_local, "connection", None)
+    if raw is None or raw.closed or raw.broken:
+        params = connection.get_connection_params()
+        params["options"] = f"{params.get('options', '')} -c synchronous_commit=off".strip()
+        raw = connection.get_new_connection(params)
+        raw.autocommit = True
+        _local.connection = raw
+    return raw
+
+
+def _drop_unsynchronised_connection() -> None:
+    raw = getattr(_local, "connection", None)
+    _local.connection = None
+    if raw is not None:
+        with contextlib.suppress(Exception):
+            raw.close()
 
 
 def _execute(cursor: Any, sql: str, params: Sequence[Any]) -> None:
     if isinstance(cursor, _psycopg_cursor_type()):
         cursor.execute(sql, params, prepare=True)
+    elif isinstance(cursor, sqlite3.Cursor):
+        cursor.execute(_qmark(sql), params)
     else:
         cursor.execute(sql, params)
+
+
+@functools.lru_cache(maxsize=256)
+def _qmark(sql: str) -> str:
+    """Django's ``%s`` placeholders as sqlite3's ``?`` (as Django's SQLite cursor does)."""
+    return FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%")
 
 
 @functools.cache
@@ -106,6 +162,31 @@ def _psycopg_cursor_type() -> type:
     return psycopg.Cursor
 
 
+def compiled_select(
+    key: Hashable, *, model: type[Model], using: str = "default"
+) -> _Compiled | None:
+    """The SQL ``prepared_select(key, ...)`` compiled, if it has run in this process."""
+    return _compiled.get(("select", using, model._meta.label, key))
+
+
+def compiled_update(
+    key: Hashable, *, model: type[Model], returning: Sequence[str] = (), using: str = "default"
+) -> _Compiled | None:
+    """The SQL ``prepared_update(key, ...)`` compiled (with ``RETURNING``), if it has run."""
+    statement = _compiled.get(("update", using, model._meta.label, key))
+    if statement is None or not returning:
+        return statement
+    return _Compiled(
+        sql=f"{statement.sql} {_returning(model, returning, using)}", params=statement.params
+    )
+
+
+def _returning(model: type[Model], returning: Sequence[str], using: str) -> str:
+    quote = connections[using].ops.quote_name
+    columns = ", ".join(quote(model._meta.get_field(name).column) for name in returning)
+    return f"RETURNING {columns}"
+
+
 def supports_returning(alias: str) -> bool:
     return connections[alias].features.can_return_columns_from_insert
 
@@ -115,7 +196,8 @@ def _fields(model: type[Model], names: tuple[str, ...]) -> tuple[Field, ...]:
     return tuple(model._meta.get_field(name) for name in names)
 
 
-def _converted(model: type[Model], names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+def row_dict(model: type[Model], names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    """A fetched row as ``{field name: Python value}``."""
     fields = _fields(model, tuple(names))
     return {field.name: field.to_python(value) for field, value in zip(fields, row, strict=True)}
 
@@ -139,7 +221,7 @@ def prepared_select(
     with _cursor(using) as cursor:
         _execute(cursor, statement.sql, statement.bind(params))
         row = cursor.fetchone()
-    return None if row is None else _converted(model, fields, row)
+    return None if row is None else row_dict(model, fields, row)
 
 
 def prepared_update(
@@ -175,7 +257,6 @@ def prepared_update(
         return query.get_compiler(using).as_sql()
 
     statement = _compile(("update", using, model._meta.label, key), compile_update)
-    connection = connections[using]
     bound = statement.bind(params)
     if not returning:
         with _cursor(using) as cursor:
@@ -195,13 +276,10 @@ def prepared_update(
                 params={match: params[match]},
                 using=using,
             )
-    columns = ", ".join(
-        connection.ops.quote_name(model._meta.get_field(name).column) for name in returning
-    )
     with _cursor(using) as cursor:
-        _execute(cursor, f"{statement.sql} RETURNING {columns}", bound)
+        _execute(cursor, f"{statement.sql} {_returning(model, returning, using)}", bound)
         row = cursor.fetchone()
-    return None if row is None else _converted(model, returning, row)
+    return None if row is None else row_dict(model, returning, row)
 
 
 def update_returning(
@@ -231,4 +309,4 @@ def update_returning(
     with _cursor(using) as cursor:
         _execute(cursor, f"{sql} RETURNING {columns}", params)
         row = cursor.fetchone()
-    return None if row is None else _converted(model, returning, row)
+    return None if row is None else row_dict(model, returning, row)

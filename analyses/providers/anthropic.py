@@ -194,7 +194,8 @@ class AnthropicProvider:
         )
 
     async def aclose(self) -> None:
-        """Close the SDK client's connections."""
+        """Record what the guard left in the background, then close the SDK's connections."""
+        await self.guard.aclose()
         await self._client.close()
 
     def reviews(self, unit: Unit) -> bool:

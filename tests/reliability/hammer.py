@@ -107,6 +107,7 @@ async def hammer(args: argparse.Namespace) -> int:
         await asyncio.gather(*pending)
     else:
         await asyncio.gather(*(one_call(number) for number in range(args.calls)))
+    await guard.aclose()
     print(json.dumps({"pid": os.getpid(), "attempts": attempts, "calls": calls}), flush=True)
     return 0
 

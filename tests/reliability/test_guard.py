@@ -83,11 +83,13 @@ def ask(client: anthropic.AsyncAnthropic, text: str = "Review this function."):
     return call
 
 
-async def breaker_row() -> CircuitBreaker:
+async def breaker_row(guard: Guard) -> CircuitBreaker:
+    await guard.drain()  # successes are recorded in the background
     return await sync_to_async(CircuitBreaker.objects.get)(name="anthropic")
 
 
-async def budget_row() -> RateLimitBudget:
+async def budget_row(guard: Guard) -> RateLimitBudget:
+    await guard.drain()
     return await sync_to_async(RateLimitBudget.objects.get)(name="anthropic")
 
 
@@ -103,10 +105,10 @@ class TestRetriesThroughTheSdk:
         assert [r.status for r in fake.requests] == [529, 529, 200]
         # Exactly one retry layer: the SDK never retried on its own.
         assert {r.headers.get("x-stainless-retry-count", "0") for r in fake.requests} == {"0"}
-        breaker = await breaker_row()
+        breaker = await breaker_row(guard)
         assert (breaker.total_failures, breaker.total_successes) == (2, 1)
         # Each attempt was budgeted on its own (the seed charged a retried request once).
-        assert (await budget_row()).total_requests == 3
+        assert (await budget_row(guard)).total_requests == 3
         assert [(r.number, r.outcome.reason, r.will_retry) for r in reports] == [
             (1, "http_529", True),
             (2, "http_529", True),
@@ -136,7 +138,7 @@ class TestRetriesThroughTheSdk:
         with pytest.raises(anthropic.BadRequestError):
             await guard.call(ask(client))
         assert len(fake.requests) == 1
-        breaker = await breaker_row()
+        breaker = await breaker_row(guard)
         assert (breaker.total_failures, breaker.total_ignored) == (0, 1)  # a caller error
 
     async def test_401__counts_as_a_failure_and_is_not_retried(self, fake, client, make_guard):
@@ -145,7 +147,7 @@ class TestRetriesThroughTheSdk:
         with pytest.raises(anthropic.AuthenticationError):
             await guard.call(ask(client))
         assert len(fake.requests) == 1
-        assert (await breaker_row()).total_failures == 1
+        assert (await breaker_row(guard)).total_failures == 1
 
     async def test_a_connection_reset_is_retried(self, fake, client, make_guard):
         guard = await make_guard()
@@ -175,7 +177,7 @@ class TestRateLimitBackpressure:
         assert second.content
         assert any(w.reason == "rate_budget" for w in other_waits)
         assert "waiting for the rate budget until" in other_waits[0].describe()
-        assert (await breaker_row()).total_failures == 0  # a 429 never trips the breaker
+        assert (await breaker_row(guard)).total_failures == 0  # a 429 never trips the breaker
 
     async def test_a_retry_after_beyond_the_deadline_fails_at_once(self, fake, client, make_guard):
         guard = await make_guard()
@@ -197,7 +199,7 @@ class TestTimeouts:
             await guard.call(ask(client))
         elapsed = time.monotonic() - began
         assert 0.45 <= elapsed < 1.5
-        breaker = await breaker_row()
+        breaker = await breaker_row(guard)
         assert breaker.total_failures == 1 and breaker.consecutive_failures == 1
 
     async def test_the_timeout_never_outlives_the_deadline(self, fake, client, make_guard):
@@ -220,12 +222,12 @@ class TestBreakerAndBudgetTogether:
         with pytest.raises(CircuitOpenError):
             await guard.call(ask(client))
         assert len(fake.requests) == 3
-        assert (await breaker_row()).state == "open"
+        assert (await breaker_row(guard)).state == "open"
 
     async def test_tokens_are_reconciled_to_what_the_reply_used(self, fake, client, make_guard):
         guard = await make_guard()
         message = await guard.call(ask(client), estimate=TokenEstimate(5_000, 200))
-        budget = await budget_row()
+        budget = await budget_row(guard)
         assert budget.total_input_tokens == message.usage.input_tokens
         assert budget.total_output_tokens == message.usage.output_tokens
         assert message.usage.input_tokens < 5_000
