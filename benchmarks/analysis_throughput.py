@@ -39,16 +39,6 @@ def write_project(root: Path, functions: int) -> None:
         (root / f"m_{module}.py").write_text("".join(body))
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best = left = 0
-    for right, moment in enumerate(times):
-        while moment - times[left] >= window:
-            left += 1
-        best = max(best, right - left + 1)
-    return best
-
-
 def start_fake(*, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """The fake API in a process of its own, as the real one is on another machine."""
     process = subprocess.Popen(
@@ -107,6 +97,7 @@ def scenario(name: str, *, functions: int, base_url: str) -> dict:
     from analyses.services import analysis_create
     from reliability.guard import Guard
     from reliability.models import CircuitBreaker, RateLimitBudget
+    from reliability.ratelimit import busiest_window
     from reliability.retry import RetryBudget, RetryPolicy
 
     call_command("migrate", verbosity=0)
@@ -168,7 +159,7 @@ def scenario(name: str, *, functions: int, base_url: str) -> dict:
         steady = sorted(arrivals)
         result["rate_per_s"] = (len(steady) - 1) / (steady[-1] - steady[0])
         result["limit_per_s"] = limit / window
-        result["max_in_any_window"] = max_in_window(arrivals, window)
+        result["max_in_any_window"] = busiest_window(arrivals, window=window)
         result["window_limit"] = limit
     return result
 

@@ -78,63 +78,29 @@ def classify_status(
 def _classify_status(
     status: int, *, headers: Mapping[str, str], message: str, now: float
 ) -> Outcome:
-    retry_after = parse_retry_after(headers, now=now)
-    reason = f"http_{status}"
-    if status == 429:
-        if _SPEND_LIMIT.search(message):
-            return Outcome(
-                verdict=BreakerVerdict.FAILURE,
-                retryable=False,
-                reason="spend_limit",
-                status=status,
-                retry_after=retry_after,
-                rate_limited=True,
-                headers=headers,
-            )
-        return Outcome(
-            verdict=BreakerVerdict.IGNORED,
-            retryable=True,
-            reason=reason,
-            status=status,
-            retry_after=retry_after,
-            rate_limited=True,
-            headers=headers,
-        )
-    if status in _SYSTEMIC_NOT_RETRIED:
-        return Outcome(
-            verdict=BreakerVerdict.FAILURE,
-            retryable=False,
-            reason=reason,
-            status=status,
-            headers=headers,
-        )
-    if status == 408 or status >= 500:
-        return Outcome(
-            verdict=BreakerVerdict.FAILURE,
-            retryable=True,
-            reason=reason,
-            status=status,
-            retry_after=retry_after,
-            headers=headers,
-        )
-    if status == 409:
-        return Outcome(
-            verdict=BreakerVerdict.IGNORED,
-            retryable=True,
-            reason=reason,
-            status=status,
-            retry_after=retry_after,
-            headers=headers,
-        )
-    if status in _CALLER_ERRORS_NOT_RETRIED or 400 <= status < 500:
-        return Outcome(
-            verdict=BreakerVerdict.IGNORED,
-            retryable=False,
-            reason=reason,
-            status=status,
-            headers=headers,
-        )
-    return SUCCESS
+    if status == 429 and _SPEND_LIMIT.search(message):
+        verdict, retryable, reason = BreakerVerdict.FAILURE, False, "spend_limit"
+    elif status == 429:
+        verdict, retryable, reason = BreakerVerdict.IGNORED, True, f"http_{status}"
+    elif status in _SYSTEMIC_NOT_RETRIED:
+        verdict, retryable, reason = BreakerVerdict.FAILURE, False, f"http_{status}"
+    elif status == 408 or status >= 500:
+        verdict, retryable, reason = BreakerVerdict.FAILURE, True, f"http_{status}"
+    elif status == 409:
+        verdict, retryable, reason = BreakerVerdict.IGNORED, True, f"http_{status}"
+    elif status in _CALLER_ERRORS_NOT_RETRIED or 400 <= status < 500:
+        verdict, retryable, reason = BreakerVerdict.IGNORED, False, f"http_{status}"
+    else:
+        return SUCCESS
+    return Outcome(
+        verdict=verdict,
+        retryable=retryable,
+        reason=reason,
+        status=status,
+        retry_after=parse_retry_after(headers, now=now) if retryable or status == 429 else None,
+        rate_limited=status == 429,
+        headers=headers,
+    )
 
 
 def classify_exception(exc: BaseException, *, now: float) -> Outcome:

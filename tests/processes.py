@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -118,6 +119,13 @@ class ManagedProcess:
         return self.process.returncode
 
 
+def http_get(url: str, *, headers: dict[str, str] | None = None):
+    """(status, headers) of a GET to a server of ours on loopback."""
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.headers
+
+
 def wait_for_port(port: int, *, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -126,3 +134,26 @@ def wait_for_port(port: int, *, timeout: float = 20.0) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def start_daphne(env: dict[str, str]) -> tuple[ManagedProcess, str]:
+    """The ASGI server as production runs it; returns it and its base URL once it listens."""
+    port = free_port()
+    server = ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "--verbosity",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "eidolon_site.asgi:application",
+        ],
+        env=env,
+        name="web",
+    )
+    wait_for_port(port)
+    return server, f"http://127.0.0.1:{port}"

@@ -23,8 +23,8 @@ from reliability.exceptions import (
 )
 from reliability.fake_anthropic import MESSAGES_PATH, FakeAnthropic, FakeConfig, RequestRecord
 from reliability.guard import Guard
-from reliability.models import CircuitBreaker, RateLimitBudget
 from reliability.retry import RetryBudget, RetryPolicy
+from tests.anthropic_support import generous_anthropic_limits
 
 API_KEY = "test-key-4f9d2c71b0e8"
 MODEL = "claude-sonnet-5-5"
@@ -103,23 +103,6 @@ def fast_guard(*, max_attempts: int = 4) -> Guard:
     )
 
 
-def create_breaker_and_budget(*, failure_threshold: int = 50) -> None:
-    CircuitBreaker.objects.create(
-        name="anthropic",
-        failure_threshold=failure_threshold,
-        recovery_timeout=60,
-        state_changed_at=time.time(),
-        window_started_at=time.time(),
-    )
-    RateLimitBudget.objects.create(
-        name="anthropic",
-        requests_per_window=10_000,
-        input_tokens_per_window=10_000_000,
-        output_tokens_per_window=10_000_000,
-        requests_per_day=100_000,
-    )
-
-
 @pytest.fixture
 def fake():
     server = MaxTokensFake(config=FakeConfig(seed=1), responder=review_responder)
@@ -134,7 +117,7 @@ async def make_provider(fake):
     async def make(
         *, max_attempts: int = 4, failure_threshold: int = 50, max_tokens: int = 1024
     ) -> AnthropicProvider:
-        await sync_to_async(create_breaker_and_budget)(failure_threshold=failure_threshold)
+        await sync_to_async(generous_anthropic_limits)(failure_threshold=failure_threshold)
         provider = AnthropicProvider(
             api_key=API_KEY,
             base_url=fake.base_url,
@@ -520,7 +503,7 @@ class TestFromSettings:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
         settings.EIDOLON_AI_MODEL = "claude-from-settings"
         settings.EIDOLON_AI_MAX_TOKENS = 321
-        await sync_to_async(create_breaker_and_budget)()
+        await sync_to_async(generous_anthropic_limits)()
         provider = AnthropicProvider.from_settings(guard=fast_guard())
 
         try:

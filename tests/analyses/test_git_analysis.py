@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,9 @@ from analyses.orchestrator import run_analysis
 from analyses.review_responder import review_responder
 from analyses.services import analysis_create
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
-from reliability.models import CircuitBreaker, RateLimitBudget
+from reliability.models import CircuitBreaker
 from tests.analyses.test_ai_analysis import as_anthropic, provider_for
+from tests.anthropic_support import generous_anthropic_limits
 from tests.gitserver import commit_all, new_work_tree, publish, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -94,7 +94,7 @@ class TestGitSources:
     async def test_incremental__the_base_commit_is_recorded_and_unchanged_functions_are_hits(
         self, repository, git_settings
     ):
-        await sync_to_async(_generous_ai_budget)()
+        await sync_to_async(generous_anthropic_limits)()
         with FakeAnthropic(config=FakeConfig(seed=3), responder=review_responder).running() as fake:
             first = await analyse(
                 repository.url, ref=repository.first_sha, provider=provider_for(fake)
@@ -109,17 +109,3 @@ class TestGitSources:
         assert second.functions_cached == 6  # lib.py did not change
         assert second.functions_analyzed == 2  # handler changed, added is new
         assert requests_for_second == 2
-
-
-def _generous_ai_budget() -> None:
-    now = time.time()
-    CircuitBreaker.objects.create(
-        name="anthropic", failure_threshold=50, state_changed_at=now, window_started_at=now
-    )
-    RateLimitBudget.objects.create(
-        name="anthropic",
-        requests_per_window=100_000,
-        input_tokens_per_window=10**8,
-        output_tokens_per_window=10**8,
-        requests_per_day=10**6,
-    )

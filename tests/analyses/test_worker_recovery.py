@@ -15,8 +15,8 @@ from analyses.models import Analysis, AnalysisStatus, CodeUnit, UnitStatus
 from analyses.review_responder import review_responder
 from analyses.services import analysis_create, analysis_enqueue
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
-from reliability.models import CircuitBreaker, RateLimitBudget
 from tests.analyses.test_ai_analysis import write_project
+from tests.anthropic_support import generous_anthropic_limits
 from tests.processes import ManagedProcess, subprocess_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,17 +67,7 @@ def requests_per_function(fake: FakeAnthropic) -> Counter[str]:
 class TestWorkerKilledMidAnalysis:
     def test_another_worker_finishes_it__without_paying_twice(self, tmp_path, monkeypatch):
         monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
-        now = time.time()
-        CircuitBreaker.objects.create(
-            name="anthropic", failure_threshold=50, state_changed_at=now, window_started_at=now
-        )
-        RateLimitBudget.objects.create(
-            name="anthropic",
-            requests_per_window=100_000,
-            input_tokens_per_window=10**8,
-            output_tokens_per_window=10**8,
-            requests_per_day=10**6,
-        )
+        generous_anthropic_limits()
         with FakeAnthropic(
             config=FakeConfig(latency_s=0.25), responder=review_responder
         ).running() as fake:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
-import urllib.request
 
 import pytest
 from django_tasks import TaskResultStatus
@@ -13,15 +11,14 @@ from django_tasks import TaskResultStatus
 from eidolon_site.logging import REDACTED, redact_text
 from eidolon_site.middleware import request_id_from
 from eidolon_site.tasks import ping
-from tests.processes import ManagedProcess, free_port, subprocess_environment, wait_for_port
+from tests.processes import (
+    ManagedProcess,
+    http_get,
+    start_daphne,
+    subprocess_environment,
+)
 
 REQUIRED_KEYS = {"timestamp", "level", "event", "logger"}
-
-
-def http_get(url: str, *, headers: dict[str, str] | None = None):
-    request = urllib.request.Request(url, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status, response.headers
 
 
 def assert_all_json(process: ManagedProcess) -> list[dict]:
@@ -43,35 +40,14 @@ def assert_all_json(process: ManagedProcess) -> list[dict]:
 class TestJsonLogsOfRealProcesses:
     def test_every_line_is_json_with_request_id__web_and_worker(self):
         env = subprocess_environment()
-        port = free_port()
-        web = ManagedProcess(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "--verbosity",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "eidolon_site.asgi:application",
-            ],
-            env=env,
-            name="web",
-        )
+        web, base = start_daphne(env)
         worker = ManagedProcess.manage(
             "db_worker", "--no-reload", "--interval", "0.2", "--no-startup-delay", env=env
         )
         try:
-            wait_for_port(port)
-            status, headers = http_get(
-                f"http://127.0.0.1:{port}/", headers={"X-Request-ID": "trace-42.a"}
-            )
-            _, generated_headers = http_get(f"http://127.0.0.1:{port}/admin/login/")
-            _, forged_headers = http_get(
-                f"http://127.0.0.1:{port}/", headers={"X-Request-ID": "x" * 300}
-            )
+            status, headers = http_get(f"{base}/", headers={"X-Request-ID": "trace-42.a"})
+            _, generated_headers = http_get(f"{base}/admin/login/")
+            _, forged_headers = http_get(f"{base}/", headers={"X-Request-ID": "x" * 300})
             result = ping.enqueue("from-the-test")
             deadline = time.monotonic() + 20
             while result.status != TaskResultStatus.SUCCESSFUL and time.monotonic() < deadline:

@@ -46,6 +46,7 @@ async def hammer(args: argparse.Namespace) -> int:
     from reliability.exceptions import ReliabilityError
     from reliability.guard import Guard, TokenEstimate
     from reliability.retry import RetryBudget, RetryPolicy
+    from tests.anthropic_support import ask
 
     client = anthropic.AsyncAnthropic(
         api_key="hammer-key", base_url=args.base_url, max_retries=0, timeout=30.0
@@ -64,21 +65,7 @@ async def hammer(args: argparse.Namespace) -> int:
         attempts[report.outcome.verdict.value] += 1
 
     async def one_call(number: int) -> None:
-        async def call(attempt):
-            raw = await client.messages.with_raw_response.create(
-                model="claude-sonnet-5-5",
-                max_tokens=50,
-                messages=[{"role": "user", "content": f"pid {os.getpid()} call {number}"}],
-                timeout=attempt.timeout,
-            )
-            message = await raw.parse()
-            attempt.observe(
-                input_tokens=message.usage.input_tokens,
-                output_tokens=message.usage.output_tokens,
-                headers=dict(raw.headers),
-            )
-            return message
-
+        call = ask(client, f"pid {os.getpid()} call {number}", max_tokens=50)
         try:
             await guard.call(call, estimate=TokenEstimate(20, 20), on_attempt=count_attempt)
             calls["succeeded"] += 1

@@ -11,13 +11,12 @@ from asgiref.sync import sync_to_async
 
 from reliability.exceptions import CallTimeoutError, CircuitOpenError, DeadlineExceededError
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
-from reliability.guard import Attempt, AttemptReport, Guard, TokenEstimate, Wait
+from reliability.guard import AttemptReport, Guard, TokenEstimate, Wait
 from reliability.models import CircuitBreaker, RateLimitBudget
 from reliability.retry import RetryBudget, RetryPolicy
+from tests.anthropic_support import MODEL, ask, generous_anthropic_limits
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-MODEL = "claude-sonnet-5-5"
 
 
 @pytest.fixture
@@ -36,20 +35,7 @@ def client(fake):
 @pytest.fixture
 def make_guard():
     def make(*, timeout: float = 5.0, max_attempts: int = 4, failure_threshold: int = 50):
-        CircuitBreaker.objects.create(
-            name="anthropic",
-            failure_threshold=failure_threshold,
-            recovery_timeout=60,
-            state_changed_at=time.time(),
-            window_started_at=time.time(),
-        )
-        RateLimitBudget.objects.create(
-            name="anthropic",
-            requests_per_window=10_000,
-            input_tokens_per_window=10_000_000,
-            output_tokens_per_window=10_000_000,
-            requests_per_day=100_000,
-        )
+        generous_anthropic_limits(failure_threshold=failure_threshold)
         return Guard(
             target="anthropic",
             budget="anthropic",
@@ -62,25 +48,6 @@ def make_guard():
         return await sync_to_async(make)(**options)
 
     return make_async
-
-
-def ask(client: anthropic.AsyncAnthropic, text: str = "Review this function."):
-    async def call(attempt: Attempt) -> anthropic.types.Message:
-        raw = await client.messages.with_raw_response.create(
-            model=MODEL,
-            max_tokens=200,
-            messages=[{"role": "user", "content": text}],
-            timeout=attempt.timeout,
-        )
-        message = await raw.parse()
-        attempt.observe(
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
-            headers=dict(raw.headers),
-        )
-        return message
-
-    return call
 
 
 async def breaker_row(guard: Guard) -> CircuitBreaker:

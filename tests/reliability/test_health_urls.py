@@ -11,7 +11,6 @@ import asyncio
 import re
 import socket
 import sqlite3
-import sys
 import threading
 import time
 from urllib.parse import quote
@@ -21,7 +20,7 @@ import pytest
 from django.db import connection
 
 from reliability.models import HealthTransition
-from tests.processes import ManagedProcess, free_port, subprocess_environment, wait_for_port
+from tests.processes import ManagedProcess, free_port, start_daphne, subprocess_environment
 
 READY_WITHIN = 2.5  # seconds: the acceptance bound for noticing a dead database
 
@@ -109,25 +108,7 @@ class TcpProxy:
 
 
 def start_server(**env: str) -> tuple[ManagedProcess, str]:
-    port = free_port()
-    server = ManagedProcess(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "--verbosity",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "eidolon_site.asgi:application",
-        ],
-        env=subprocess_environment(**env),
-        name="daphne",
-    )
-    wait_for_port(port)
-    return server, f"http://127.0.0.1:{port}"
+    return start_daphne(subprocess_environment(**env))
 
 
 def get(base: str, path: str, *, timeout: float = 10.0) -> tuple[httpx2.Response, float]:

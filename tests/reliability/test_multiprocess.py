@@ -12,6 +12,7 @@ import pytest
 
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
 from reliability.models import BreakerState, CircuitBreaker, RateLimitBudget
+from reliability.ratelimit import busiest_window
 from tests.processes import ROOT, subprocess_environment
 from tests.reliability.hammer import WARM_UP
 
@@ -51,16 +52,6 @@ def run_hammers(
         assert process.returncode == 0, stderr
         results.append(json.loads(stdout.strip().splitlines()[-1]))
     return results
-
-
-def max_in_any_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, left = 0, 0
-    for right, moment in enumerate(times):
-        while moment - times[left] >= window:
-            left += 1
-        best = max(best, right - left + 1)
-    return best
 
 
 class TestSharedBudget:
@@ -120,7 +111,7 @@ class TestSharedBudget:
             attempts["failure"],
         )
         assert budget.total_requests == made
-        busiest = max_in_any_window(arrivals, window)
+        busiest = busiest_window(arrivals, window=window)
         assert busiest <= limit, f"{busiest} requests reached the API within {window} s"
         assert busiest >= limit - 1, "the budget was not used: the test proves nothing"
 

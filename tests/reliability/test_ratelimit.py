@@ -15,6 +15,7 @@ from reliability.exceptions import BudgetExhaustedError
 from reliability.models import RateLimitBudget
 from reliability.ratelimit import (
     acquire,
+    busiest_window,
     get_or_create_budget,
     observe_headers,
     pause,
@@ -52,16 +53,6 @@ def take(clock: FakeClock, name: str = "api", *, tokens_in: int = 0, tokens_out:
     return reserve(name, input_tokens=tokens_in, output_tokens=tokens_out, clock=clock, **kw)
 
 
-def max_in_any_window(starts: list[float], window: float) -> int:
-    starts = sorted(starts)
-    best, left = 0, 0
-    for right, start in enumerate(starts):
-        while start - starts[left] >= window:
-            left += 1
-        best = max(best, right - left + 1)
-    return best
-
-
 @pytest.mark.django_db
 class TestSpacing:
     def test_created_on_first_use__with_the_seed_defaults(self):
@@ -81,7 +72,7 @@ class TestSpacing:
         for _ in range(300):
             clock.advance(rng.expovariate(2.0))  # arrivals faster than the limit
             starts.append(take(clock).start_at)
-        assert max_in_any_window(starts, 10.0) == 7
+        assert busiest_window(starts, window=10.0) == 7
 
     def test_headroom_keeps_a_fraction_of_the_limit_free(self, make_budget, clock, settings):
         settings.EIDOLON_RATE_HEADROOM = 0.02
