@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -24,8 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import ROOT, child_environment, scratch_database
 
 
 def write_project(root: Path, functions: int) -> None:
@@ -164,16 +163,6 @@ def scenario(name: str, *, functions: int, base_url: str) -> dict:
     return result
 
 
-def environment(database_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DJANGO_SETTINGS_MODULE": "eidolon_site.settings",
-        "EIDOLON_SECRET_KEY": os.environ.get("EIDOLON_SECRET_KEY", "benchmark-only-" + "x" * 40),
-        "EIDOLON_LOG_LEVEL": "ERROR",
-    }
-
-
 def run_child(name: str, *, functions: int, env: dict[str, str], base_url: str) -> dict:
     output = subprocess.run(
         [
@@ -198,15 +187,17 @@ def run_child(name: str, *, functions: int, env: dict[str, str], base_url: str) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--functions", type=int, default=1000)
-    parser.add_argument("--postgres", help="run on this PostgreSQL server instead of SQLite")
+    parser.add_argument(
+        "--postgres", help="run on a scratch database of this PostgreSQL server, not SQLite"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(scenario(args.child, functions=args.functions, base_url=args.base_url)))
         return 0
-    with tempfile.TemporaryDirectory() as scratch:
-        env = environment(args.postgres or f"sqlite:///{scratch}/bench.sqlite3")
+    with scratch_database(args.postgres) as url:
+        env = child_environment(url)
         fake, base_url = start_fake(env=env)
         try:
             throughput = run_child(
@@ -225,8 +216,8 @@ def main() -> int:
         f"{throughput['requests']} requests, status {throughput['status']}"
     )
 
-    with tempfile.TemporaryDirectory() as scratch:
-        env = environment(args.postgres or f"sqlite:///{scratch}/bench.sqlite3")
+    with scratch_database(args.postgres) as url:
+        env = child_environment(url)
         fake, base_url = start_fake(env=env)
         try:
             rate = run_child("rate", functions=args.functions, env=env, base_url=base_url)

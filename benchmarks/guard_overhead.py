@@ -17,12 +17,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import ROOT, child_environment, scratch_database
+
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 
 
@@ -118,40 +118,15 @@ def measure_in_this_process(calls: int) -> dict[str, dict[str, float]]:
 
 
 def run_child(database_url: str, calls: int) -> dict[str, dict[str, float]]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DJANGO_SETTINGS_MODULE": "eidolon_site.settings",
-        "EIDOLON_SECRET_KEY": os.environ.get("EIDOLON_SECRET_KEY", "benchmark-only-" + "x" * 40),
-        "EIDOLON_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
     output = subprocess.run(
         [sys.executable, __file__, "--child", "--calls", str(calls)],
         cwd=ROOT,
-        env=env,
+        env=child_environment(database_url, log_level="WARNING"),
         check=True,
         capture_output=True,
         text=True,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
-
-
-def postgres_database(server_url: str):
-    """Create a scratch database on the server; return its URL and a function that drops it."""
-    import psycopg
-
-    name = f"eidolon_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url.replace("postgres://", "postgresql://"), autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(
-            server_url.replace("postgres://", "postgresql://"), autocommit=True
-        ) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return server_url.rsplit("/", 1)[0] + f"/{name}", drop
 
 
 def print_table(database: str, results: dict[str, dict[str, float]]) -> None:
@@ -186,14 +161,11 @@ def main() -> int:
         return 0
 
     print(f"guard overhead, {args.calls} sequential calls per row")
-    with tempfile.TemporaryDirectory() as scratch:
-        print_table("SQLite (WAL)", run_child(f"sqlite:///{scratch}/bench.sqlite3", args.calls))
+    with scratch_database() as url:
+        print_table("SQLite (WAL)", run_child(url, args.calls))
     if not args.no_postgres:
-        url, drop = postgres_database(args.postgres)
-        try:
+        with scratch_database(args.postgres) as url:
             print_table("PostgreSQL", run_child(url, args.calls))
-        finally:
-            drop()
     return 0
 
 
