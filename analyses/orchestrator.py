@@ -109,7 +109,6 @@ class _Run:
     waiting: Wait | None = None
     waiting_text: str = ""
     reported_waiting: str = ""
-    last_flush: float = 0.0
     last_progress: float = 0.0
     tokens_used: int = 0  # by this analysis so far, for the budget's per-analysis cap
     cached_keys: set[str] = field(default_factory=set)
@@ -482,7 +481,6 @@ async def _flush(run: _Run, *, force: bool = False) -> None:
         return
     outcomes, run.outcomes = run.outcomes, []
     calls, run.calls = run.calls, []
-    run.last_flush = now
     written = await sync_to_async(store.write_outcomes)(run.id, outcomes=outcomes, calls=calls)
     batch: list[tuple[str, dict[str, Any]]] = []
     cards_by_unit: dict[int, list] = {}

@@ -5,6 +5,7 @@
     python3 scripts/dev.py test    # set up, then lint and run the whole test suite
     python3 scripts/dev.py setup   # only the set-up: virtualenv, install, migrate, static
     python3 scripts/dev.py serve   # only the serving part of `run` (already set up)
+    python3 scripts/dev.py manage ARGS...   # manage.py in the same development environment
 
 Standard library only: this file runs before anything is installed.
 """
@@ -152,7 +153,7 @@ def serve(*, host: str, port: int, env: dict[str, str]) -> int:
         for name, command in service_commands(host=host, port=port).items():
             processes[name] = subprocess.Popen(command, cwd=ROOT, env=env)
         say(f"Eidolon is running: http://{host}:{port}/  (admin: http://{host}:{port}/admin/)")
-        say(f"create an admin user with: {venv_python()} manage.py createsuperuser")
+        say("create an admin user with: python3 scripts/dev.py manage createsuperuser")
         say("press Ctrl+C to stop")
         exited: tuple[str, int] | None = None
         while not stopping and exited is None:
@@ -208,9 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("setup")
     test = commands.add_parser("test")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    manage_command = commands.add_parser("manage")
+    manage_command.add_argument("manage_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     env = development_environment()
+    if args.command == "manage":
+        if not venv_python().exists():
+            sys.exit("No virtualenv yet: run `python3 scripts/dev.py setup` (or `run`) first.")
+        return subprocess.run(
+            [str(venv_python()), "manage.py", *args.manage_args], cwd=ROOT, env=env
+        ).returncode
     if args.command == "setup":
         setup(requirements=RUNTIME_REQUIREMENTS, env=env)
         return 0

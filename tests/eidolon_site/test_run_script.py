@@ -76,3 +76,32 @@ class TestServe:
         assert exit_code == 0
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, "web server still listening"
+
+
+class TestManage:
+    def test_manage__runs_manage_py_in_the_development_environment(self, tmp_path):
+        env = {
+            key: value
+            for key, value in subprocess_environment(EIDOLON_VENV=sys.prefix).items()
+            if key not in ("EIDOLON_SECRET_KEY", "EIDOLON_DEBUG")
+        }
+        env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'dev.sqlite3'}"
+        bare = subprocess.run(
+            [sys.executable, "manage.py", "check"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        through_dev = subprocess.run(
+            [sys.executable, "scripts/dev.py", "manage", "check"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert bare.returncode != 0 and "EIDOLON_SECRET_KEY must be set" in bare.stderr
+        assert through_dev.returncode == 0, through_dev.stderr
+        assert "no issues" in through_dev.stdout
