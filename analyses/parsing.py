@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 UnitKind = Literal["module", "class", "function", "async_function", "method"]
 ArgumentKind = Literal["posonly", "regular", "vararg", "kwonly", "kwarg"]
@@ -73,7 +73,6 @@ ErrorCode = Literal[
 ]
 ContextRole = Literal["caller", "callee"]
 
-UNIT_KINDS: tuple[UnitKind, ...] = get_args(UnitKind)
 FUNCTION_KINDS: frozenset[UnitKind] = frozenset({"function", "async_function", "method"})
 SKIPPED_DIR_NAMES = frozenset(
     {

@@ -605,10 +605,6 @@ class HealthRunner:
             self._last_statuses = {}
             self.rounds = 0
 
-    @property
-    def cached_report(self) -> HealthReport | None:
-        return self._cached[1] if self._cached else None
-
     async def report(self, *, max_age: float | None = None) -> HealthReport:
         """A report no older than ``max_age`` seconds (default ``EIDOLON_HEALTH_CACHE_SECONDS``).
 
@@ -712,11 +708,6 @@ class HealthRunner:
 
 
 RUNNER = HealthRunner()
-
-
-async def health_report(*, max_age: float | None = None) -> HealthReport:
-    """This process's current report (see ``HealthRunner.report``)."""
-    return await RUNNER.report(max_age=max_age)
 
 
 # --- worker heartbeats -------------------------------------------------------------------------
@@ -1095,13 +1086,6 @@ def prune_health_history(
 
 
 # --- the monitor loop ----------------------------------------------------------------------------
-
-
-def retention_from_settings() -> tuple[dt.timedelta, dt.timedelta]:
-    return (
-        dt.timedelta(days=settings.EIDOLON_HEALTH_SAMPLE_RETENTION_DAYS),
-        dt.timedelta(days=settings.EIDOLON_HEALTH_TRANSITION_RETENTION_DAYS),
-    )
 
 
 async def run_health_monitor(

@@ -7,15 +7,9 @@ expressions can compare and add them on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-
-
-def epoch_to_datetime(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
 
 
 class BreakerState(models.TextChoices):
@@ -151,10 +145,6 @@ class CircuitBreaker(models.Model):
             return self.state_changed_at + self.recovery_timeout
         return None
 
-    @property
-    def state_changed_datetime(self) -> datetime | None:
-        return epoch_to_datetime(self.state_changed_at or None)
-
 
 class BreakerTransition(models.Model):
     """A breaker's state change, with why and who: the history operators read."""
@@ -253,10 +243,6 @@ class RateLimitBudget(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def paused_until_datetime(self) -> datetime | None:
-        return epoch_to_datetime(self.paused_until or None)
 
 
 # --- health
