@@ -28,13 +28,10 @@ from analyses.models import (
 )
 from analyses.parsing import FUNCTION_KINDS, Unit
 from analyses.providers.base import LLMCallRecord
+from reliability.clock import epoch_datetime
 
 ACTIVE_STATUSES = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)
 NOT_REVIEWED_ALONE = "not reviewed on its own: this provider reviews functions and methods"
-
-
-def _at(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 # --- leases ------------------------------------------------------------------------------------
@@ -47,20 +44,24 @@ def claim_lease(
     died), or already ours. Sets the deadline on the first start only."""
     claimed = (
         Analysis.objects.filter(pk=analysis_id, status__in=ACTIVE_STATUSES)
-        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=_at(now)) | Q(lease_owner=worker_id))
+        .filter(
+            Q(lease_owner="")
+            | Q(lease_expires_at__lt=epoch_datetime(now))
+            | Q(lease_owner=worker_id)
+        )
         .update(
             status=AnalysisStatus.RUNNING,
             lease_owner=worker_id,
-            lease_expires_at=_at(now + lease_seconds),
+            lease_expires_at=epoch_datetime(now + lease_seconds),
             runs=F("runs") + 1,
-            started_at=Coalesce(F("started_at"), Value(_at(now))),
+            started_at=Coalesce(F("started_at"), Value(epoch_datetime(now))),
         )
     )
     if not claimed:
         return None
     analysis = Analysis.objects.get(pk=analysis_id)
     if analysis.deadline_at is None:  # the first start sets the deadline; resumes keep it
-        analysis.deadline_at = _at(now + analysis.max_duration)
+        analysis.deadline_at = epoch_datetime(now + analysis.max_duration)
         Analysis.objects.filter(pk=analysis_id, deadline_at__isnull=True).update(
             deadline_at=analysis.deadline_at
         )
@@ -72,7 +73,7 @@ def renew_lease(
 ) -> tuple[bool, bool]:
     """Extend our lease; returns (still ours, cancel requested)."""
     renewed = Analysis.objects.filter(pk=analysis_id, lease_owner=worker_id).update(
-        lease_expires_at=_at(now + lease_seconds)
+        lease_expires_at=epoch_datetime(now + lease_seconds)
     )
     cancel = Analysis.objects.filter(pk=analysis_id, cancel_requested=True).exists()
     return bool(renewed), cancel

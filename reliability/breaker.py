@@ -19,7 +19,6 @@ counts).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import structlog
@@ -39,7 +38,7 @@ from django.db.models import (
 from django.db.models.functions import Greatest
 
 from reliability import metrics
-from reliability.clock import SYSTEM_CLOCK, Clock
+from reliability.clock import SYSTEM_CLOCK, Clock, epoch_datetime
 from reliability.exceptions import CircuitOpenError
 from reliability.models import (
     CONFIG_FIELDS,
@@ -568,7 +567,7 @@ def _transition(
             reason=reason,
             actor=actor,
             generation=row["generation"],
-            created_at=datetime.fromtimestamp(now, tz=UTC),
+            created_at=epoch_datetime(now),
         )
     metrics.breaker_transitions.labels(
         breaker=row["name"], from_state=from_state, to_state=to_state

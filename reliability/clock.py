@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Protocol
+
+
+def epoch_datetime(epoch: float) -> datetime:
+    """Epoch seconds (what shared state stores) as an aware UTC datetime."""
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 class Clock(Protocol):

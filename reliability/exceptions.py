@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from reliability.clock import epoch_datetime
 
 
 def format_epoch(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
+    return epoch_datetime(epoch).isoformat(timespec="seconds")
 
 
 class ReliabilityError(Exception):

@@ -60,7 +60,7 @@ from health_check.exceptions import HealthCheckException, ServiceUnavailable, Se
 
 from eidolon_site.logging import redact_text
 from reliability import metrics
-from reliability.clock import SYSTEM_CLOCK, Clock
+from reliability.clock import SYSTEM_CLOCK, Clock, epoch_datetime
 from reliability.exceptions import format_epoch
 from reliability.models import (
     BreakerState,
@@ -88,10 +88,6 @@ DOWN_STATUSES = frozenset({HealthStatus.UNHEALTHY})
 UPTIME_WINDOWS = (dt.timedelta(hours=1), dt.timedelta(hours=24), dt.timedelta(days=7))
 _MAX_DETAIL_CHARS = 2000
 _MICROSECOND = dt.timedelta(microseconds=1)
-
-
-def epoch_datetime(epoch: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC)
 
 
 # --- errors: public message, staff-only detail -------------------------------------------------

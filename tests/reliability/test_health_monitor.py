@@ -14,7 +14,7 @@ from django.db import connection
 from health_check.base import HealthCheckResult
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
-from reliability.clock import FakeClock
+from reliability.clock import FakeClock, epoch_datetime
 from reliability.health import (
     DATABASE,
     OVERALL,
@@ -27,7 +27,6 @@ from reliability.health import (
     Segment,
     build_report,
     component_uptime,
-    epoch_datetime,
     prune_health_history,
     record_report,
     run_health_monitor,
