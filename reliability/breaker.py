@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -105,18 +105,12 @@ def breaker_defaults(name: str) -> dict[str, Any]:
 
 def get_or_create_breaker(name: str, *, clock: Clock = SYSTEM_CLOCK) -> CircuitBreaker:
     """The named breaker, created on first use with the defaults from settings."""
-    try:
-        return CircuitBreaker.objects.get(name=name)
-    except CircuitBreaker.DoesNotExist:
-        pass
     now = clock.now()
-    try:
-        with transaction.atomic():
-            return CircuitBreaker.objects.create(
-                name=name, state_changed_at=now, window_started_at=now, **breaker_defaults(name)
-            )
-    except IntegrityError:  # another process created it first
-        return CircuitBreaker.objects.get(name=name)
+    breaker, _ = CircuitBreaker.objects.get_or_create(
+        name=name,
+        defaults={"state_changed_at": now, "window_started_at": now, **breaker_defaults(name)},
+    )
+    return breaker
 
 
 ADMISSION_STATEMENT = "breaker_admission"

@@ -24,7 +24,6 @@ from typing import Any, NoReturn
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, transaction
 from django.db.models import (
     Case,
     CharField,
@@ -92,15 +91,8 @@ def budget_defaults(name: str) -> dict[str, Any]:
 
 
 def get_or_create_budget(name: str) -> RateLimitBudget:
-    try:
-        return RateLimitBudget.objects.get(name=name)
-    except RateLimitBudget.DoesNotExist:
-        pass
-    try:
-        with transaction.atomic():
-            return RateLimitBudget.objects.create(name=name, **budget_defaults(name))
-    except IntegrityError:
-        return RateLimitBudget.objects.get(name=name)
+    budget, _ = RateLimitBudget.objects.get_or_create(name=name, defaults=budget_defaults(name))
+    return budget
 
 
 CONFIG_STATEMENT = "budget_config"
