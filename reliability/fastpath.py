@@ -35,7 +35,12 @@ from reliability.clock import Clock
 from reliability.models import CircuitBreaker, RateLimitBudget
 from reliability.outcomes import BreakerVerdict
 from reliability.ratelimit import Reservation
-from reliability.sql import compiled_select, compiled_update, row_dict
+from reliability.sql import (
+    compiled_select,
+    compiled_update,
+    row_dict,
+    unsynchronised_connection_params,
+)
 
 logger = structlog.get_logger(__name__)
 
@@ -52,10 +57,9 @@ class _Channel:
         import psycopg
 
         if self.connection is None or self.connection.closed or self.connection.broken:
-            params = dict(connections[using].get_connection_params())
+            params = unsynchronised_connection_params(connections[using])
             for django_only in ("cursor_factory", "context", "server_side_binding"):
                 params.pop(django_only, None)
-            params["options"] = f"{params.get('options', '')} -c synchronous_commit=off".strip()
             self.connection = await psycopg.AsyncConnection.connect(**params, autocommit=True)
         return self.connection
 

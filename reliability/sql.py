@@ -122,12 +122,17 @@ def _unsynchronised_connection(connection) -> Any:
     """
     raw = getattr(_local, "connection", None)
     if raw is None or raw.closed or raw.broken:
-        params = connection.get_connection_params()
-        params["options"] = f"{params.get('options', '')} -c synchronous_commit=off".strip()
-        raw = connection.get_new_connection(params)
+        raw = connection.get_new_connection(unsynchronised_connection_params(connection))
         raw.autocommit = True
         _local.connection = raw
     return raw
+
+
+def unsynchronised_connection_params(connection) -> dict[str, Any]:
+    """Django's parameters for a new PostgreSQL connection, with ``synchronous_commit=off``."""
+    params = connection.get_connection_params()
+    params["options"] = f"{params.get('options', '')} -c synchronous_commit=off".strip()
+    return params
 
 
 def _drop_unsynchronised_connection() -> None:
@@ -303,10 +308,7 @@ def update_returning(
                 return None
             return model._default_manager.using(using).filter(pk=pk).values(*returning).get()
     sql, params = query.get_compiler(using).as_sql()
-    columns = ", ".join(
-        connections[using].ops.quote_name(model._meta.get_field(name).column) for name in returning
-    )
     with _cursor(using) as cursor:
-        _execute(cursor, f"{sql} RETURNING {columns}", params)
+        _execute(cursor, f"{sql} {_returning(model, returning, using)}", params)
         row = cursor.fetchone()
     return None if row is None else row_dict(model, returning, row)
