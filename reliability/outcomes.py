@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import anthropic
 
 from reliability.exceptions import CallTimeoutError
-from reliability.retry import parse_retry_after
+from reliability.retry import header_value, parse_retry_after
 
 
 class BreakerVerdict(enum.StrEnum):
@@ -60,7 +60,6 @@ _SPEND_LIMIT = re.compile(
     re.IGNORECASE,
 )
 _SHOULD_RETRY_HEADER = "x-should-retry"
-_CALLER_ERRORS_NOT_RETRIED = {400, 404, 413, 422}
 _SYSTEMIC_NOT_RETRIED = {401, 403}
 
 
@@ -69,7 +68,7 @@ def classify_status(
 ) -> Outcome:
     outcome = _classify_status(status, headers=headers, message=message, now=now)
     # The server may say outright whether a retry can help; it knows better than a table.
-    should_retry = {k.lower(): v for k, v in headers.items()}.get(_SHOULD_RETRY_HEADER, "")
+    should_retry = header_value(headers, _SHOULD_RETRY_HEADER) or ""
     if should_retry.strip().lower() == "false" and outcome.retryable:
         return dataclasses.replace(outcome, retryable=False)
     return outcome
@@ -88,7 +87,7 @@ def _classify_status(
         verdict, retryable, reason = BreakerVerdict.FAILURE, True, f"http_{status}"
     elif status == 409:
         verdict, retryable, reason = BreakerVerdict.IGNORED, True, f"http_{status}"
-    elif status in _CALLER_ERRORS_NOT_RETRIED or 400 <= status < 500:
+    elif 400 <= status < 500:
         verdict, retryable, reason = BreakerVerdict.IGNORED, False, f"http_{status}"
     else:
         return SUCCESS

@@ -145,7 +145,7 @@ def spacing_of(config: Mapping[str, Any], *, headroom: float | None = None) -> S
     )
 
 
-def _utc_day_start(now: float) -> float:
+def utc_day_start(now: float) -> float:
     return now - (now % DAY_SECONDS)
 
 
@@ -254,6 +254,11 @@ class ReservationPlan:
 RESERVE_RETURNING = ("next_request_at",)
 
 
+def _exceeds_analysis_cap(cap: int | None, *, used: int | None, cost: int) -> bool:
+    """Whether ``cost`` more tokens would take an analysis (``used`` so far) over its cap."""
+    return cap is not None and used is not None and used + cost > cap
+
+
 def plan_reservation(
     config: Mapping[str, Any],
     *,
@@ -265,8 +270,7 @@ def plan_reservation(
 ) -> ReservationPlan | None:
     """The reservation's statement and parameters; None when the analysis token cap forbids it."""
     cost = input_tokens + output_tokens
-    cap = config["tokens_per_analysis"]
-    if cap is not None and analysis_tokens_used is not None and analysis_tokens_used + cost > cap:
+    if _exceeds_analysis_cap(config["tokens_per_analysis"], used=analysis_tokens_used, cost=cost):
         return None
     spacing = spacing_of(config)
     has_token_cap = config["tokens_per_day"] is not None
@@ -278,7 +282,7 @@ def plan_reservation(
         params={
             "pk": config["id"],
             "now": now,
-            "today": _utc_day_start(now),
+            "today": utc_day_start(now),
             "window_edge": now - config["window_seconds"],
             "request_seconds": spacing.request,
             "input_seconds": input_tokens * spacing.input_token,
@@ -354,10 +358,10 @@ def _raise_refusal(
 ) -> NoReturn:
     """Say why ``reserve`` admitted nothing."""
     budget = RateLimitBudget.objects.get(name=name)
-    tomorrow = _utc_day_start(now) + DAY_SECONDS
-    same_day = budget.day_started_at >= _utc_day_start(now)
+    tomorrow = utc_day_start(now) + DAY_SECONDS
+    same_day = budget.day_started_at >= utc_day_start(now)
     cap = budget.tokens_per_analysis
-    if cap is not None and analysis_tokens_used is not None and analysis_tokens_used + cost > cap:
+    if _exceeds_analysis_cap(cap, used=analysis_tokens_used, cost=cost):
         reason, available_at = (
             f"the analysis token cap of {cap} would be exceeded "
             f"({analysis_tokens_used} used, {cost} more estimated)",
@@ -525,9 +529,12 @@ class HeaderSignals:
     pauses: list[tuple[float, str]]  # (until, reason) for each exhausted dimension
     limits: dict[str, int]  # observed_* column -> the limit the API reported
 
-    def needs_writing(self, known_limits: Mapping[str, int | None] | None) -> bool:
+    def limits_changed(self, known_limits: Mapping[str, int | None] | None) -> bool:
         known = known_limits or {}
-        return bool(self.pauses) or any(known.get(c) != v for c, v in self.limits.items())
+        return any(known.get(column) != limit for column, limit in self.limits.items())
+
+    def needs_writing(self, known_limits: Mapping[str, int | None] | None) -> bool:
+        return bool(self.pauses) or self.limits_changed(known_limits)
 
 
 def header_signals(headers: Mapping[str, str], *, now: float) -> HeaderSignals:
@@ -562,8 +569,7 @@ def observe_headers(
     signals = header_signals(headers, now=clock.now())
     for until, reason in signals.pauses:
         pause(name, until=until, reason=reason)
-    known = known_limits or {}
-    if any(known.get(column) != value for column, value in signals.limits.items()):
+    if signals.limits_changed(known_limits):
         _record_observed_limits(budget_id or _config(name)["id"], signals.limits)
 
 

@@ -17,7 +17,8 @@ from reliability.clock import SYSTEM_CLOCK, Clock
 _MAX_RETRY_AFTER = 24 * 3600.0
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header ``name`` (lower case), whatever the case of the key."""
     for key, value in headers.items():
         if key.lower() == name:
             return value
@@ -26,14 +27,14 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
     """Seconds to wait from ``retry-after-ms``, or ``retry-after`` (seconds or an HTTP date)."""
-    if (raw_ms := _header(headers, "retry-after-ms")) is not None:
+    if (raw_ms := header_value(headers, "retry-after-ms")) is not None:
         try:
             milliseconds = float(raw_ms)
         except ValueError:
             milliseconds = -1.0
         if 0 <= milliseconds / 1000 <= _MAX_RETRY_AFTER:
             return milliseconds / 1000
-    raw = _header(headers, "retry-after")
+    raw = header_value(headers, "retry-after")
     if raw is None:
         return None
     raw = raw.strip()

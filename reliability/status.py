@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from reliability.breaker import window_stats
-from reliability.models import CircuitBreaker, RateLimitBudget
+from reliability.models import BUDGET_LIMIT_FIELDS, CircuitBreaker, RateLimitBudget
+from reliability.ratelimit import utc_day_start
 
 
 def breaker_status(breaker: CircuitBreaker, *, now: float) -> dict[str, Any]:
@@ -52,19 +53,10 @@ def breaker_status(breaker: CircuitBreaker, *, now: float) -> dict[str, Any]:
 
 def budget_status(budget: RateLimitBudget, *, now: float) -> dict[str, Any]:
     in_window = now - budget.window_started_at < budget.window_seconds
-    today = now - (now % 86_400)
-    same_day = budget.day_started_at >= today
+    same_day = budget.day_started_at >= utc_day_start(now)
     return {
         "name": budget.name,
-        "limits": {
-            "window_seconds": budget.window_seconds,
-            "requests_per_window": budget.requests_per_window,
-            "input_tokens_per_window": budget.input_tokens_per_window,
-            "output_tokens_per_window": budget.output_tokens_per_window,
-            "requests_per_day": budget.requests_per_day,
-            "tokens_per_day": budget.tokens_per_day,
-            "tokens_per_analysis": budget.tokens_per_analysis,
-        },
+        "limits": {field: getattr(budget, field) for field in BUDGET_LIMIT_FIELDS},
         "window": {
             "requests": budget.window_requests if in_window else 0,
             "input_tokens": budget.window_input_tokens if in_window else 0,
