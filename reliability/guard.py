@@ -205,17 +205,18 @@ class Guard:
                 outcome, number=number, deadline=deadline, called=called
             )
             self._count(outcome, duration=duration, called=called)
+            used = _tokens_used(outcome, attempt, estimate)
             await in_db_thread(
                 self._settle,
                 permit,
                 reservation,
                 outcome,
                 attempt=attempt,
-                estimate=estimate,
+                used=used,
                 duration=duration,
                 called=called,
             )
-            await self._report(on_attempt, number, outcome, duration, attempt, estimate, will_retry)
+            await self._report(on_attempt, number, outcome, duration, attempt, used, will_retry)
             if will_retry:
                 raise _Retry(delay) from exc
             if refusal is not None:
@@ -223,14 +224,15 @@ class Guard:
             raise
         duration = self.clock.monotonic() - started
         self._count(SUCCESS, duration=duration, called=True)
-        settle = self._settle_success(permit, reservation, attempt, estimate, duration)
+        used = _tokens_used(SUCCESS, attempt, estimate)
+        settle = self._settle_success(permit, reservation, attempt, used, duration)
         if permit.is_probe:
             await settle  # a probe's success may close the breaker: record it before going on
         else:
             # A success in closed state decides nothing: record it without holding the caller
             # up (``drain`` waits for such records).
             self._in_background(settle)
-        await self._report(on_attempt, number, SUCCESS, duration, attempt, estimate, False)
+        await self._report(on_attempt, number, SUCCESS, duration, attempt, used, False)
         return result
 
     def _in_background(self, work: Awaitable[None]) -> None:
@@ -320,11 +322,12 @@ class Guard:
         outcome: Outcome,
         *,
         attempt: Attempt | None,
-        estimate: TokenEstimate,
+        used: tuple[int, int],
         duration: float,
         called: bool,
     ) -> None:
-        """Record the outcome, correct the budget, heed rate-limit signals: one DB trip."""
+        """Record the outcome, correct the budget (to ``used`` input and output tokens), heed
+        rate-limit signals: one DB trip."""
         breaker.record(
             permit, outcome.verdict, duration=duration, reason=outcome.reason, clock=self.clock
         )
@@ -333,8 +336,7 @@ class Guard:
         if not called:
             ratelimit.release(reservation)
             return
-        used_input, used_output = _tokens_used(outcome, attempt, estimate)
-        ratelimit.reconcile(reservation, input_tokens=used_input, output_tokens=used_output)
+        ratelimit.reconcile(reservation, input_tokens=used[0], output_tokens=used[1])
         headers = attempt.headers if attempt and attempt.headers else outcome.headers
         if headers:
             ratelimit.observe_headers(
@@ -346,9 +348,7 @@ class Guard:
             )
         if outcome.rate_limited:
             pause = (
-                outcome.retry_after
-                if outcome.retry_after is not None
-                else (DEFAULT_RATE_LIMIT_PAUSE)
+                outcome.retry_after if outcome.retry_after is not None else DEFAULT_RATE_LIMIT_PAUSE
             )
             ratelimit.pause(
                 reservation.name,
@@ -366,18 +366,17 @@ class Guard:
         permit: breaker.Permit,
         reservation: ratelimit.Reservation | None,
         attempt: Attempt,
-        estimate: TokenEstimate,
+        used: tuple[int, int],
         duration: float,
     ) -> None:
         """Record a success: on PostgreSQL without a thread when nothing needs deciding."""
-        used_input, used_output = _tokens_used(SUCCESS, attempt, estimate)
         if self.budget is not None and fastpath.available():
             recorded = await fastpath.record_success(
                 permit=permit,
                 reservation=reservation,
                 duration=duration,
-                input_tokens=used_input,
-                output_tokens=used_output,
+                input_tokens=used[0],
+                output_tokens=used[1],
                 headers=attempt.headers,
                 clock=self.clock,
             )
@@ -389,7 +388,7 @@ class Guard:
             reservation,
             SUCCESS,
             attempt=attempt,
-            estimate=estimate,
+            used=used,
             duration=duration,
             called=True,
         )
@@ -444,19 +443,18 @@ class Guard:
         outcome: Outcome,
         duration: float,
         attempt: Attempt | None,
-        estimate: TokenEstimate,
+        used: tuple[int, int],
         will_retry: bool,
     ) -> None:
         if on_attempt is None or attempt is None:
             return
-        used_input, used_output = _tokens_used(outcome, attempt, estimate)
         report = AttemptReport(
             target=self.target,
             number=number,
             outcome=outcome,
             duration=duration,
-            input_tokens=used_input,
-            output_tokens=used_output,
+            input_tokens=used[0],
+            output_tokens=used[1],
             will_retry=will_retry,
         )
         maybe_awaitable = on_attempt(report)
