@@ -187,7 +187,7 @@ class LLMCallAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(ResultCache)
-class ResultCacheAdmin(admin.ModelAdmin):
+class ResultCacheAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
         "key",
         "provider",
@@ -199,12 +199,6 @@ class ResultCacheAdmin(admin.ModelAdmin):
     ]
     list_filter = ["provider", "model"]
     actions = ["clear_selected", "evict_to_limits"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(

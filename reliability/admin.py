@@ -10,6 +10,7 @@ from django.utils.html import format_html
 
 from reliability.breaker import OPERATOR_ACTIONS, BreakerActionError, window_stats
 from reliability.exceptions import format_epoch
+from reliability.health_admin import ReadOnlyAdmin
 from reliability.models import (
     BUDGET_LIMIT_FIELDS,
     BreakerState,
@@ -180,20 +181,11 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
 
 
 @admin.register(BreakerTransition)
-class BreakerTransitionAdmin(admin.ModelAdmin):
+class BreakerTransitionAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "breaker", "from_state", "to_state", "actor", "reason"]
     list_filter = ["breaker", "to_state", "actor"]
     search_fields = ["reason", "actor"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(RateLimitBudget)
@@ -301,5 +293,3 @@ class RateLimitBudgetAdmin(admin.ModelAdmin):
 admin.site.site_header = "Eidolon operations"
 admin.site.site_title = "Eidolon"
 admin.site.index_title = "Reliability controls and analyses"
-
-from reliability import health_admin  # noqa: E402,F401

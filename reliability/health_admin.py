@@ -96,7 +96,7 @@ def format_uptime(value: float | None) -> str:
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """History is written by the monitor and the workers, never by hand."""
+    """History (breaker transitions, health, heartbeats) is written by the system, never by hand."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

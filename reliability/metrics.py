@@ -16,6 +16,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -159,8 +160,6 @@ def exposition() -> bytes:
 
 
 # --- health (reliability/health.py): per process; the shared history is in the database.
-
-from prometheus_client import Gauge  # noqa: E402
 
 health_check_rounds = Counter(
     "eidolon_health_check_rounds_total",

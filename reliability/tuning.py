@@ -41,25 +41,27 @@ def assign_fields(
 
 def save_breaker_settings(breaker: CircuitBreaker, *, actor: str) -> CircuitBreaker:
     """Validate and store a breaker's thresholds; every process uses them from its next call."""
-    breaker.full_clean()
-    breaker.save(update_fields=CONFIG_FIELDS)
-    logger.info(
-        "breaker_tuned",
-        breaker=breaker.name,
-        actor=actor,
-        **{field: getattr(breaker, field) for field in CONFIG_FIELDS},
+    _save_tuning(
+        breaker, fields=CONFIG_FIELDS, event="breaker_tuned", actor=actor, breaker=breaker.name
     )
     return breaker
 
 
 def save_budget_limits(budget: RateLimitBudget, *, actor: str) -> RateLimitBudget:
     """Validate and store a budget's limits; every process uses them from its next request."""
-    budget.full_clean()
-    budget.save(update_fields=BUDGET_LIMIT_FIELDS)
-    logger.info(
-        "budget_tuned",
-        budget=budget.name,
-        actor=actor,
-        **{field: getattr(budget, field) for field in BUDGET_LIMIT_FIELDS},
+    _save_tuning(
+        budget, fields=BUDGET_LIMIT_FIELDS, event="budget_tuned", actor=actor, budget=budget.name
     )
     return budget
+
+
+def _save_tuning(
+    instance: CircuitBreaker | RateLimitBudget,
+    *,
+    fields: tuple[str, ...],
+    event: str,
+    **log_context: str,
+) -> None:
+    instance.full_clean()
+    instance.save(update_fields=fields)
+    logger.info(event, **log_context, **{field: getattr(instance, field) for field in fields})

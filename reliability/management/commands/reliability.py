@@ -72,10 +72,10 @@ class Command(BaseCommand):
 
         breaker = commands.add_parser("breaker", help="Act on a breaker or tune it.")
         breaker.add_argument("name")
-        action = breaker.add_mutually_exclusive_group(required=True)
-        for flag in ("reset", "force-open", "disable", "enable"):
-            action.add_argument(f"--{flag}", action="store_true")
-        action.add_argument(
+        actions = breaker.add_mutually_exclusive_group(required=True)
+        for action in OPERATOR_ACTIONS:
+            actions.add_argument(f"--{action.replace('_', '-')}", action="store_true")
+        actions.add_argument(
             "--set",
             action="append",
             metavar="FIELD=VALUE",
@@ -160,7 +160,7 @@ class Command(BaseCommand):
                 ) from None
             self.stdout.write(f"breaker {name}: settings saved")
             return
-        action = next(flag for flag in ("reset", "force_open", "disable", "enable") if flags[flag])
+        action = next(action for action in OPERATOR_ACTIONS if flags[action])
         try:
             breaker = OPERATOR_ACTIONS[action](
                 name=name, actor=actor, reason=reason or f"{action.replace('_', ' ')} by {actor}"
