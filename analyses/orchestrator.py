@@ -249,7 +249,7 @@ def _lease_check(run: _Run, *, renew: bool) -> tuple[bool, bool]:
         return store.renew_lease(
             run.id, worker_id=run.worker_id, now=run.clock.now(), lease_seconds=run.lease_seconds
         )
-    return True, Analysis.objects.filter(pk=run.id, cancel_requested=True).exists()
+    return True, store.cancel_requested(run.id)
 
 
 # --- the work ----------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ async def _workspace(run: _Run) -> AsyncIterator[Path]:
     spec = parse_source_spec(
         analysis.source,
         ref=analysis.ref or None,
-        allow_insecure_http=(settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP),
+        allow_insecure_http=settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP,
     )
     if spec.kind == "local":
         roots = None if analysis.allow_any_path else settings.EIDOLON_SOURCE_ROOTS
@@ -414,13 +414,15 @@ async def _review_with_waits(
             if run.analysis.fallback_to_static:
                 return (await StaticProvider().review(request)).findings
             until = error.retry_at or run.clock.now() + FORCED_OPEN_RECHECK_SECONDS
-            if not await _wait_until(run, until, f"AI circuit open until {format_epoch(until)}"):
+            if not await _wait_until(
+                run, Wait("breaker", until), f"AI circuit open until {format_epoch(until)}"
+            ):
                 _failed(run, code_unit_id, unit, f"not reviewed: {error}")
                 return None
         except BudgetExhaustedError as error:
             if error.available_at is None or not await _wait_until(
                 run,
-                error.available_at,
+                Wait("rate_budget", error.available_at),
                 f"waiting for the rate budget until {format_epoch(error.available_at)}",
             ):
                 _failed(run, code_unit_id, unit, f"not reviewed: {error}")
@@ -435,12 +437,12 @@ async def _review_with_waits(
             return result.findings
 
 
-async def _wait_until(run: _Run, until: float, reason: str) -> bool:
-    """Sleep until ``until`` unless that is past the deadline (then False)."""
-    if until >= run.deadline:
+async def _wait_until(run: _Run, wait: Wait, reason: str) -> bool:
+    """Sleep until ``wait.until`` unless that is past the deadline (then False)."""
+    if wait.until >= run.deadline:
         return False
-    _waiting(run, Wait("breaker" if "circuit" in reason else "rate_budget", until), text=reason)
-    await run.clock.sleep(max(0.0, until - run.clock.now()))
+    _waiting(run, wait, text=reason)
+    await run.clock.sleep(max(0.0, wait.until - run.clock.now()))
     return True
 
 

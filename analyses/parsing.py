@@ -157,6 +157,11 @@ class Unit:
     def line_count(self) -> int:
         return self.end_lineno - self.lineno + 1
 
+    @property
+    def is_function(self) -> bool:
+        """A function, async function or method: what AI reviewers review on its own."""
+        return self.kind in FUNCTION_KINDS
+
 
 @dataclass(frozen=True, slots=True)
 class FileError:
@@ -315,7 +320,7 @@ def build_call_graph(units: Iterable[Unit]) -> dict[str, CallContext]:
     then the caller's module. Ties go to the lowest (path, line). Calls to the caller itself and
     names matching no unit (builtins, libraries) are dropped.
     """
-    functions = [unit for unit in units if unit.kind in FUNCTION_KINDS]
+    functions = [unit for unit in units if unit.is_function]
     by_name: dict[str, list[Unit]] = defaultdict(list)
     for unit in functions:
         by_name[unit.name].append(unit)
@@ -376,7 +381,9 @@ def context_hash(unit: Unit, context: Sequence[ContextSnippet]) -> str:
 
 def content_hash(text: str) -> str:
     """sha256 of ``text`` with line endings normalised to ``\\n``."""
-    return hashlib.sha256(_normalise_newlines(text).encode()).hexdigest()
+    return hashlib.sha256(
+        _normalise_newlines(text).encode("utf-8", errors="surrogatepass")
+    ).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,7 +691,7 @@ class _ModuleWalker:
 
     def walk(self, tree: ast.Module) -> None:
         module = _Scope(
-            node=tree, kind="module", qualname=_module_name(self.path), parent=None, depth=0
+            node=tree, kind="module", qualname=module_name(self.path), parent=None, depth=0
         )
         self.scopes.append(module)
         stack: list[_Frame] = [(stmt, module, 0) for stmt in reversed(tree.body)]
@@ -822,7 +829,7 @@ class _ModuleWalker:
             lineno=start,
             end_lineno=end,
             source=source,
-            content_hash=hashlib.sha256(source.encode("utf-8", errors="surrogatepass")).hexdigest(),
+            content_hash=content_hash(source),
             parent=scope.parent.qualname if scope.parent else None,
             parent_id=parent_id,
             is_public=scope.is_public,
@@ -974,7 +981,8 @@ def _slice_utf8(line: str, start: int, end: int | None) -> str:
     return line.encode()[start:end].decode(errors="replace")
 
 
-def _module_name(path: str) -> str:
+def module_name(path: str) -> str:
+    """``pkg/sub/mod.py`` -> ``pkg.sub.mod``; ``pkg/__init__.py`` -> ``pkg``."""
     parts = path.removesuffix(".py").split("/")
     if len(parts) > 1 and parts[-1] == "__init__":
         parts.pop()

@@ -103,15 +103,6 @@ _TEMPLATES = (
 )
 
 
-def review_responder(body: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A valid findings document for the function named in the prompt; None without a header."""
-    text = prompt_text(body)
-    header = _find_header(text)
-    if header is None:
-        return None
-    return _valid_reply(header, rng=random.Random(_digest(0, "reply", text)))
-
-
 def make_review_responder(*, invalid_rate: float = 0.0, seed: int = 0) -> ReviewResponder:
     """A responder answering ``invalid_rate`` of the prompts with a reply the provider rejects.
 
@@ -131,6 +122,10 @@ def make_review_responder(*, invalid_rate: float = 0.0, seed: int = 0) -> Review
         return _valid_reply(header, rng=random.Random(_digest(seed, "reply", text)))
 
     return respond
+
+
+# A valid findings document for the function named in the prompt; None without a header.
+review_responder: ReviewResponder = make_review_responder()
 
 
 def _find_header(text: str) -> _Header | None:

@@ -66,9 +66,9 @@ def summarize_system(
     missing from ``findings_by_module`` as having no findings.
     """
     paths = sorted(set(findings_by_module) | set(units_by_module))
-    all_findings = [finding for path in paths for finding in findings_by_module.get(path, ())]
-    units_count = sum(units_by_module.get(path, 0) for path in paths)
     located = [(path, finding) for path in paths for finding in findings_by_module.get(path, ())]
+    all_findings = [finding for _path, finding in located]
+    units_count = sum(units_by_module.get(path, 0) for path in paths)
     located.sort(key=lambda item: (*_seriousness(item[1]), item[0]))
     modules = [
         summarize_module(

@@ -26,7 +26,7 @@ from analyses.models import (
     ResultCache,
     UnitStatus,
 )
-from analyses.parsing import FUNCTION_KINDS, Unit
+from analyses.parsing import Unit
 from analyses.providers.base import LLMCallRecord
 from reliability.clock import epoch_datetime
 
@@ -75,8 +75,11 @@ def renew_lease(
     renewed = Analysis.objects.filter(pk=analysis_id, lease_owner=worker_id).update(
         lease_expires_at=epoch_datetime(now + lease_seconds)
     )
-    cancel = Analysis.objects.filter(pk=analysis_id, cancel_requested=True).exists()
-    return bool(renewed), cancel
+    return bool(renewed), cancel_requested(analysis_id)
+
+
+def cancel_requested(analysis_id: int) -> bool:
+    return Analysis.objects.filter(pk=analysis_id, cancel_requested=True).exists()
 
 
 def release_lease(analysis_id: int, *, worker_id: str) -> None:
@@ -98,10 +101,6 @@ def record_source(analysis_id: int, *, commit_sha: str | None) -> None:
 
 
 # --- units -------------------------------------------------------------------------------------
-
-
-def is_function(unit: Unit) -> bool:
-    return unit.kind in FUNCTION_KINDS
 
 
 def store_units(
@@ -129,7 +128,7 @@ def store_units(
     with transaction.atomic():
         CodeUnit.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
         Analysis.objects.filter(pk=analysis_id).update(
-            functions_total=sum(1 for unit in units if is_function(unit)),
+            functions_total=sum(1 for unit in units if unit.is_function),
             file_errors=file_errors,
         )
     return {
@@ -201,7 +200,7 @@ def write_outcomes(
         )
         counters: dict[str, Any] = {"cards_count": F("cards_count") + len(cards)}
         for status, column in _COUNTER_OF.items():
-            count = sum(1 for o in done if o.status == status and is_function(o.unit))
+            count = sum(1 for o in done if o.status == status and o.unit.is_function)
             if count:
                 counters[column] = F(column) + count
         if calls:

@@ -45,7 +45,7 @@ from analyses.findings import (
     Severity,
     parse_findings_reply,
 )
-from analyses.parsing import FUNCTION_KINDS, ContextSnippet, Unit
+from analyses.parsing import ContextSnippet, Unit, module_name
 from analyses.providers.base import (
     CallCallback,
     LLMCallRecord,
@@ -199,7 +199,7 @@ class AnthropicProvider:
         await self._client.close()
 
     def reviews(self, unit: Unit) -> bool:
-        return unit.kind in FUNCTION_KINDS
+        return unit.is_function
 
     async def review(
         self,
@@ -229,9 +229,6 @@ class AnthropicProvider:
             findings=reply.findings,
             provider=self.name,
             model=self.model,
-            input_tokens=sum(call.input_tokens for call in exchange.calls),
-            output_tokens=sum(call.output_tokens for call in exchange.calls),
-            requests=len(exchange.calls),
             calls=list(exchange.calls),
         )
 
@@ -467,11 +464,8 @@ def _snippet_block(snippet: ContextSnippet) -> str:
 
 
 def _dotted_name(*, path: str, qualname: str) -> str:
-    """``pkg/mod.py`` + ``Class.method`` -> ``pkg.mod.Class.method`` (parsing's module rule)."""
-    parts = path.removesuffix(".py").split("/")
-    if len(parts) > 1 and parts[-1] == "__init__":
-        parts.pop()
-    return ".".join([*parts, qualname])
+    """``pkg/mod.py`` + ``Class.method`` -> ``pkg.mod.Class.method``."""
+    return f"{module_name(path)}.{qualname}"
 
 
 def _correction_messages(prompt: str, *, reply: _Reply, unit: Unit) -> list[dict[str, Any]]:

@@ -40,10 +40,19 @@ class ReviewResult:
     findings: list[Finding]
     provider: str
     model: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    requests: int = 0
-    calls: list[LLMCallRecord] = field(default_factory=list)
+    calls: list[LLMCallRecord] = field(default_factory=list)  # every request the review made
+
+    @property
+    def requests(self) -> int:
+        return len(self.calls)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(call.input_tokens for call in self.calls)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(call.output_tokens for call in self.calls)
 
 
 class ReviewFailed(Exception):

@@ -17,7 +17,7 @@ Decisions:
 from __future__ import annotations
 
 from analyses.findings import Finding, FindingKind, Severity, shorten_title
-from analyses.parsing import FUNCTION_KINDS, Unit
+from analyses.parsing import Unit
 from analyses.providers.base import CallCallback, ReviewRequest, ReviewResult, WaitCallback
 
 _RECEIVER_NAMES = frozenset({"self", "cls"})
@@ -35,7 +35,7 @@ def review_unit(
 ) -> list[Finding]:
     """Findings of the static rules for ``unit``, in line order."""
     findings: list[Finding] = []
-    if unit.kind in FUNCTION_KINDS:
+    if unit.is_function:
         findings += _long_function(unit, max_lines=max_function_lines)
         findings += _complex_function(unit, max_complexity=max_complexity)
         findings += _too_many_parameters(unit, max_parameters=max_parameters)
