@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from analyses.sources import ClonedRepository, SourceError, _remove_workspace, clone_repository
+from analyses.sources import ClonedRepository, SourceError, clone_repository, removed_on_exit
 from reliability.guard import Attempt, guard_for
 from reliability.outcomes import BreakerVerdict, Outcome, classify_exception
 
@@ -45,7 +45,5 @@ async def cloned_through_guard(
     guard = guard_for("git", classify=classify_git_error)
     repository = await guard.call(clone, deadline=deadline)
     await guard.drain()
-    try:
+    async with removed_on_exit(repository):
         yield repository
-    finally:
-        await _remove_workspace(repository.path)

@@ -97,16 +97,6 @@ class ClonedRepository:
     ref: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedSource:
-    """A directory ready for parsing; ``commit_sha`` is known for git sources only."""
-
-    kind: SourceKind
-    path: Path
-    display: str
-    commit_sha: str | None = None
-
-
 # --------------------------------------------------------------------------------------------
 # Source specs
 # --------------------------------------------------------------------------------------------
@@ -153,55 +143,9 @@ def parse_source_spec(
     return SourceSpec(kind="git", location=spec, ref=None if ref is None else validate_ref(ref))
 
 
-@contextlib.asynccontextmanager
-async def open_source(
-    spec: SourceSpec,
-    *,
-    allowed_roots: Sequence[str | os.PathLike[str]] | None,
-    workspace_root: Path,
-    timeout_s: float = DEFAULT_CLONE_TIMEOUT_S,
-    max_bytes: int = DEFAULT_CLONE_MAX_BYTES,
-    git_binary: str = "git",
-    allow_insecure_http: bool = False,
-    extra_git_config: Mapping[str, str] | None = None,
-) -> AsyncIterator[ResolvedSource]:
-    """Yield a directory to analyse: the checked local directory, or a clone removed on exit."""
-    if spec.kind == "local":
-        path = resolve_local_directory(spec.location, allowed_roots=allowed_roots)
-        yield ResolvedSource(kind="local", path=path, display=spec.display)
-        return
-    async with cloned_repository(
-        spec.location,
-        ref=spec.ref,
-        workspace_root=workspace_root,
-        timeout_s=timeout_s,
-        max_bytes=max_bytes,
-        git_binary=git_binary,
-        allow_insecure_http=allow_insecure_http,
-        extra_git_config=extra_git_config,
-    ) as repository:
-        yield ResolvedSource(
-            kind="git",
-            path=repository.path,
-            display=repository.url,
-            commit_sha=repository.commit_sha,
-        )
-
-
 # --------------------------------------------------------------------------------------------
 # Local directories
 # --------------------------------------------------------------------------------------------
-
-
-def is_within(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
-    """True when ``path``, with symlinks and ``..`` resolved, is ``root`` or lies below it.
-
-    A path that cannot be resolved (a symlink loop) is not within anything.
-    """
-    try:
-        return Path(path).resolve().is_relative_to(Path(root).resolve())
-    except (OSError, RuntimeError):
-        return False
 
 
 def resolve_local_directory(
@@ -506,6 +450,13 @@ async def cloned_repository(
         allow_insecure_http=allow_insecure_http,
         extra_git_config=extra_git_config,
     )
+    async with removed_on_exit(repository):
+        yield repository
+
+
+@contextlib.asynccontextmanager
+async def removed_on_exit(repository: ClonedRepository) -> AsyncIterator[ClonedRepository]:
+    """Hand over ``repository``; remove its workspace when the block exits, however it exits."""
     try:
         yield repository
     finally:

@@ -8,7 +8,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +19,6 @@ from analyses.sources import (
     classify_source,
     clone_repository,
     cloned_repository,
-    is_within,
-    open_source,
     parse_source_spec,
     redact_secrets,
     redact_url,
@@ -29,6 +27,7 @@ from analyses.sources import (
     validate_ref,
 )
 from tests.gitserver import commit_all, git, new_work_tree, publish, serving
+from tests.processes import wait_until
 
 TOKEN = "ghp_" + "S3cr3tT0k3n" * 3
 
@@ -119,15 +118,6 @@ def _processes_mentioning(text: str) -> list[int]:
             except OSError:
                 continue
     return pids
-
-
-def _wait_for(condition: Callable[[], bool], *, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def _leftovers(workspace_root: Path) -> list[Path]:
@@ -310,28 +300,6 @@ class TestResolveLocalDirectory:
         assert refused.value.code == "invalid_path"
 
 
-class TestIsWithin:
-    def test_is_within__child_and_root_itself(self, allowed_root: Path) -> None:
-        assert is_within(allowed_root / "project", allowed_root)
-        assert is_within(allowed_root, allowed_root)
-
-    def test_is_within__sibling_with_common_prefix__false(self, tmp_path: Path) -> None:
-        (tmp_path / "code").mkdir()
-        (tmp_path / "code2").mkdir()
-        assert not is_within(tmp_path / "code2", tmp_path / "code")
-
-    def test_is_within__symlinked_file_leaving_root__false(
-        self, allowed_root: Path, outside_dir: Path
-    ) -> None:
-        (outside_dir / "secret.py").write_text("KEY = 1\n")
-        (allowed_root / "innocent.py").symlink_to(outside_dir / "secret.py")
-        assert not is_within(allowed_root / "innocent.py", allowed_root)
-
-    def test_is_within__symlink_loop__false(self, allowed_root: Path) -> None:
-        (allowed_root / "loop").symlink_to(allowed_root / "loop")
-        assert not is_within(allowed_root / "loop", allowed_root)
-
-
 # --------------------------------------------------------------------------------------------
 # URLs and refs
 # --------------------------------------------------------------------------------------------
@@ -492,7 +460,7 @@ class TestCloneRepository:
             assert repository.commit_sha == git_server.main_sha
             assert repository.url == url
             assert repository.ref is None
-            assert is_within(repository.path, workspace_root)
+            assert repository.path.is_relative_to(workspace_root)
             assert "def second" in (repository.path / "app.py").read_text()
             assert not (repository.path / "feature.py").exists()
         finally:
@@ -572,7 +540,7 @@ class TestCloneRepository:
         assert refused.value.code == "clone_timeout"
         assert "timed out after 1.5 s" in refused.value.message
         assert time.monotonic() - started < 10
-        assert _wait_for(lambda: not _processes_mentioning(silent_server_url), timeout_s=2)
+        wait_until(lambda: not _processes_mentioning(silent_server_url), timeout=2, every=0.02)
         assert _leftovers(workspace_root) == []
 
     async def test_clone__cancelled__kills_git_and_removes_workspace(
@@ -590,7 +558,7 @@ class TestCloneRepository:
         clone.cancel()
         with pytest.raises(asyncio.CancelledError):
             await clone
-        assert _wait_for(lambda: not _processes_mentioning(silent_server_url), timeout_s=2)
+        wait_until(lambda: not _processes_mentioning(silent_server_url), timeout=2, every=0.02)
         assert _leftovers(workspace_root) == []
 
     async def test_clone__repository_over_cap__clone_too_large(
@@ -621,7 +589,7 @@ class TestCloneRepository:
         with pytest.raises(SourceError) as refused:
             await clone_repository(url, max_bytes=200 * 1024, timeout_s=20, **clone_options)
         assert refused.value.code == "clone_too_large"
-        assert _wait_for(lambda: not _processes_mentioning(url), timeout_s=2)
+        wait_until(lambda: not _processes_mentioning(url), timeout=2, every=0.02)
         assert _leftovers(workspace_root) == []
 
 
@@ -641,25 +609,3 @@ class TestClonedRepositoryContext:
             async with cloned_repository(git_server.url("project.git"), **clone_options):
                 raise RuntimeError("analysis blew up")
         assert _leftovers(workspace_root) == []
-
-
-class TestOpenSource:
-    async def test_open_source__local_directory__yielded_and_left_in_place(
-        self, allowed_root: Path, workspace_root: Path
-    ) -> None:
-        spec = parse_source_spec(str(allowed_root / "project"))
-        async with open_source(
-            spec, allowed_roots=[allowed_root], workspace_root=workspace_root
-        ) as source:
-            assert (source.kind, source.commit_sha) == ("local", None)
-            assert source.path == (allowed_root / "project").resolve()
-        assert source.path.is_dir()
-
-    async def test_open_source__git_url__yields_clone_then_removes_it(
-        self, git_server: GitServer, clone_options: dict
-    ) -> None:
-        spec = parse_source_spec(git_server.url("project.git"), ref="feature")
-        async with open_source(spec, allowed_roots=[], **clone_options) as source:
-            assert (source.kind, source.commit_sha) == ("git", git_server.feature_sha)
-            assert (source.path / "feature.py").is_file()
-        assert not source.path.exists()
