@@ -1,24 +1,37 @@
-"""What tests of AI calls share: generous reliability rows and one guarded SDK request."""
+"""What tests of AI calls share: reliability rows, a guarded SDK request, the provider against the
+fake API, and a small codebase to analyse."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anthropic
+from asgiref.sync import sync_to_async
 
-from reliability.guard import Attempt
+from analyses.models import Analysis
+from analyses.providers.anthropic import AnthropicProvider
+from reliability.breaker import admit, record
+from reliability.fake_anthropic import FakeAnthropic
+from reliability.guard import Attempt, Guard
 from reliability.models import CircuitBreaker, RateLimitBudget
+from reliability.outcomes import BreakerVerdict
+from reliability.retry import RetryBudget, RetryPolicy
 
 MODEL = "claude-sonnet-5-5"
 
 
-def generous_anthropic_limits(*, failure_threshold: int = 50, recovery_timeout: float = 60) -> None:
-    """The ``anthropic`` breaker and budget, set so that neither gets in a test's way."""
+def generous_anthropic_limits(
+    *, failure_threshold: int = 50, recovery_timeout: float = 60, **breaker_tuning: float
+) -> None:
+    """The ``anthropic`` breaker and budget, set so that neither gets in a test's way;
+    ``breaker_tuning`` sets other fields of the breaker (the model's defaults otherwise)."""
     now = time.time()
     CircuitBreaker.objects.create(
         name="anthropic",
         failure_threshold=failure_threshold,
         recovery_timeout=recovery_timeout,
+        **breaker_tuning,
         state_changed_at=now,
         window_started_at=now,
     )
@@ -29,6 +42,20 @@ def generous_anthropic_limits(*, failure_threshold: int = 50, recovery_timeout: 
         output_tokens_per_window=10**8,
         requests_per_day=10**6,
     )
+
+
+def open_anthropic_breaker(*, recovery_timeout: float) -> CircuitBreaker:
+    """The ``anthropic`` breaker, opened by one overloaded reply."""
+    now = time.time()
+    CircuitBreaker.objects.create(
+        name="anthropic",
+        failure_threshold=1,
+        recovery_timeout=recovery_timeout,
+        state_changed_at=now,
+        window_started_at=now,
+    )
+    record(admit("anthropic"), BreakerVerdict.FAILURE, duration=0.1, reason="http_529")
+    return CircuitBreaker.objects.get(name="anthropic")
 
 
 def ask(client: anthropic.AsyncAnthropic, text: str = "Review this function.", *, max_tokens=200):
@@ -50,3 +77,46 @@ def ask(client: anthropic.AsyncAnthropic, text: str = "Review this function.", *
         return message
 
     return call
+
+
+def provider_for(fake: FakeAnthropic, *, timeout: float = 5.0) -> AnthropicProvider:
+    guard = Guard(
+        target="anthropic",
+        budget="anthropic",
+        timeout=timeout,
+        retry_policy=RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.5),
+        retry_budget=RetryBudget(),  # the product's default: retries up to ~20 % of calls
+    )
+    return AnthropicProvider(
+        api_key="test-key",
+        base_url=fake.base_url,
+        model=MODEL,
+        max_tokens=1024,
+        timeout=timeout,
+        guard=guard,
+    )
+
+
+async def as_anthropic(analysis: Analysis) -> None:
+    # Created as static (no API key in the test environment); the provider is passed in.
+    await sync_to_async(Analysis.objects.filter(pk=analysis.pk).update)(
+        provider="anthropic", model=MODEL
+    )
+
+
+def write_project(root: Path, *, functions: int) -> Path:
+    """A small codebase: ``functions`` functions spread over a few modules."""
+    per_module = 10
+    for module in range((functions + per_module - 1) // per_module):
+        lines = ['"""Generated module."""\n']
+        for index in range(module * per_module, min(functions, (module + 1) * per_module)):
+            lines.append(
+                f"\n\ndef function_{index}(value, limit={index}):\n"
+                f'    """Function {index}."""\n'
+                f"    if value > limit:\n"
+                f"        return value - limit\n"
+                f"    return helper_{module}(value) + {index}\n"
+            )
+        lines.append(f"\n\ndef helper_{module}(value):\n    return value * 2\n")
+        (root / f"module_{module}.py").write_text("".join(lines))
+    return root

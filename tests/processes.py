@@ -13,12 +13,15 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -27,15 +30,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def database_url_of_test_database() -> str:
-    """A DATABASE_URL that points a subprocess at the database this test is using."""
+def database_url_of_test_database(*, host: str | None = None, port: int | None = None) -> str:
+    """A DATABASE_URL that points a subprocess at the database this test is using; on
+    PostgreSQL, ``host`` and ``port`` (a proxy's, say) replace the server's own."""
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     user = quote(db.get("USER") or "postgres")
     password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
+    host = host or db.get("HOST") or "127.0.0.1"
+    port = port or db.get("PORT") or 5432
     return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
 
 
@@ -56,6 +60,28 @@ def subprocess_environment(**overrides: str) -> dict[str, str]:
         env["REDIS_URL"] = settings.REDIS_URL
     env.update(overrides)
     return env
+
+
+def run_manage(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """``manage.py *args`` run to completion in a child process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_until(predicate: Callable[[], T], *, timeout: float, every: float = 0.1) -> T:
+    """Poll ``predicate`` until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not within {timeout} s")
 
 
 class ManagedProcess:
@@ -117,6 +143,20 @@ class ManagedProcess:
                 self.process.wait()
         self._reader.join(timeout=5)
         return self.process.returncode
+
+
+FAKE_ANTHROPIC_LISTENING = "Fake Anthropic API listening on "
+
+
+def start_fake_anthropic_command(*args: str, env: dict[str, str]) -> tuple[ManagedProcess, str]:
+    """``manage.py fake_anthropic`` on a free port; returns it and its base URL once it listens."""
+    process = ManagedProcess.manage("fake_anthropic", "--port=0", *args, env=env)
+    try:
+        line = process.wait_for(lambda line: line.startswith(FAKE_ANTHROPIC_LISTENING))
+    except BaseException:
+        process.stop()
+        raise
+    return process, line.removeprefix(FAKE_ANTHROPIC_LISTENING).strip()
 
 
 def http_get(url: str, *, headers: dict[str, str] | None = None):

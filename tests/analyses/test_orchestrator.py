@@ -6,7 +6,6 @@ import ast
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from analyses.events import analysis_group, events_after
 from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card, CodeUnit, UnitStatus
 from analyses.orchestrator import run_analysis
 from analyses.services import InvalidAnalysisRequest, analysis_cancel, analysis_create
-from tests.processes import ROOT, subprocess_environment
+from tests.processes import run_manage, subprocess_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -218,17 +217,10 @@ class TestRerunsAndResumes:
 
 
 class TestAnalyzeCommand:
-    def run_command(self, *args: str, **env: str) -> subprocess.CompletedProcess:
-        environment = subprocess_environment(**env)
+    def run_command(self, *args: str) -> subprocess.CompletedProcess:
+        environment = subprocess_environment()
         environment.pop("ANTHROPIC_API_KEY", None)
-        return subprocess.run(
-            [sys.executable, "manage.py", "analyze", *args],
-            cwd=ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_manage("analyze", *args, env=environment, timeout=120)
 
     def test_json__one_object_on_stdout(self, tmp_path):
         result = self.run_command(str(write_tree(tmp_path, {"good.py": GOOD})), "--json")

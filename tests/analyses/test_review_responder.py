@@ -15,15 +15,14 @@ from analyses.findings import InvalidReply, parse_findings_reply
 from analyses.parsing import parse_module
 from analyses.providers.anthropic import review_prompt
 from analyses.review_responder import make_review_responder, review_responder
-from tests.processes import ManagedProcess
-
-LISTENING = "Fake Anthropic API listening on "
+from tests.anthropic_support import MODEL
+from tests.processes import start_fake_anthropic_command
 
 
 def review_body(*, name: str = "pkg.mod.f", start: int = 10, end: int = 20) -> dict[str, Any]:
     header = f"Function: {name} (pkg/mod.py, lines {start}-{end})"
     return {
-        "model": "claude-sonnet-5-5",
+        "model": MODEL,
         "max_tokens": 1024,
         "system": "You are an expert Python reviewer.",
         "messages": [{"role": "user", "content": f"{header}\n\n<function>\n...\n</function>"}],
@@ -139,17 +138,11 @@ class TestMakeReviewResponder:
 
 class TestFakeAnthropicCommandResponder:
     def test_responder_review__answers_review_prompts(self):
-        process = ManagedProcess.manage(
-            "fake_anthropic",
-            "--port=0",
-            "--responder=review",
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        process, base_url = start_fake_anthropic_command(
+            "--responder=review", env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )
         try:
-            line = process.wait_for(lambda line: line.startswith(LISTENING))
-            client = anthropic.Anthropic(
-                api_key="test-key", base_url=line.removeprefix(LISTENING).strip(), max_retries=0
-            )
+            client = anthropic.Anthropic(api_key="test-key", base_url=base_url, max_retries=0)
             with client:
                 message = client.messages.create(**review_body(start=3, end=9))
         finally:

@@ -15,23 +15,13 @@ from analyses.models import Analysis, AnalysisStatus, CodeUnit, UnitStatus
 from analyses.review_responder import review_responder
 from analyses.services import analysis_create, analysis_enqueue
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
-from tests.analyses.test_ai_analysis import write_project
-from tests.anthropic_support import generous_anthropic_limits
-from tests.processes import ManagedProcess, subprocess_environment
+from tests.anthropic_support import generous_anthropic_limits, write_project
+from tests.processes import ManagedProcess, subprocess_environment, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LEASE_SECONDS = 3
 HEADER = re.compile(r"^Function: (\S+) \(", re.MULTILINE)
-
-
-def wait_until(predicate, *, timeout: float, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def start_worker(env: dict[str, str], name: str) -> ManagedProcess:
@@ -87,14 +77,18 @@ class TestWorkerKilledMidAnalysis:
             analysis_enqueue(analysis)
 
             first = start_worker(env, "doomed")
-            wait_until(
-                lambda: (
-                    CodeUnit.objects.filter(analysis=analysis, status=UnitStatus.ANALYZED).count()
-                    >= 12
-                ),
-                timeout=60,
-            )
-            first.stop(sig=signal.SIGKILL)
+            try:
+                wait_until(
+                    lambda: (
+                        CodeUnit.objects.filter(
+                            analysis=analysis, status=UnitStatus.ANALYZED
+                        ).count()
+                        >= 12
+                    ),
+                    timeout=60,
+                )
+            finally:
+                first.stop(sig=signal.SIGKILL)
             killed_at = time.monotonic()
             finished_before_kill = {
                 f"{path.removesuffix('.py').replace('/', '.')}.{qualname}"  # as in the header

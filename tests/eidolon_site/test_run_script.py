@@ -14,7 +14,14 @@ import urllib.request
 import pytest
 
 from reliability.models import HealthSample, WorkerHeartbeat
-from tests.processes import ROOT, ManagedProcess, free_port, subprocess_environment, wait_for_port
+from tests.processes import (
+    ROOT,
+    ManagedProcess,
+    free_port,
+    run_manage,
+    subprocess_environment,
+    wait_for_port,
+)
 
 ENQUEUE_AND_WAIT = """
 import time
@@ -52,14 +59,7 @@ class TestServe:
                 time.sleep(0.2)
             monitored = HealthSample.objects.filter(component__name="database").exists()
             beating = WorkerHeartbeat.objects.filter(stopped_at__isnull=True).count()
-            shell = subprocess.run(
-                [sys.executable, "manage.py", "shell", "-c", ENQUEUE_AND_WAIT],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            shell = run_manage("shell", "-c", ENQUEUE_AND_WAIT, env=env)
         finally:
             server.process.send_signal(signal.SIGTERM)
             exit_code = server.process.wait(timeout=30)
@@ -86,14 +86,7 @@ class TestManage:
             if key not in ("EIDOLON_SECRET_KEY", "EIDOLON_DEBUG")
         }
         env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'dev.sqlite3'}"
-        bare = subprocess.run(
-            [sys.executable, "manage.py", "check"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        bare = run_manage("check", env=env)
         through_dev = subprocess.run(
             [sys.executable, "scripts/dev.py", "manage", "check"],
             cwd=ROOT,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from eidolon_site.settings import env_bool, env_float, env_int, env_list
-from tests.processes import ROOT, subprocess_environment
+from tests.processes import run_manage, subprocess_environment
 
 
 @pytest.fixture
@@ -18,16 +17,8 @@ def manage(tmp_path):
     """Run manage.py in a child process with extra environment, on a scratch SQLite file."""
 
     def run(*args: str, **env: str) -> subprocess.CompletedProcess:
-        environment = subprocess_environment(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
-        environment.update(env)
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        scratch = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+        return run_manage(*args, env=subprocess_environment(**{"DATABASE_URL": scratch, **env}))
 
     return run
 

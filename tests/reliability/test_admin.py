@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -20,7 +18,8 @@ from reliability.models import (
 )
 from reliability.outcomes import BreakerVerdict
 from reliability.ratelimit import pause, reserve
-from tests.processes import ROOT, subprocess_environment
+from tests.anthropic_support import open_anthropic_breaker
+from tests.processes import run_manage, subprocess_environment
 
 CHANGELIST = "/admin/reliability/circuitbreaker/"
 
@@ -36,13 +35,11 @@ except CircuitOpenError as error:
 
 
 def admit_in_another_process() -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", ADMIT_FROM_ANOTHER_PROCESS],
-        cwd=ROOT,
+    result = run_manage(
+        "shell",
+        "-c",
+        ADMIT_FROM_ANOTHER_PROCESS,
         env=subprocess_environment(EIDOLON_LOG_LEVEL="WARNING"),
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
@@ -52,18 +49,6 @@ def staff_user(username: str, *codenames: str) -> User:
     user = User.objects.create_user(username=username, password="pw-for-tests-only", is_staff=True)
     user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
     return user
-
-
-def open_breaker() -> CircuitBreaker:
-    CircuitBreaker.objects.create(
-        name="anthropic",
-        failure_threshold=1,
-        recovery_timeout=3600,
-        state_changed_at=time.time(),
-        window_started_at=time.time(),
-    )
-    record(admit("anthropic"), BreakerVerdict.FAILURE, duration=0.1, reason="http_529")
-    return CircuitBreaker.objects.get(name="anthropic")
 
 
 def reset_action(client, breaker: CircuitBreaker):
@@ -77,7 +62,7 @@ class TestBreakerActions:
     def test_only_holders_of_the_change_permission_can_reset__and_it_reaches_other_processes(
         self, client
     ):
-        breaker = open_breaker()
+        breaker = open_anthropic_breaker(recovery_timeout=3600)
         assert admit_in_another_process().startswith("REJECTED circuit 'anthropic' is open")
 
         client.force_login(staff_user("viewer", "view_circuitbreaker"))
@@ -110,7 +95,7 @@ class TestBreakerPages:
         return client
 
     def test_the_list_shows_state_in_colour__counts_and_open_until(self, operator):
-        open_breaker()
+        open_anthropic_breaker(recovery_timeout=3600)
         body = operator.get(CHANGELIST).content.decode()
         assert 'style="color:#c92a2a">open</strong>' in body
         assert "0% of 0 calls" in body  # counts restart with each transition
@@ -118,7 +103,7 @@ class TestBreakerPages:
         assert "will retry" not in body and "20" in body  # open-until is a timestamp
 
     def test_force_open_disable_and_enable_are_recorded_with_the_actor(self, operator):
-        breaker = open_breaker()
+        breaker = open_anthropic_breaker(recovery_timeout=3600)
         for action, state in [
             ("force_open", BreakerState.FORCED_OPEN),
             ("enable", BreakerState.CLOSED),
@@ -133,7 +118,7 @@ class TestBreakerPages:
         assert actors == {"op"}
 
     def test_enable_on_a_closed_breaker_says_why_nothing_happened(self, operator):
-        breaker = open_breaker()
+        breaker = open_anthropic_breaker(recovery_timeout=3600)
         operator.post(CHANGELIST, {"action": "reset", "_selected_action": [breaker.pk]})
         response = operator.post(
             CHANGELIST, {"action": "enable", "_selected_action": [breaker.pk]}, follow=True
@@ -164,7 +149,7 @@ class TestBreakerPages:
         ],
     )
     def test_invalid_thresholds_are_refused_with_a_reason(self, operator, changes, message):
-        breaker = open_breaker()
+        breaker = open_anthropic_breaker(recovery_timeout=3600)
         url = f"{CHANGELIST}{breaker.pk}/change/"
         response = operator.post(url, self.change_form_data(breaker, **changes))
         assert response.status_code == 200

@@ -5,18 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -31,9 +25,9 @@ from reliability.fake_anthropic import (
     SchemaError,
     instance_for_schema,
 )
+from tests.processes import start_fake_anthropic_command
 
 API_KEY = "test-key"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 REVIEW_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -828,38 +822,20 @@ class TestFakeAnthropicLifecycle:
 # --- the management command --------------------------------------------------------------------
 
 
-def _read_lines(stream: Any, lines: queue.Queue[str]) -> None:
-    for line in stream:
-        lines.put(line)
-
-
 class TestFakeAnthropicCommand:
     def test_command__serves_until_sigterm(self):
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "fake_anthropic", "--port=0", "--rate=overloaded=1.0"],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        process, base_url = start_fake_anthropic_command(
+            "--rate=overloaded=1.0", env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
         try:
-            base_url = _wait_for_base_url(lines)
             sdk_client = anthropic.Anthropic(api_key=API_KEY, base_url=base_url, max_retries=0)
             with sdk_client, pytest.raises(anthropic.OverloadedError):
                 sdk_client.messages.create(
                     model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
                 )
             _, _, log = http("GET", f"{base_url}/_fake/log")
-
-            process.send_signal(signal.SIGTERM)
-            exit_code = process.wait(timeout=10)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            exit_code = process.stop()
 
         assert [entry["fault"] for entry in log] == ["overloaded"]
         assert exit_code == 0
@@ -879,18 +855,6 @@ class TestFakeAnthropicCommand:
     def test_command__bad_arguments_raise_command_error(self, arguments, message):
         with pytest.raises(CommandError, match=message):
             call_command("fake_anthropic", *arguments)
-
-
-def _wait_for_base_url(lines: queue.Queue[str]) -> str:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=deadline - time.monotonic())
-        except queue.Empty:
-            break
-        if line.startswith("Fake Anthropic API listening on "):
-            return line.removeprefix("Fake Anthropic API listening on ").strip()
-    raise AssertionError("the command did not print its base URL")
 
 
 # --- schema instances ---------------------------------------------------------------------------

@@ -13,14 +13,19 @@ import socket
 import sqlite3
 import threading
 import time
-from urllib.parse import quote
 
 import httpx2
 import pytest
 from django.db import connection
 
 from reliability.models import HealthTransition
-from tests.processes import ManagedProcess, free_port, start_daphne, subprocess_environment
+from tests.processes import (
+    ManagedProcess,
+    database_url_of_test_database,
+    free_port,
+    start_daphne,
+    subprocess_environment,
+)
 
 READY_WITHIN = 2.5  # seconds: the acceptance bound for noticing a dead database
 
@@ -111,9 +116,9 @@ def start_server(**env: str) -> tuple[ManagedProcess, str]:
     return start_daphne(subprocess_environment(**env))
 
 
-def get(base: str, path: str, *, timeout: float = 10.0) -> tuple[httpx2.Response, float]:
+def get(base: str, path: str) -> tuple[httpx2.Response, float]:
     started = time.monotonic()
-    response = httpx2.get(base + path, timeout=timeout)
+    response = httpx2.get(base + path, timeout=10.0)
     return response, time.monotonic() - started
 
 
@@ -171,9 +176,7 @@ class TestReadinessWhileTheDatabaseIsDown:
         db = connection.settings_dict
         proxy = TcpProxy(upstream=(db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)))
         proxy.open()
-        user = quote(db.get("USER") or "postgres")
-        password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-        url = f"postgres://{user}{password}@127.0.0.1:{proxy.port}/{db['NAME']}"
+        url = database_url_of_test_database(host="127.0.0.1", port=proxy.port)
         server, base = start_server(DATABASE_URL=url)
         monitor = ManagedProcess.manage(
             "health_monitor", "--interval", "0.5", env=subprocess_environment(DATABASE_URL=url)

@@ -21,9 +21,7 @@ PROCESSES = 4
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-def run_hammers(
-    fake: FakeAnthropic, *args: str, faults: dict, count: int = PROCESSES
-) -> list[dict]:
+def run_hammers(fake: FakeAnthropic, *args: str, faults: dict) -> list[dict]:
     """Run the hammers; once all are warm, the fake starts misbehaving and they start together."""
     env = subprocess_environment(EIDOLON_LOG_LEVEL="WARNING")
     processes = [
@@ -36,22 +34,28 @@ def run_hammers(
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(count)
+        for _ in range(PROCESSES)
     ]
-    for process in processes:
-        ready = process.stdout.readline()
-        assert ready.strip() == "READY", ready + process.stderr.read()
-    fake.configure(**faults)
-    start_at = time.time() + 0.5
-    results = []
-    for process in processes:
-        process.stdin.write(f"{start_at}\n")
-        process.stdin.flush()
-    for process in processes:
-        stdout, stderr = process.communicate(timeout=120)
-        assert process.returncode == 0, stderr
-        results.append(json.loads(stdout.strip().splitlines()[-1]))
-    return results
+    try:
+        for process in processes:
+            ready = process.stdout.readline()
+            assert ready.strip() == "READY", ready + process.stderr.read()
+        fake.configure(**faults)
+        start_at = time.time() + 0.5
+        results = []
+        for process in processes:
+            process.stdin.write(f"{start_at}\n")
+            process.stdin.flush()
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=120)
+            assert process.returncode == 0, stderr
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
+        return results
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 class TestSharedBudget:

@@ -9,10 +9,9 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from reliability.breaker import admit, record
 from reliability.models import BreakerState, BreakerTransition, CircuitBreaker, RateLimitBudget
-from reliability.outcomes import BreakerVerdict
 from reliability.ratelimit import pause, reserve
+from tests.anthropic_support import open_anthropic_breaker
 
 pytestmark = pytest.mark.django_db
 
@@ -25,14 +24,7 @@ def run(*args: str) -> str:
 
 @pytest.fixture
 def open_anthropic():
-    CircuitBreaker.objects.create(
-        name="anthropic",
-        failure_threshold=1,
-        recovery_timeout=120,
-        state_changed_at=time.time(),
-        window_started_at=time.time(),
-    )
-    record(admit("anthropic"), BreakerVerdict.FAILURE, duration=0.1, reason="http_529")
+    open_anthropic_breaker(recovery_timeout=120)
 
 
 class TestShow:
