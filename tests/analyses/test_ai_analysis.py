@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,33 +20,18 @@ from analyses.models import (
     UnitStatus,
 )
 from analyses.orchestrator import run_analysis
-from analyses.providers.anthropic import AnthropicProvider
 from analyses.review_responder import review_responder
 from analyses.services import analysis_cancel, analysis_create
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
-from reliability.guard import Guard
 from reliability.models import CircuitBreaker, RateLimitBudget
-from reliability.retry import RetryBudget, RetryPolicy
+from tests.anthropic_support import (
+    as_anthropic,
+    generous_anthropic_limits,
+    provider_for,
+    write_project,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def write_project(root: Path, *, functions: int) -> Path:
-    """A small codebase: ``functions`` functions spread over a few modules."""
-    per_module = 10
-    for module in range((functions + per_module - 1) // per_module):
-        lines = ['"""Generated module."""\n']
-        for index in range(module * per_module, min(functions, (module + 1) * per_module)):
-            lines.append(
-                f"\n\ndef function_{index}(value, limit={index}):\n"
-                f'    """Function {index}."""\n'
-                f"    if value > limit:\n"
-                f"        return value - limit\n"
-                f"    return helper_{module}(value) + {index}\n"
-            )
-        lines.append(f"\n\ndef helper_{module}(value):\n    return value * 2\n")
-        (root / f"module_{module}.py").write_text("".join(lines))
-    return root
 
 
 @pytest.fixture
@@ -56,60 +42,20 @@ def fake():
 
 @pytest.fixture
 def reliability_rows():
-    def make(*, failure_threshold: int = 50, rpm: int = 100_000) -> None:
-        now = time.time()
-        CircuitBreaker.objects.update_or_create(
-            name="anthropic",
-            defaults={
-                "failure_threshold": failure_threshold,
-                "failure_rate_threshold": 90,
-                "minimum_calls": 20,
-                "recovery_timeout": 2,
-                "state_changed_at": now,
-                "window_started_at": now,
-            },
+    """Generous rows, with a breaker that opens only on a sustained outage and recovers fast."""
+    return sync_to_async(
+        partial(
+            generous_anthropic_limits,
+            failure_rate_threshold=90,
+            minimum_calls=20,
+            recovery_timeout=2,
         )
-        RateLimitBudget.objects.update_or_create(
-            name="anthropic",
-            defaults={
-                "requests_per_window": rpm,
-                "input_tokens_per_window": 100_000_000,
-                "output_tokens_per_window": 100_000_000,
-                "requests_per_day": 1_000_000,
-            },
-        )
-
-    return sync_to_async(make)
-
-
-def provider_for(fake: FakeAnthropic, *, timeout: float = 5.0) -> AnthropicProvider:
-    guard = Guard(
-        target="anthropic",
-        budget="anthropic",
-        timeout=timeout,
-        retry_policy=RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.5),
-        retry_budget=RetryBudget(),  # the product's default: retries up to ~20 % of calls
-    )
-    return AnthropicProvider(
-        api_key="test-key",
-        base_url=fake.base_url,
-        model="claude-sonnet-5-5",
-        max_tokens=1024,
-        timeout=timeout,
-        guard=guard,
     )
 
 
 async def new_analysis(root: Path, **options) -> Analysis:
     return await sync_to_async(analysis_create)(
         source=str(root), provider="static", allow_any_path=True, **options
-    )
-
-
-async def as_anthropic(analysis: Analysis) -> None:
-    # Created as static (no API key in the test environment); the provider is passed in.
-    await sync_to_async(Analysis.objects.filter(pk=analysis.pk).update)(
-        provider="anthropic", model="claude-sonnet-5-5"
     )
 
 

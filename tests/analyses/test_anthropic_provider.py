@@ -24,10 +24,9 @@ from reliability.exceptions import (
 from reliability.fake_anthropic import MESSAGES_PATH, FakeAnthropic, FakeConfig, RequestRecord
 from reliability.guard import Guard
 from reliability.retry import RetryBudget, RetryPolicy
-from tests.anthropic_support import generous_anthropic_limits
+from tests.anthropic_support import MODEL, generous_anthropic_limits
 
 API_KEY = "test-key-4f9d2c71b0e8"
-MODEL = "claude-sonnet-5-5"
 
 SOURCE = '''\
 """Orders and their totals."""

@@ -15,8 +15,7 @@ from analyses.review_responder import review_responder
 from analyses.services import analysis_create
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
 from reliability.models import CircuitBreaker
-from tests.analyses.test_ai_analysis import as_anthropic, provider_for
-from tests.anthropic_support import generous_anthropic_limits
+from tests.anthropic_support import as_anthropic, generous_anthropic_limits, provider_for
 from tests.gitserver import commit_all, new_work_tree, publish, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)

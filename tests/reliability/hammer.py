@@ -46,7 +46,7 @@ async def hammer(args: argparse.Namespace) -> int:
     from reliability.exceptions import ReliabilityError
     from reliability.guard import Guard, TokenEstimate
     from reliability.retry import RetryBudget, RetryPolicy
-    from tests.anthropic_support import ask
+    from tests.anthropic_support import MODEL, ask
 
     client = anthropic.AsyncAnthropic(
         api_key="hammer-key", base_url=args.base_url, max_retries=0, timeout=30.0
@@ -77,7 +77,7 @@ async def hammer(args: argparse.Namespace) -> int:
     # Warm up outside the budget (imports, the connection, the first reply's parsing, which
     # blocks the event loop for a while), as a long-running worker already is.
     await client.messages.create(
-        model="claude-sonnet-5-5", max_tokens=10, messages=[{"role": "user", "content": WARM_UP}]
+        model=MODEL, max_tokens=10, messages=[{"role": "user", "content": WARM_UP}]
     )
     await sync_to_async(breaker.get_or_create_breaker)(args.breaker)  # and the database connection
     # Tell the test we are warm, then start when it says so (an epoch on standard input).
