@@ -191,7 +191,7 @@ class TestBreakerAndBudgetTogether:
         assert len(fake.requests) == 3
         assert (await breaker_row(guard)).state == "open"
 
-    async def test_tokens_are_reconciled_to_what_the_reply_used(self, fake, client, make_guard):
+    async def test_tokens_are_reconciled_to_what_the_reply_used(self, client, make_guard):
         guard = await make_guard()
         message = await guard.call(ask(client), estimate=TokenEstimate(5_000, 200))
         budget = await budget_row(guard)

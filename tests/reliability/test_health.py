@@ -43,7 +43,13 @@ from reliability.health import (
     worker_heartbeat,
     worker_stopped,
 )
-from reliability.models import BreakerState, CircuitBreaker, HealthStatus
+from reliability.models import (
+    BreakerState,
+    CircuitBreaker,
+    HealthComponentState,
+    HealthStatus,
+    WorkerHeartbeat,
+)
 from reliability.outcomes import BreakerVerdict
 from tests.processes import ManagedProcess, free_port, subprocess_environment
 
@@ -344,8 +350,6 @@ class TestWorkerCheck:
             WorkerCheck(clock=clock, stale_seconds=60).run()
 
     def test_heartbeat__updates_one_row_per_worker(self, clock):
-        from reliability.models import WorkerHeartbeat
-
         worker_heartbeat(worker_id="w1", host="host-a", pid=10, clock=clock)
         started = WorkerHeartbeat.objects.get(worker_id="w1").started_at
         clock.advance(10)
@@ -627,7 +631,7 @@ class TestHealthView:
         assert "migrations applied" in database["message"]
         assert "detail" not in database
 
-    def test_health__degraded_is_200_unhealthy_is_503(self, client, settings, with_checks):
+    def test_health__degraded_is_200_unhealthy_is_503(self, client, with_checks):
         with_checks(CrashingCheck())  # non-critical failure
         assert client.get("/health").json()["status"] == "degraded"
         assert client.get("/health").status_code == 200
@@ -748,8 +752,6 @@ class TestHealthAdmin:
         worker_heartbeat(worker_id="w-admin", host="host-a", pid=42)
 
     def test_pages__render_for_staff(self, admin_client, history):
-        from reliability.models import HealthComponentState
-
         for url in ADMIN_PAGES:
             assert admin_client.get(url).status_code == 200, url
         changelist = admin_client.get(ADMIN_PAGES[0]).content.decode()
@@ -768,8 +770,6 @@ class TestHealthAdmin:
             assert response["Location"].startswith("/admin/login/")
 
     def test_history__is_read_only(self, admin_client, history):
-        from reliability.models import HealthComponentState
-
         leaky = HealthComponentState.objects.get(name="leaky")
         assert admin_client.get(f"{ADMIN_PAGES[1]}add/").status_code == 403
         response = admin_client.post(f"{ADMIN_PAGES[0]}{leaky.pk}/change/", {"status": "healthy"})
@@ -783,8 +783,6 @@ class TestHealthAdmin:
 @pytest.mark.django_db(transaction=True)
 class TestWorkerCommand:
     def test_worker__beats_while_running_and_marks_itself_stopped_on_sigterm(self):
-        from reliability.models import WorkerHeartbeat
-
         worker = ManagedProcess.manage(
             "worker",
             "--no-reload",
