@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, child_environment, scratch_database
+from benchmarks.common import ROOT, child_environment, run_json_child, scratch_database
 
 
 def write_project(root: Path, functions: int) -> None:
@@ -155,33 +155,35 @@ def scenario(name: str, *, functions: int, base_url: str) -> dict:
         # From the first request to the last: the pipeline at work, without start-up and summary.
         result["steady_per_s"] = (len(ordered) - 1) / (ordered[-1] - ordered[0])
     if rate_limited and len(arrivals) > 1:
-        steady = sorted(arrivals)
-        result["rate_per_s"] = (len(steady) - 1) / (steady[-1] - steady[0])
+        result["rate_per_s"] = result["steady_per_s"]
         result["limit_per_s"] = limit / window
         result["max_in_any_window"] = busiest_window(arrivals, window=window)
         result["window_limit"] = limit
     return result
 
 
-def run_child(name: str, *, functions: int, env: dict[str, str], base_url: str) -> dict:
-    output = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            name,
-            "--functions",
-            str(functions),
-            "--base-url",
-            base_url,
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+def run_scenario(name: str, *, functions: int, postgres: str | None) -> dict:
+    """One scenario in a child process, on a fresh database, against a fake of its own."""
+    with scratch_database(postgres) as url:
+        env = child_environment(url)
+        fake, base_url = start_fake(env=env)
+        try:
+            return run_json_child(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    name,
+                    "--functions",
+                    str(functions),
+                    "--base-url",
+                    base_url,
+                ],
+                env,
+            )
+        finally:
+            fake.terminate()
+            fake.wait()
 
 
 def main() -> int:
@@ -196,16 +198,7 @@ def main() -> int:
     if args.child:
         print(json.dumps(scenario(args.child, functions=args.functions, base_url=args.base_url)))
         return 0
-    with scratch_database(args.postgres) as url:
-        env = child_environment(url)
-        fake, base_url = start_fake(env=env)
-        try:
-            throughput = run_child(
-                "throughput", functions=args.functions, env=env, base_url=base_url
-            )
-        finally:
-            fake.terminate()
-            fake.wait()
+    throughput = run_scenario("throughput", functions=args.functions, postgres=args.postgres)
     bound = 10 / 0.2
     print(f"throughput ({throughput['functions']} functions, 200 ms per call, 10 at once)")
     print(
@@ -216,14 +209,7 @@ def main() -> int:
         f"{throughput['requests']} requests, status {throughput['status']}"
     )
 
-    with scratch_database(args.postgres) as url:
-        env = child_environment(url)
-        fake, base_url = start_fake(env=env)
-        try:
-            rate = run_child("rate", functions=args.functions, env=env, base_url=base_url)
-        finally:
-            fake.terminate()
-            fake.wait()
+    rate = run_scenario("rate", functions=args.functions, postgres=args.postgres)
     print("rate limit (600 requests/minute, as 100 per 10 s)")
     print(
         f"  achieved {rate['rate_per_s']:.2f}/s = "

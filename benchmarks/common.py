@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -22,6 +24,14 @@ def child_environment(database_url: str, *, log_level: str = "ERROR") -> dict[st
         "EIDOLON_LOG_LEVEL": log_level,
         "PYTHONPATH": str(ROOT),
     }
+
+
+def run_json_child(argv: list[str], env: dict[str, str]) -> dict:
+    """Run ``argv`` to completion in a child process; return the JSON of its last output line."""
+    output = subprocess.run(
+        argv, cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 @contextlib.contextmanager

@@ -18,12 +18,15 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analyses.parsing import iter_python_files, parse_tree
 
 ROUNDS = 3
+
+T = TypeVar("T")
 
 
 def bare_parse(files: list[Path]) -> None:
@@ -38,12 +41,12 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def traced_peak_mb(function: Callable[[], object]) -> float:
+def traced(function: Callable[[], T]) -> tuple[T, float]:
+    """What ``function`` returns, and the peak memory (MB) tracemalloc saw it allocate."""
     gc.collect()
     tracemalloc.start()
     try:
-        function()
-        return tracemalloc.get_traced_memory()[1] / 2**20
+        return function(), tracemalloc.get_traced_memory()[1] / 2**20
     finally:
         tracemalloc.stop()
 
@@ -65,10 +68,9 @@ def main() -> None:
         tree_times.append(timed(lambda: parse_tree(root)))
     bare, tree = min(bare_times), min(tree_times)
 
-    result = parse_tree(root)
+    _, bare_peak = traced(lambda: bare_parse(files))
+    result, tree_peak = traced(lambda: parse_tree(root))
     kinds = Counter(unit.kind for unit in result.units)
-    bare_peak = traced_peak_mb(lambda: bare_parse(files))
-    tree_peak = traced_peak_mb(lambda: parse_tree(root))
     max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
     print(f"root                 {root}")
