@@ -83,8 +83,9 @@ def ensure_requirements(requirements: Path) -> None:
     stamp.write_text(wanted + "\n")
 
 
-def manage(*args: str, env: dict[str, str] | None = None) -> None:
-    subprocess.run([str(venv_python()), "manage.py", *args], check=True, cwd=ROOT, env=env)
+def manage(*args: str, env: dict[str, str] | None = None, check: bool = True) -> int:
+    command = [str(venv_python()), "manage.py", *args]
+    return subprocess.run(command, check=check, cwd=ROOT, env=env).returncode
 
 
 def development_environment() -> dict[str, str]:
@@ -95,10 +96,14 @@ def development_environment() -> dict[str, str]:
     return env
 
 
-def setup(*, requirements: Path, env: dict[str, str]) -> None:
+def install(requirements: Path) -> None:
     ensure_python_version()
     ensure_virtualenv()
     ensure_requirements(requirements)
+
+
+def setup(*, requirements: Path, env: dict[str, str]) -> None:
+    install(requirements)
     say("applying database migrations")
     manage("migrate", "--no-input", "--verbosity", "0", env=env)
     say("collecting static files")
@@ -217,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "manage":
         if not venv_python().exists():
             sys.exit("No virtualenv yet: run `python3 scripts/dev.py setup` (or `run`) first.")
-        return subprocess.run(
-            [str(venv_python()), "manage.py", *args.manage_args], cwd=ROOT, env=env
-        ).returncode
+        return manage(*args.manage_args, env=env, check=False)
     if args.command == "setup":
         setup(requirements=RUNTIME_REQUIREMENTS, env=env)
         return 0
@@ -228,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(host=args.host, port=args.port, env=env)
     if args.command == "serve":
         return serve(host=args.host, port=args.port, env=env)
-    ensure_python_version()
-    ensure_virtualenv()
-    ensure_requirements(DEV_REQUIREMENTS)
+    install(DEV_REQUIREMENTS)
     return run_tests(args.pytest_args)
 
 
