@@ -8,6 +8,7 @@ import time
 import anthropic
 import pytest
 from asgiref.sync import sync_to_async
+from prometheus_client import REGISTRY
 
 from reliability.exceptions import CallTimeoutError, CircuitOpenError, DeadlineExceededError
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
@@ -198,3 +199,33 @@ class TestBreakerAndBudgetTogether:
         assert budget.total_input_tokens == message.usage.input_tokens
         assert budget.total_output_tokens == message.usage.output_tokens
         assert message.usage.input_tokens < 5_000
+
+
+def admissions(path: str) -> float:
+    sample = REGISTRY.get_sample_value(
+        "eidolon_guard_admissions_total", {"target": "anthropic", "path": path}
+    )
+    return sample or 0.0
+
+
+@pytest.mark.postgres
+class TestPostgresFastPath:
+    async def test_once_compiled__calls_are_admitted_without_the_database_thread(
+        self, client, make_guard
+    ):
+        guard = await make_guard()
+        inline_before, thread_before = admissions("inline"), admissions("thread")
+        messages = [
+            await guard.call(ask(client), estimate=TokenEstimate(5_000, 200)) for _ in range(3)
+        ]
+        # The first call of a process compiles the statements through the ORM, in the thread;
+        # every later one runs them on the event loop's own connection.
+        assert admissions("inline") - inline_before >= 2
+        assert admissions("thread") - thread_before <= 1
+        # Nothing was lost on the way: every success counted, every reply's tokens reconciled.
+        assert (await breaker_row(guard)).total_successes == 3
+        budget = await budget_row(guard)
+        assert budget.total_requests == 3
+        assert budget.total_input_tokens == sum(m.usage.input_tokens for m in messages)
+        assert budget.total_output_tokens == sum(m.usage.output_tokens for m in messages)
+        await guard.aclose()
