@@ -43,7 +43,6 @@ from analyses.providers.base import LLMCallRecord, Provider, ReviewFailed, Revie
 from analyses.providers.static import StaticProvider
 from analyses.scoring import summarize_system
 from analyses.sources import SourceError, parse_source_spec, resolve_local_directory
-from eidolon_site.logging import bound_context
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import (
     BudgetExhaustedError,
@@ -161,7 +160,7 @@ async def run_analysis(
         on_progress=on_progress,
         lease_seconds=lease_seconds,
     )
-    with bound_context(analysis_id=analysis_id, worker_id=worker_id):
+    with structlog.contextvars.bound_contextvars(analysis_id=analysis_id, worker_id=worker_id):
         return await _run(run)
 
 

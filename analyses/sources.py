@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from eidolon_site.logging import REDACTED, redact_text
+from reliability.redaction import redact_text, redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -267,42 +267,6 @@ def validate_ref(ref: str) -> str:
 
 def is_commit_sha(ref: str) -> bool:
     return _COMMIT_SHA.fullmatch(ref) is not None
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password, and for http(s) without any user info (often a token)."""
-    scheme = _SCHEME_URL.match(url)
-    if not scheme:
-        return url  # scp-like "git@host:" carries a user name, never a secret
-    start = scheme.end()
-    end = min((i for i in (url.find(c, start) for c in "/?#") if i != -1), default=len(url))
-    userinfo, at, hostport = url[start:end].rpartition("@")
-    if not at:
-        return url
-    user, has_password, _ = userinfo.partition(":")
-    if scheme["scheme"].lower() in {"http", "https"}:
-        redacted = REDACTED
-    else:
-        redacted = f"{user}:{REDACTED}" if has_password else user
-    return f"{url[:start]}{redacted}@{hostport}{url[end:]}"
-
-
-def redact_secrets(text: str) -> str:
-    """``text`` (e.g. git's stderr) with URL credentials and token-looking strings removed."""
-    for pattern, replacement in _GIT_SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return redact_text(text)
-
-
-_GIT_SECRET_PATTERNS = (
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]+@"), rf"\1{REDACTED}@"),
-    (
-        re.compile(
-            r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,})"
-        ),
-        REDACTED,
-    ),
-)
 
 
 def _is_scp_like(spec: str) -> bool:
@@ -581,7 +545,7 @@ def _fetch_error(stderr: str, *, ref: str | None, shown: str) -> SourceError:
 def _git_excerpt(stderr: str) -> str:
     lines = [
         line.strip()
-        for line in redact_secrets(stderr).splitlines()
+        for line in redact_text(stderr, url_userinfo=True).splitlines()
         if line.strip() and not line.startswith("hint:")
     ]
     excerpt = " ".join(lines[-_STDERR_EXCERPT_LINES:]) or "no error output"

@@ -58,7 +58,6 @@ from django.db.migrations.recorder import MigrationRecorder
 from health_check.base import HealthCheck, HealthCheckResult
 from health_check.exceptions import HealthCheckException, ServiceUnavailable, ServiceWarning
 
-from eidolon_site.logging import redact_text
 from reliability import metrics
 from reliability.clock import SYSTEM_CLOCK, Clock, epoch_datetime
 from reliability.exceptions import format_epoch
@@ -71,6 +70,7 @@ from reliability.models import (
     HealthTransition,
     WorkerHeartbeat,
 )
+from reliability.redaction import redact_text
 
 logger = structlog.get_logger(__name__)
 

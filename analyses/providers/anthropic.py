@@ -54,9 +54,9 @@ from analyses.providers.base import (
     ReviewResult,
     WaitCallback,
 )
-from eidolon_site.logging import REDACTED, redact_text
 from reliability.exceptions import CallTimeoutError
 from reliability.guard import Attempt, AttemptReport, Guard, TokenEstimate, guard_for
+from reliability.redaction import redact_text, secret_values
 
 logger = structlog.get_logger(__name__)
 
@@ -319,7 +319,7 @@ class AnthropicProvider:
         return f"the API call failed: {type(exc).__name__} {tries}"
 
     def _redacted(self, text: str) -> str:
-        text = redact_text(text.replace(self._api_key, REDACTED) if self._api_key else text)
+        text = redact_text(text, [self._api_key, *secret_values()])
         if len(text) > _MAX_DETAIL_CHARS:
             return text[: _MAX_DETAIL_CHARS - 1].rstrip() + "…"
         return text

@@ -20,12 +20,11 @@ from analyses.sources import (
     clone_repository,
     cloned_repository,
     parse_source_spec,
-    redact_secrets,
-    redact_url,
     resolve_local_directory,
     validate_git_url,
     validate_ref,
 )
+from reliability.redaction import redact_text, redact_url
 from tests.gitserver import commit_all, git, new_work_tree, publish, serving
 from tests.processes import wait_until
 
@@ -439,7 +438,7 @@ class TestRedaction:
             f"remote: invalid token {TOKEN}\n"
             "Authorization: Basic dXNlcjpwYXNzd29yZA==\n"
         )
-        redacted = redact_secrets(stderr)
+        redacted = redact_text(stderr, url_userinfo=True)
         assert TOKEN not in redacted
         assert "dXNlcjpwYXNzd29yZA" not in redacted
         assert "github.com/o/r.git" in redacted

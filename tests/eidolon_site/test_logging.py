@@ -8,9 +8,9 @@ import time
 import pytest
 from django_tasks import TaskResultStatus
 
-from eidolon_site.logging import REDACTED, redact_text
 from eidolon_site.middleware import request_id_from
 from eidolon_site.tasks import ping
+from reliability.redaction import REDACTED, redact_text
 from tests.processes import (
     ManagedProcess,
     http_get,
