@@ -96,8 +96,8 @@ def scenario(name: str, *, functions: int, base_url: str) -> dict:
     from analyses.services import analysis_create
     from reliability.guard import Guard
     from reliability.models import CircuitBreaker, RateLimitBudget
-    from reliability.ratelimit import busiest_window
     from reliability.retry import RetryBudget, RetryPolicy
+    from tests.budget_support import busiest_window
 
     call_command("migrate", verbosity=0)
     rate_limited = name == "rate"

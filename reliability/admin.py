@@ -8,7 +8,14 @@ import time
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from reliability.breaker import OPERATOR_ACTIONS, BreakerActionError, window_stats
+from reliability.breaker import window_stats
+from reliability.controls import (
+    OPERATOR_ACTIONS,
+    BreakerActionError,
+    budget_resume,
+    save_breaker_settings,
+    save_budget_limits,
+)
 from reliability.exceptions import format_epoch
 from reliability.health_admin import ReadOnlyAdmin
 from reliability.models import (
@@ -18,9 +25,7 @@ from reliability.models import (
     CircuitBreaker,
     RateLimitBudget,
 )
-from reliability.ratelimit import resume
 from reliability.status import budget_status
-from reliability.tuning import save_breaker_settings, save_budget_limits
 
 STATE_COLOURS = {
     BreakerState.CLOSED: "#2b8a3e",
@@ -285,7 +290,7 @@ class RateLimitBudgetAdmin(admin.ModelAdmin):
     def resume_now(self, request, queryset) -> None:
         actor = request.user.get_username()
         for budget in queryset:
-            resume(budget.name, actor=actor)
+            budget_resume(name=budget.name, actor=actor)
             self.log_change(request, budget, "resumed the budget")
         self.message_user(request, "Resumed.", messages.SUCCESS)
 

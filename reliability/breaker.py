@@ -180,7 +180,7 @@ def admit(name: str, *, clock: Clock = SYSTEM_CLOCK) -> Permit:
         row["state"] == BreakerState.OPEN
         and clock.now() >= row["state_changed_at"] + row["recovery_timeout"]
     ):
-        _transition(
+        transition(
             row["id"],
             expected=(BreakerState.OPEN, row["generation"]),
             to_state=BreakerState.HALF_OPEN,
@@ -206,7 +206,7 @@ def _admit_in_state(row: dict[str, Any], *, clock: Clock) -> Permit:
 def _admit_probe(row: dict[str, Any], *, clock: Clock) -> Permit:
     now = clock.now()
     if now >= row["state_changed_at"] + row["half_open_max_duration"]:
-        _transition(
+        transition(
             row["id"],
             expected=(BreakerState.HALF_OPEN, row["generation"]),
             to_state=BreakerState.OPEN,
@@ -276,7 +276,7 @@ def _record_probe(
     if verdict is BreakerVerdict.FAILURE or (verdict is BreakerVerdict.SUCCESS and slow):
         _count(permit.breaker_id, total, failed_at=now)
         why = "probe was slow" if verdict is BreakerVerdict.SUCCESS else f"probe failed: {reason}"
-        _transition(
+        transition(
             permit.breaker_id,
             expected=(BreakerState.HALF_OPEN, permit.generation),
             to_state=BreakerState.OPEN,
@@ -310,7 +310,7 @@ def _record_probe(
         _count(permit.breaker_id, total)
         return
     if succeeded and row["half_open_successes"] >= row["half_open_success_threshold"]:
-        _transition(
+        transition(
             permit.breaker_id,
             expected=(BreakerState.HALF_OPEN, permit.generation),
             to_state=BreakerState.CLOSED,
@@ -456,7 +456,7 @@ def _record_in_window(
     if not statement.decides or permit.state != BreakerState.CLOSED:
         return  # disabled breakers count but never trip
     if why := _reason_to_open(row, now=now, last_failure=reason if failed else ""):
-        _transition(
+        transition(
             permit.breaker_id,
             expected=(BreakerState.CLOSED, permit.generation),
             to_state=BreakerState.OPEN,
@@ -504,7 +504,7 @@ def _fresh_state_values() -> dict[str, Any]:
     }
 
 
-def _transition(
+def transition(
     breaker_id: int,
     *,
     expected: tuple[str, int] | None,
@@ -579,71 +579,3 @@ def _transition(
         generation=row["generation"],
     )
     return True
-
-
-# --- operator actions (admin, CLI) ---------------------------------------------------------
-
-
-class BreakerActionError(ValueError):
-    """An operator action that does not apply to the breaker's current state."""
-
-
-def _operator_transition(
-    *, name: str, to_state: str, actor: str, reason: str, clock: Clock
-) -> CircuitBreaker:
-    breaker = get_or_create_breaker(name, clock=clock)
-    _transition(
-        breaker.pk, expected=None, to_state=to_state, reason=reason, clock=clock, actor=actor
-    )
-    breaker.refresh_from_db()
-    return breaker
-
-
-def breaker_reset(
-    *, name: str, actor: str, reason: str = "reset by operator", clock: Clock = SYSTEM_CLOCK
-) -> CircuitBreaker:
-    """Close the breaker and clear its counts (also ends forced-open and disabled)."""
-    return _operator_transition(
-        name=name, to_state=BreakerState.CLOSED, actor=actor, reason=reason, clock=clock
-    )
-
-
-def breaker_force_open(
-    *, name: str, actor: str, reason: str = "forced open by operator", clock: Clock = SYSTEM_CLOCK
-) -> CircuitBreaker:
-    """Reject every call until an operator resets or enables the breaker."""
-    return _operator_transition(
-        name=name, to_state=BreakerState.FORCED_OPEN, actor=actor, reason=reason, clock=clock
-    )
-
-
-def breaker_disable(
-    *, name: str, actor: str, reason: str = "disabled by operator", clock: Clock = SYSTEM_CLOCK
-) -> CircuitBreaker:
-    """Admit every call (outcomes are still counted) until an operator enables it."""
-    return _operator_transition(
-        name=name, to_state=BreakerState.DISABLED, actor=actor, reason=reason, clock=clock
-    )
-
-
-def breaker_enable(
-    *, name: str, actor: str, reason: str = "enabled by operator", clock: Clock = SYSTEM_CLOCK
-) -> CircuitBreaker:
-    """Return a forced-open or disabled breaker to normal operation (closed)."""
-    state = get_or_create_breaker(name, clock=clock).state
-    if state not in (BreakerState.FORCED_OPEN, BreakerState.DISABLED):
-        raise BreakerActionError(
-            f"breaker '{name}' is {state}, not forced open or disabled: nothing to enable "
-            "(use reset to close it)"
-        )
-    return _operator_transition(
-        name=name, to_state=BreakerState.CLOSED, actor=actor, reason=reason, clock=clock
-    )
-
-
-OPERATOR_ACTIONS = {
-    "reset": breaker_reset,
-    "force_open": breaker_force_open,
-    "disable": breaker_disable,
-    "enable": breaker_enable,
-}

@@ -35,6 +35,7 @@ from reliability.clock import Clock
 from reliability.models import CircuitBreaker, RateLimitBudget
 from reliability.outcomes import BreakerVerdict
 from reliability.ratelimit import Reservation
+from reliability.ratelimit_headers import header_signals
 from reliability.sql import (
     compiled_select,
     compiled_update,
@@ -179,9 +180,7 @@ async def record_success(
     record = compiled_update(statement.key, model=CircuitBreaker, using=using)
     adjustment, adjust = None, None
     if reservation is not None:
-        if headers and ratelimit.header_signals(headers, now=now).needs_writing(
-            reservation.observed_limits
-        ):
+        if headers and header_signals(headers, now=now).needs_writing(reservation.observed_limits):
             return False
         adjustment = ratelimit.correction(
             reservation, input_tokens=input_tokens, output_tokens=output_tokens

@@ -2,27 +2,13 @@
 
 Counters and histograms are per process (aggregated by Prometheus, or by the multiprocess
 collector when ``PROMETHEUS_MULTIPROC_DIR`` is set). Breaker and budget *state* is shared, so it
-is read from the database when ``/metrics`` is scraped (``SharedStateCollector``) rather than
-kept in per-process gauges that would disagree.
+is read from the database when ``/metrics`` is scraped (``reliability.views``) rather than kept
+in per-process gauges that would disagree. This module declares; it imports nothing of ours.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Iterator
-
-from prometheus_client import (
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import Counter, Gauge, Histogram
 
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 CALL_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 90, 120)
@@ -99,64 +85,6 @@ retries_denied = Counter(
     "Retries not made: retry budget spent, deadline too close or attempts exhausted.",
     ["target", "why"],
 )
-
-
-class SharedStateCollector(Collector):
-    """Breaker and budget state read from the database at scrape time."""
-
-    def collect(self) -> Iterator[Metric]:
-        from reliability.breaker import window_stats
-        from reliability.models import BreakerState, CircuitBreaker, RateLimitBudget
-
-        now = time.time()
-        state = GaugeMetricFamily(
-            "eidolon_breaker_state",
-            "1 for the breaker's current state, 0 for the others.",
-            labels=["breaker", "state"],
-        )
-        consecutive = GaugeMetricFamily(
-            "eidolon_breaker_consecutive_failures",
-            "Consecutive failures counted by the breaker.",
-            labels=["breaker"],
-        )
-        failure_rate = GaugeMetricFamily(
-            "eidolon_breaker_failure_rate_percent",
-            "Failure rate over the breaker's sliding window.",
-            labels=["breaker"],
-        )
-        for breaker in CircuitBreaker.objects.all():
-            for choice in BreakerState.values:
-                state.add_metric([breaker.name, choice], 1.0 if breaker.state == choice else 0.0)
-            consecutive.add_metric([breaker.name], breaker.consecutive_failures)
-            failure_rate.add_metric([breaker.name], window_stats(breaker, now=now).failure_rate)
-        paused = GaugeMetricFamily(
-            "eidolon_ratelimit_paused_seconds",
-            "Seconds until a paused budget admits again (0 when not paused).",
-            labels=["budget"],
-        )
-        backlog = GaugeMetricFamily(
-            "eidolon_ratelimit_backlog_seconds",
-            "How far ahead the budget has reserved requests (queueing delay for a new caller).",
-            labels=["budget"],
-        )
-        for budget in RateLimitBudget.objects.all():
-            paused.add_metric([budget.name], max(0.0, budget.paused_until - now))
-            backlog.add_metric([budget.name], max(0.0, budget.next_request_at - now))
-        yield from (state, consecutive, failure_rate, paused, backlog)
-
-
-_shared_state_registry = CollectorRegistry(auto_describe=False)
-_shared_state_registry.register(SharedStateCollector())
-
-
-def exposition() -> bytes:
-    """The text of ``/metrics``: this process's (or all processes') metrics plus shared state."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    return generate_latest(registry) + generate_latest(_shared_state_registry)
 
 
 # --- health (reliability/health.py): per process; the shared history is in the database.

@@ -16,9 +16,8 @@ in bursts. A 429 seen by any process pauses the whole budget until its ``retry-a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, NoReturn
 
 import structlog
@@ -41,6 +40,7 @@ from reliability import metrics
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import BudgetExhaustedError, format_epoch
 from reliability.models import BUDGET_LIMIT_FIELDS, RateLimitBudget
+from reliability.ratelimit_headers import HEADER_DIMENSIONS, header_signals
 from reliability.sql import Param, prepared_select, prepared_update
 
 logger = structlog.get_logger(__name__)
@@ -53,13 +53,8 @@ _PAUSE_EPSILON = 0.001
 # However small the headroom, a caller may start this much after its slot.
 _MIN_LATENESS = 0.02
 
-_HEADER_DIMENSIONS = {
-    "requests": "observed_requests_limit",
-    "input-tokens": "observed_input_tokens_limit",
-    "output-tokens": "observed_output_tokens_limit",
-}
 # What a reservation reads: the limits, and the limits the API reported.
-CONFIG_COLUMNS = ("id", "name", *BUDGET_LIMIT_FIELDS, *_HEADER_DIMENSIONS.values())
+CONFIG_COLUMNS = ("id", "name", *BUDGET_LIMIT_FIELDS, *HEADER_DIMENSIONS.values())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,7 +242,7 @@ class ReservationPlan:
             max_lateness=max(
                 _MIN_LATENESS, settings.EIDOLON_RATE_HEADROOM * self.config["window_seconds"] / 2
             ),
-            observed_limits={column: self.config[column] for column in _HEADER_DIMENSIONS.values()},
+            observed_limits={column: self.config[column] for column in HEADER_DIMENSIONS.values()},
         )
 
 
@@ -509,50 +504,6 @@ def pause(name: str, *, until: float, reason: str) -> bool:
     return bool(changed)
 
 
-def resume(name: str, *, actor: str) -> None:
-    """End a pause now (operators)."""
-    RateLimitBudget.objects.filter(name=name).update(paused_until=0.0, pause_reason="")
-    logger.info("ratelimit_resumed", budget=name, actor=actor)
-
-
-def _parse_reset(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class HeaderSignals:
-    pauses: list[tuple[float, str]]  # (until, reason) for each exhausted dimension
-    limits: dict[str, int]  # observed_* column -> the limit the API reported
-
-    def limits_changed(self, known_limits: Mapping[str, int | None] | None) -> bool:
-        known = known_limits or {}
-        return any(known.get(column) != limit for column, limit in self.limits.items())
-
-    def needs_writing(self, known_limits: Mapping[str, int | None] | None) -> bool:
-        return bool(self.pauses) or self.limits_changed(known_limits)
-
-
-def header_signals(headers: Mapping[str, str], *, now: float) -> HeaderSignals:
-    """What ``anthropic-ratelimit-*`` headers say: dimensions exhausted, limits reported."""
-    lowered = {key.lower(): value for key, value in headers.items()}
-    pauses: list[tuple[float, str]] = []
-    limits: dict[str, int] = {}
-    for dimension, column in _HEADER_DIMENSIONS.items():
-        prefix = f"anthropic-ratelimit-{dimension}-"
-        limit, remaining = lowered.get(prefix + "limit"), lowered.get(prefix + "remaining")
-        reset_at = _parse_reset(lowered.get(prefix + "reset"))
-        if limit is not None and limit.isdigit():
-            limits[column] = int(limit)
-        if remaining is not None and remaining.strip() == "0" and reset_at and reset_at > now:
-            pauses.append((reset_at, f"{dimension} exhausted: API reported 0 remaining"))
-    return HeaderSignals(pauses=pauses, limits=limits)
-
-
 def observe_headers(
     name: str,
     headers: Mapping[str, str],
@@ -630,47 +581,3 @@ async def _requeue(
     metrics.ratelimit_requeued.labels(budget=reservation.name, why=why).inc()
     await sync_to_async(release)(reservation)
     return await sync_to_async(reserve_again)()
-
-
-async def acquire(
-    name: str,
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    deadline: float | None = None,
-    analysis_tokens_used: int | None = None,
-    on_wait: Callable[[float], None] | None = None,
-    clock: Clock = SYSTEM_CLOCK,
-) -> Reservation:
-    """Wait until budget ``name`` admits one request; return its reservation.
-
-    ``on_wait(until)`` is called before each wait, so a caller can report "waiting for the rate
-    budget until T".
-    """
-
-    def reserve_slot() -> Reservation:
-        return reserve(
-            name,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            deadline=deadline,
-            analysis_tokens_used=analysis_tokens_used,
-            clock=clock,
-        )
-
-    reservation = await sync_to_async(reserve_slot)()
-    return await wait_for_slot(
-        reservation, reserve_again=reserve_slot, on_wait=on_wait, clock=clock
-    )
-
-
-def busiest_window(times: Sequence[float], *, window: float) -> int:
-    """How many of ``times`` the busiest window of ``window`` seconds holds: what an API that
-    counts requests over a sliding window sees (tests and benchmarks check budgets with it)."""
-    ordered = sorted(times)
-    busiest = first = 0
-    for last, moment in enumerate(ordered):
-        while moment - ordered[first] >= window:
-            first += 1
-        busiest = max(busiest, last - first + 1)
-    return busiest

@@ -6,18 +6,15 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from reliability.breaker import (
+from reliability.breaker import admit, get_or_create_breaker, record, window_stats
+from reliability.clock import FakeClock
+from reliability.controls import (
     BreakerActionError,
-    admit,
     breaker_disable,
     breaker_enable,
     breaker_force_open,
     breaker_reset,
-    get_or_create_breaker,
-    record,
-    window_stats,
 )
-from reliability.clock import FakeClock
 from reliability.exceptions import CircuitOpenError
 from reliability.models import BreakerState, BreakerTransition, CircuitBreaker, WindowType
 from reliability.outcomes import BreakerVerdict

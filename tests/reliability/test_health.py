@@ -22,8 +22,9 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.test.utils import CaptureQueriesContext
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
-from reliability.breaker import admit, breaker_force_open, breaker_reset, record
+from reliability.breaker import admit, record
 from reliability.clock import FakeClock
+from reliability.controls import breaker_force_open, breaker_reset
 from reliability.health import (
     RUNNER,
     AIAPICheck,

@@ -12,7 +12,7 @@ import pytest
 
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
 from reliability.models import BreakerState, CircuitBreaker, RateLimitBudget
-from reliability.ratelimit import busiest_window
+from tests.budget_support import busiest_window
 from tests.processes import ROOT, subprocess_environment
 from tests.reliability.hammer import WARM_UP
 

@@ -14,14 +14,13 @@ from reliability.clock import FakeClock
 from reliability.exceptions import BudgetExhaustedError
 from reliability.models import RateLimitBudget
 from reliability.ratelimit import (
-    acquire,
-    busiest_window,
     get_or_create_budget,
     observe_headers,
     pause,
     reconcile,
     reserve,
 )
+from tests.budget_support import acquire, busiest_window
 
 
 @pytest.fixture(autouse=True)

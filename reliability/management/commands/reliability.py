@@ -20,11 +20,18 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from reliability import ratelimit
-from reliability.breaker import OPERATOR_ACTIONS, BreakerActionError, get_or_create_breaker
+from reliability.breaker import get_or_create_breaker
+from reliability.controls import (
+    OPERATOR_ACTIONS,
+    BreakerActionError,
+    assign_fields,
+    budget_resume,
+    save_breaker_settings,
+    save_budget_limits,
+)
 from reliability.exceptions import format_epoch
 from reliability.models import CONFIG_FIELDS, CircuitBreaker, RateLimitBudget
 from reliability.status import reliability_snapshot
-from reliability.tuning import assign_fields, save_breaker_settings, save_budget_limits
 
 BUDGET_OPTIONS = {
     "rpm": "requests_per_window",
@@ -195,5 +202,5 @@ class Command(BaseCommand):
                 ) from None
             self.stdout.write(f"budget {name}: limits saved")
         if resume:
-            ratelimit.resume(name, actor=actor)
+            budget_resume(name=name, actor=actor)
             self.stdout.write(f"budget {name}: resumed")
