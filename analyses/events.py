@@ -82,13 +82,3 @@ async def emit(
     stored = await sync_to_async(persist_events)(analysis_id, events)
     await publish(analysis_id, stored)
     return stored
-
-
-def events_after(analysis_id: int, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]:
-    """Stored events after ``seq``, oldest first: how a reconnecting client catches up."""
-    return [
-        event_dict(event)
-        for event in AnalysisEvent.objects.filter(analysis_id=analysis_id, seq__gt=seq).order_by(
-            "seq"
-        )[:limit]
-    ]

@@ -29,6 +29,7 @@ from django.conf import settings
 
 from analyses import events, store
 from analyses.findings import Finding
+from analyses.git import cloned_through_guard
 from analyses.models import Analysis, AnalysisStatus, UnitStatus
 from analyses.parsing import (
     ParseLimits,
@@ -42,7 +43,7 @@ from analyses.parsing import context_hash as unit_context_hash
 from analyses.providers.base import LLMCallRecord, Provider, ReviewFailed, ReviewRequest
 from analyses.providers.static import StaticProvider
 from analyses.scoring import summarize_system
-from analyses.sources import SourceError, parse_source_spec, resolve_local_directory
+from analyses.sources import SourceError, resolve_local_directory
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import (
     BudgetExhaustedError,
@@ -60,12 +61,6 @@ CANCEL_POLL_SECONDS = 0.5
 FLUSH_SECONDS = 0.25
 # Progress events at most this often.
 PROGRESS_SECONDS = 0.5
-# While an operator holds the AI breaker forced open, look again this often.
-FORCED_OPEN_RECHECK_SECONDS = 5.0
-
-# Set when this process is shutting down (the worker's SIGTERM): running analyses stop, keep
-# what they finished and hand their lease back at once, so another worker resumes them.
-SHUTDOWN = threading.Event()
 
 
 def new_worker_id() -> str:
@@ -100,13 +95,13 @@ class _Run:
     clock: Clock
     on_progress: Callable[[dict[str, Any]], None] | None
     lease_seconds: float
+    shutdown: threading.Event | None
     stop_reason: str = ""
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     outcomes: list[store.UnitOutcome] = field(default_factory=list)
     calls: list[tuple[int | None, LLMCallRecord]] = field(default_factory=list)
     current_unit: str = ""
     waiting: Wait | None = None
-    waiting_text: str = ""
     reported_waiting: str = ""
     last_progress: float = 0.0
     tokens_used: int = 0  # by this analysis so far, for the budget's per-analysis cap
@@ -135,10 +130,13 @@ async def run_analysis(
     clock: Clock = SYSTEM_CLOCK,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     lease_seconds: float | None = None,
+    shutdown: threading.Event | None = None,
 ) -> str:
     """Run (or resume) an analysis to its end; returns its final status.
 
     Returns at once, changing nothing, when another live worker holds it or it has finished.
+    When ``shutdown`` is set (the worker process is stopping), the run stops, keeps what it
+    finished and hands its lease back.
     """
     worker_id = worker_id or new_worker_id()
     lease_seconds = lease_seconds or settings.EIDOLON_ANALYSIS_LEASE_SECONDS
@@ -159,6 +157,7 @@ async def run_analysis(
         clock=clock,
         on_progress=on_progress,
         lease_seconds=lease_seconds,
+        shutdown=shutdown,
     )
     with structlog.contextvars.bound_contextvars(analysis_id=analysis_id, worker_id=worker_id):
         return await _run(run)
@@ -227,7 +226,7 @@ async def _watch(run: _Run) -> None:
     last_renewal = run.clock.monotonic()
     while not run.stopped.is_set():
         await asyncio.sleep(CANCEL_POLL_SECONDS)
-        if SHUTDOWN.is_set():
+        if run.shutdown is not None and run.shutdown.is_set():
             run.stop("shutdown")
             return
         if run.clock.now() >= run.deadline:
@@ -337,21 +336,17 @@ async def _settle_background(run: _Run) -> None:
 
 @contextlib.asynccontextmanager
 async def _workspace(run: _Run) -> AsyncIterator[Path]:
+    """The directory to parse: the local one (its roots checked again: links may have moved
+    since it was submitted), or a clone removed afterwards. The source was parsed and
+    validated once, when the analysis was created."""
     analysis = run.analysis
-    spec = parse_source_spec(
-        analysis.source,
-        ref=analysis.ref or None,
-        allow_insecure_http=settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP,
-    )
-    if spec.kind == "local":
+    if analysis.source_kind == "local":
         roots = None if analysis.allow_any_path else settings.EIDOLON_SOURCE_ROOTS
-        yield resolve_local_directory(spec.location, allowed_roots=roots)
+        yield resolve_local_directory(analysis.source, allowed_roots=roots)
         return
-    from analyses.git import cloned_through_guard
-
     # A resumed run analyses the same commit as the first.
     async with cloned_through_guard(
-        spec.location, ref=analysis.commit_sha or spec.ref, deadline=run.deadline
+        analysis.source, ref=analysis.commit_sha or analysis.ref or None, deadline=run.deadline
     ) as repository:
         await sync_to_async(store.record_source)(run.id, commit_sha=repository.commit_sha)
         yield repository.path
@@ -365,7 +360,7 @@ async def _review_unit(run: _Run, work: _Work) -> None:
         if cached is not None:
             _outcome(run, code_unit_id, unit, UnitStatus.CACHED, cached)
             return
-    findings = await _review_with_waits(run, unit, code_unit_id, work.context)
+    findings = await _review(run, unit, code_unit_id, work.context)
     if findings is None:
         return
     if work.cache_key is not None:
@@ -386,10 +381,11 @@ async def _review_unit(run: _Run, work: _Work) -> None:
     _outcome(run, code_unit_id, unit, UnitStatus.ANALYZED, findings)
 
 
-async def _review_with_waits(
+async def _review(
     run: _Run, unit: Unit, code_unit_id: int, context: Sequence
 ) -> list[Finding] | None:
-    """Review one unit, waiting out an open breaker or a full budget while the deadline allows.
+    """Review one unit; the guard waits out an open breaker or a full budget while the deadline
+    allows (unless the analysis falls back to the offline rules while the AI is unavailable).
 
     Returns the findings, or None after recording the unit as failed.
     """
@@ -398,56 +394,34 @@ async def _review_with_waits(
         run.calls.append((code_unit_id, record))
         run.tokens_used += record.input_tokens + record.output_tokens
 
-    while True:
-        request = ReviewRequest(
-            unit=unit,
-            context=context,
-            deadline=run.deadline,
-            analysis_tokens_used=run.tokens_used if _calls_api(run.provider) else None,
+    request = ReviewRequest(
+        unit=unit,
+        context=context,
+        deadline=run.deadline,
+        analysis_tokens_used=run.tokens_used if _calls_api(run.provider) else None,
+        wait_for_breaker=not run.analysis.fallback_to_static,
+        wait_for_budget=True,
+    )
+    try:
+        result = await run.provider.review(
+            request, on_wait=lambda wait: _waiting(run, wait), on_call=record_call
         )
-        try:
-            result = await run.provider.review(
-                request, on_wait=lambda wait: _waiting(run, wait), on_call=record_call
-            )
-        except CircuitOpenError as error:
-            if run.analysis.fallback_to_static:
-                return (await StaticProvider().review(request)).findings
-            until = error.retry_at or run.clock.now() + FORCED_OPEN_RECHECK_SECONDS
-            if not await _wait_until(
-                run, Wait("breaker", until), f"AI circuit open until {format_epoch(until)}"
-            ):
-                _failed(run, code_unit_id, unit, f"not reviewed: {error}")
-                return None
-        except BudgetExhaustedError as error:
-            if error.available_at is None or not await _wait_until(
-                run,
-                Wait("rate_budget", error.available_at),
-                f"waiting for the rate budget until {format_epoch(error.available_at)}",
-            ):
-                _failed(run, code_unit_id, unit, f"not reviewed: {error}")
-                return None
-        except DeadlineExceededError as error:
-            _failed(run, code_unit_id, unit, f"not reviewed: {error}")
-            return None
-        except ReviewFailed as error:
-            _failed(run, code_unit_id, unit, error.reason)
-            return None
-        else:
-            return result.findings
+    except CircuitOpenError as error:
+        if run.analysis.fallback_to_static:
+            return (await StaticProvider().review(request)).findings
+        reason = f"not reviewed: {error}"
+    except (BudgetExhaustedError, DeadlineExceededError) as error:
+        reason = f"not reviewed: {error}"
+    except ReviewFailed as error:
+        reason = error.reason
+    else:
+        return result.findings
+    _failed(run, code_unit_id, unit, reason)
+    return None
 
 
-async def _wait_until(run: _Run, wait: Wait, reason: str) -> bool:
-    """Sleep until ``wait.until`` unless that is past the deadline (then False)."""
-    if wait.until >= run.deadline:
-        return False
-    _waiting(run, wait, text=reason)
-    await run.clock.sleep(max(0.0, wait.until - run.clock.now()))
-    return True
-
-
-def _waiting(run: _Run, wait: Wait, *, text: str = "") -> None:
+def _waiting(run: _Run, wait: Wait) -> None:
     run.waiting = wait
-    run.waiting_text = text or wait.describe()
 
 
 def _outcome(
@@ -532,7 +506,7 @@ def _card_payload(card) -> dict[str, Any]:
 def _current_waiting(run: _Run) -> str:
     """What the analysis waits for right now ("" when nothing)."""
     if run.waiting is not None and run.waiting.until > run.clock.now():
-        return run.waiting_text
+        return run.waiting.describe()
     return ""
 
 

@@ -3,7 +3,6 @@ all call."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
 import structlog
@@ -30,7 +29,7 @@ class InvalidAnalysisRequest(ValueError):
 
 def default_provider() -> str:
     """Claude when an API key is configured, the offline rules otherwise."""
-    return "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "static"
+    return "anthropic" if settings.ANTHROPIC_API_KEY else "static"
 
 
 def analysis_create(
@@ -62,7 +61,7 @@ def analysis_create(
         raise InvalidAnalysisRequest(
             f"unknown provider {provider!r}: choose {' or '.join(PROVIDERS)}", code="provider"
         )
-    if provider == "anthropic" and not os.environ.get("ANTHROPIC_API_KEY"):
+    if provider == "anthropic" and not settings.ANTHROPIC_API_KEY:
         raise InvalidAnalysisRequest(
             "the anthropic provider needs ANTHROPIC_API_KEY (or use --provider static)",
             code="provider",

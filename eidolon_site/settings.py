@@ -365,6 +365,11 @@ if not isinstance(EIDOLON_GIT_EXTRA_CONFIG, dict) or not all(
 ):
     raise ImproperlyConfigured("EIDOLON_GIT_EXTRA_CONFIG must be a JSON object of strings")
 
+# Claude reviews the code when a key is set, the offline rules otherwise. Never logged
+# (reliability.redaction removes its value from every log line and message).
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+# Another endpoint for the SDK, e.g. the fault-injecting fake (manage.py fake_anthropic).
+ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL") or None
 EIDOLON_AI_MODEL = env_str("EIDOLON_AI_MODEL") or "claude-sonnet-5-5"
 EIDOLON_AI_MAX_TOKENS = env_int("EIDOLON_AI_MAX_TOKENS", 2048, minimum=64)
 # While the AI breaker is open: review with the offline rules instead of waiting.

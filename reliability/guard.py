@@ -26,7 +26,13 @@ from django.conf import settings
 from reliability import breaker, fastpath, metrics, ratelimit
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.dbthread import in_db_thread
-from reliability.exceptions import CallTimeoutError, DeadlineExceededError, format_epoch
+from reliability.exceptions import (
+    BudgetExhaustedError,
+    CallTimeoutError,
+    CircuitOpenError,
+    DeadlineExceededError,
+    format_epoch,
+)
 from reliability.outcomes import SUCCESS, BreakerVerdict, Outcome, classify_exception
 from reliability.retry import RetryBudget, RetryPolicy
 
@@ -35,6 +41,10 @@ logger = structlog.get_logger(__name__)
 T = TypeVar("T")
 # With a 429 that names no retry-after, pause the budget this long.
 DEFAULT_RATE_LIMIT_PAUSE = 1.0
+# While an operator holds a breaker forced open (no time to wait for), look again this often.
+FORCED_OPEN_RECHECK_SECONDS = 5.0
+# How waits are described to users ("AI circuit open until ..."); other targets by their name.
+_TARGET_LABELS = {"anthropic": "AI"}
 
 
 @dataclass(frozen=True)
@@ -47,10 +57,13 @@ class TokenEstimate:
 class Wait:
     """Why and until when a guarded call is waiting, for progress reports."""
 
-    reason: str  # "rate_budget" or "retry_backoff"
+    reason: str  # "breaker", "rate_budget" or "retry_backoff"
     until: float
+    target: str = ""  # who is waited for, as users know it ("AI", "git")
 
     def describe(self) -> str:
+        if self.reason == "breaker":
+            return f"{self.target} circuit open until {format_epoch(self.until)}".lstrip()
         what = "the rate budget" if self.reason == "rate_budget" else "a retry"
         return f"waiting for {what} until {format_epoch(self.until)}"
 
@@ -118,6 +131,7 @@ class Guard:
         self.clock = clock
         self.rng = rng or random.Random()
         self.classify = classify
+        self.label = _TARGET_LABELS.get(target, target)
         # Per event loop (one guard may serve several, one per worker thread).
         self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Future]] = (
             weakref.WeakKeyDictionary()
@@ -130,6 +144,8 @@ class Guard:
         estimate: TokenEstimate | None = None,
         deadline: float | None = None,
         analysis_tokens_used: int | None = None,
+        wait_for_breaker: bool = False,
+        wait_for_budget: bool = False,
         on_wait: Callable[[Wait], None] | None = None,
         on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None = None,
     ) -> T:
@@ -137,6 +153,9 @@ class Guard:
 
         Raises ``CircuitOpenError``, ``BudgetExhaustedError`` or ``DeadlineExceededError``
         without calling out, or the last attempt's own error when it is not worth retrying.
+        With ``wait_for_breaker`` / ``wait_for_budget`` it first waits out an open breaker or a
+        spent budget (reported through ``on_wait``) while that ends before ``deadline``: this
+        is the one place that decides how long a call waits, and says why.
         """
         estimate = estimate or TokenEstimate(0, 0)
         self.retry_budget.record_call()
@@ -154,9 +173,42 @@ class Guard:
                     on_attempt=on_attempt,
                 )
             except _Retry as retry:
-                if on_wait is not None:
-                    on_wait(Wait("retry_backoff", self.clock.now() + retry.delay))
-                await self.clock.sleep(retry.delay)
+                wait = Wait("retry_backoff", self.clock.now() + retry.delay, self.label)
+            except (CircuitOpenError, BudgetExhaustedError) as refusal:
+                wait = self._capacity_wait(
+                    refusal,
+                    deadline=deadline,
+                    wait_for_breaker=wait_for_breaker,
+                    wait_for_budget=wait_for_budget,
+                )
+                if wait is None:
+                    raise
+                number -= 1  # nothing was sent: not an attempt
+            if on_wait is not None:
+                on_wait(wait)
+            await self.clock.sleep(max(0.0, wait.until - self.clock.now()))
+
+    def _capacity_wait(
+        self,
+        refusal: CircuitOpenError | BudgetExhaustedError,
+        *,
+        deadline: float | None,
+        wait_for_breaker: bool,
+        wait_for_budget: bool,
+    ) -> Wait | None:
+        """Until when to wait before asking again after ``refusal``; None to give up now."""
+        if isinstance(refusal, CircuitOpenError):
+            if not wait_for_breaker:
+                return None
+            until = refusal.retry_at or self.clock.now() + FORCED_OPEN_RECHECK_SECONDS
+            wait = Wait("breaker", until, self.label)
+        else:
+            if not wait_for_budget or refusal.available_at is None:
+                return None
+            wait = Wait("rate_budget", refusal.available_at, self.label)
+        if deadline is not None and wait.until >= deadline:
+            return None
+        return wait
 
     async def _attempt(
         self,
@@ -179,7 +231,7 @@ class Guard:
                 reservation = await ratelimit.wait_for_slot(
                     reservation,
                     reserve_again=lambda: self._reserve(estimate, deadline, analysis_tokens_used),
-                    on_wait=(lambda until: on_wait(Wait("rate_budget", until)))
+                    on_wait=(lambda until: on_wait(Wait("rate_budget", until, self.label)))
                     if on_wait
                     else None,
                     clock=self.clock,
@@ -484,19 +536,27 @@ def _tokens_used(
 _guards: dict[str, Guard] = {}
 
 
-def guard_for(target: str, *, classify: Callable[..., Outcome] | None = None) -> Guard:
+def guard_for(target: str, *, classify: Callable[..., Outcome] = classify_exception) -> Guard:
     """The process-wide guard of ``target`` (``anthropic`` or ``git``), configured from settings.
 
-    ``classify`` (used when the guard is first made) says what the target's errors mean.
+    One per target and process, so that its retry budget counts every call to the target.
+    ``classify`` says what the target's errors mean; every caller of one target must say the
+    same (a different one is a programming error, raised here rather than silently ignored).
     """
-    if target not in _guards:
+    guard = _guards.get(target)
+    if guard is None:
         timeouts = {"anthropic": settings.EIDOLON_AI_TIMEOUT, "git": settings.EIDOLON_GIT_TIMEOUT}
-        _guards[target] = Guard(
+        guard = _guards[target] = Guard(
             target=target,
             budget=target if target in settings.EIDOLON_BUDGET_DEFAULTS else None,
             timeout=timeouts.get(target, settings.EIDOLON_AI_TIMEOUT),
             retry_policy=RetryPolicy(**settings.EIDOLON_RETRY),
             retry_budget=RetryBudget(**settings.EIDOLON_RETRY_BUDGET),
-            classify=classify or classify_exception,
+            classify=classify,
         )
-    return _guards[target]
+    elif guard.classify is not classify:
+        raise ValueError(
+            f"the guard of {target!r} classifies errors with {guard.classify.__qualname__}, "
+            f"not {classify.__qualname__}"
+        )
+    return guard

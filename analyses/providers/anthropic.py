@@ -24,7 +24,6 @@ import functools
 import inspect
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,14 +178,14 @@ class AnthropicProvider:
     @classmethod
     def from_settings(cls, *, guard: Guard | None = None) -> AnthropicProvider:
         """A provider configured from ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL`` and settings."""
-        api_key = os.environ.get("ANTHROPIC_API_KEY", "").strip()
+        api_key = settings.ANTHROPIC_API_KEY
         if not api_key:
             raise ImproperlyConfigured(
                 "ANTHROPIC_API_KEY is not set: the anthropic provider cannot review code"
             )
         return cls(
             api_key=api_key,
-            base_url=os.environ.get("ANTHROPIC_BASE_URL", "").strip() or None,
+            base_url=settings.ANTHROPIC_BASE_URL,
             model=getattr(settings, "EIDOLON_AI_MODEL", DEFAULT_MODEL),
             max_tokens=getattr(settings, "EIDOLON_AI_MAX_TOKENS", DEFAULT_MAX_TOKENS),
             timeout=settings.EIDOLON_AI_TIMEOUT,
@@ -259,6 +258,8 @@ class AnthropicProvider:
                 estimate=self._estimate(messages),
                 deadline=request.deadline,
                 analysis_tokens_used=None if used is None else used + exchange.tokens_used,
+                wait_for_breaker=request.wait_for_breaker,
+                wait_for_budget=request.wait_for_budget,
                 on_wait=on_wait,
                 on_attempt=call.record,
             )
@@ -402,7 +403,7 @@ class _GuardedCall:
 
 
 # Failures of the call itself, once the guard has given up on them. The guard's refusals
-# (circuit open, budget exhausted, deadline) are not among them: the orchestrator handles those.
+# (circuit open, budget exhausted, deadline) are not among them: the caller handles those.
 _API_FAILURES = (anthropic.AnthropicError, CallTimeoutError, json.JSONDecodeError)
 
 

@@ -33,6 +33,10 @@ class ReviewRequest:
     context: Sequence[ContextSnippet] = ()
     deadline: float | None = None  # epoch seconds; no request may run past it
     analysis_tokens_used: int | None = None  # for the budget's per-analysis token cap
+    # Wait out an open breaker / a spent budget while the deadline allows (the guard decides
+    # how long), instead of failing at once.
+    wait_for_breaker: bool = False
+    wait_for_budget: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,4 +89,4 @@ class Provider(Protocol):
     ) -> ReviewResult:
         """Review one unit. Raises ``ReviewFailed`` with a reason, or the resilience layer's
         own errors (``CircuitOpenError``, ``BudgetExhaustedError``, ``DeadlineExceededError``)
-        for the orchestrator to handle."""
+        when it could not ask in time."""

@@ -15,7 +15,7 @@ from analyses.parsing import ContextSnippet, Unit, build_call_graph, context_for
 from analyses.providers.anthropic import SYSTEM_PROMPT, AnthropicProvider, review_prompt
 from analyses.providers.base import LLMCallRecord, ReviewFailed, ReviewRequest
 from analyses.review_responder import review_responder
-from reliability.breaker import breaker_force_open
+from reliability.controls import breaker_force_open
 from reliability.exceptions import (
     BudgetExhaustedError,
     CircuitOpenError,
@@ -496,10 +496,10 @@ class TestApiErrors:
 class TestFromSettings:
     @pytest.mark.django_db(transaction=True)
     async def test_from_settings__reads_the_environment_and_settings(
-        self, fake, review_total, monkeypatch, settings
+        self, fake, review_total, settings
     ):
-        monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        settings.ANTHROPIC_API_KEY = API_KEY
+        settings.ANTHROPIC_BASE_URL = fake.base_url
         settings.EIDOLON_AI_MODEL = "claude-from-settings"
         settings.EIDOLON_AI_MAX_TOKENS = 321
         await sync_to_async(generous_anthropic_limits)()
@@ -514,8 +514,8 @@ class TestFromSettings:
         assert (body["model"], body["max_tokens"]) == ("claude-from-settings", 321)
         assert result.model == "claude-from-settings"
 
-    def test_from_settings__without_an_api_key_raises_improperly_configured(self, monkeypatch):
-        monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    def test_from_settings__without_an_api_key_raises_improperly_configured(self, settings):
+        settings.ANTHROPIC_API_KEY = ""
 
         with pytest.raises(ImproperlyConfigured, match="ANTHROPIC_API_KEY"):
             AnthropicProvider.from_settings(guard=fast_guard())

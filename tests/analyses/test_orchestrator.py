@@ -15,9 +15,10 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from analyses import store
-from analyses.events import analysis_group, events_after
+from analyses.events import analysis_group
 from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card, CodeUnit, UnitStatus
 from analyses.orchestrator import run_analysis
+from analyses.selectors import events_after
 from analyses.services import InvalidAnalysisRequest, analysis_cancel, analysis_create
 from tests.processes import run_manage, subprocess_environment
 
@@ -154,8 +155,8 @@ class TestBadInput:
             await create(source=str(tmp_path / "allowed" / "link"), allow_any_path=False)
         assert not await sync_to_async(Analysis.objects.exists)()
 
-    async def test_the_anthropic_provider_without_a_key_is_refused(self, tmp_path, monkeypatch):
-        monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    async def test_the_anthropic_provider_without_a_key_is_refused(self, tmp_path, settings):
+        settings.ANTHROPIC_API_KEY = ""
         with pytest.raises(InvalidAnalysisRequest, match="needs ANTHROPIC_API_KEY"):
             await create(source=str(tmp_path), provider="anthropic")
 

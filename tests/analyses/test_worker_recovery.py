@@ -55,8 +55,8 @@ def requests_per_function(fake: FakeAnthropic) -> Counter[str]:
 
 
 class TestWorkerKilledMidAnalysis:
-    def test_another_worker_finishes_it__without_paying_twice(self, tmp_path, monkeypatch):
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    def test_another_worker_finishes_it__without_paying_twice(self, tmp_path, settings):
+        settings.ANTHROPIC_API_KEY = "test-key"
         generous_anthropic_limits()
         with FakeAnthropic(
             config=FakeConfig(latency_s=0.25), responder=review_responder

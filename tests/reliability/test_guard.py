@@ -10,10 +10,16 @@ import pytest
 from asgiref.sync import sync_to_async
 from prometheus_client import REGISTRY
 
-from reliability.exceptions import CallTimeoutError, CircuitOpenError, DeadlineExceededError
+from reliability.exceptions import (
+    BudgetExhaustedError,
+    CallTimeoutError,
+    CircuitOpenError,
+    DeadlineExceededError,
+)
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
-from reliability.guard import AttemptReport, Guard, TokenEstimate, Wait
+from reliability.guard import AttemptReport, Guard, TokenEstimate, Wait, guard_for
 from reliability.models import CircuitBreaker, RateLimitBudget
+from reliability.outcomes import Outcome, classify_exception
 from reliability.retry import RetryBudget, RetryPolicy
 from tests.anthropic_support import MODEL, ask, generous_anthropic_limits
 
@@ -192,6 +198,58 @@ class TestBreakerAndBudgetTogether:
         assert len(fake.requests) == 3
         assert (await breaker_row(guard)).state == "open"
 
+    async def test_wait_for_breaker__waits_out_the_recovery_then_calls(
+        self, fake, client, make_guard
+    ):
+        guard = await make_guard(failure_threshold=1, max_attempts=1)
+        await sync_to_async(CircuitBreaker.objects.filter(name="anthropic").update)(
+            recovery_timeout=1.0
+        )
+        fake.script("overloaded")
+        with pytest.raises(anthropic.InternalServerError):
+            await guard.call(ask(client))
+        waits: list[Wait] = []
+        began = time.monotonic()
+        message = await guard.call(
+            ask(client), deadline=time.time() + 10, wait_for_breaker=True, on_wait=waits.append
+        )
+        assert message.content
+        assert time.monotonic() - began >= 0.9  # the recovery timeout, not a failure
+        assert [w.reason for w in waits] == ["breaker"]
+        assert waits[0].describe().startswith("AI circuit open until 20")
+        assert len(fake.requests) == 2  # the waiting itself sent nothing
+        assert (await breaker_row(guard)).state == "closed"  # the probe closed it
+
+    async def test_wait_for_breaker__refuses_at_once_when_it_opens_past_the_deadline(
+        self, fake, client, make_guard
+    ):
+        guard = await make_guard(failure_threshold=1, max_attempts=1)
+        fake.script("overloaded")
+        with pytest.raises(anthropic.InternalServerError):
+            await guard.call(ask(client))
+        waits: list[Wait] = []
+        began = time.monotonic()
+        with pytest.raises(CircuitOpenError):
+            await guard.call(
+                ask(client), deadline=time.time() + 5, wait_for_breaker=True, on_wait=waits.append
+            )
+        assert time.monotonic() - began < 1.0
+        assert waits == []
+        assert len(fake.requests) == 1
+
+    async def test_wait_for_budget__waits_until_the_daily_cap_resets_only_within_the_deadline(
+        self, client, make_guard
+    ):
+        guard = await make_guard()
+        await sync_to_async(RateLimitBudget.objects.filter(name="anthropic").update)(
+            requests_per_day=1
+        )
+        await guard.call(ask(client))
+        began = time.monotonic()
+        with pytest.raises(BudgetExhaustedError, match="daily request limit"):
+            await guard.call(ask(client), deadline=time.time() + 5, wait_for_budget=True)
+        assert time.monotonic() - began < 1.0  # tomorrow is past the deadline: no wait
+
     async def test_tokens_are_reconciled_to_what_the_reply_used(self, client, make_guard):
         guard = await make_guard()
         message = await guard.call(ask(client), estimate=TokenEstimate(5_000, 200))
@@ -229,3 +287,14 @@ class TestPostgresFastPath:
         assert budget.total_input_tokens == sum(m.usage.input_tokens for m in messages)
         assert budget.total_output_tokens == sum(m.usage.output_tokens for m in messages)
         await guard.aclose()
+
+
+class TestGuardFor:
+    def test_one_guard_per_target__and_a_different_classification_is_refused(self):
+        def classify_test_errors(exc: BaseException, *, now: float) -> Outcome:
+            return classify_exception(exc, now=now)
+
+        first = guard_for("classified-target", classify=classify_test_errors)
+        assert guard_for("classified-target", classify=classify_test_errors) is first
+        with pytest.raises(ValueError, match="classify_test_errors"):
+            guard_for("classified-target")  # the default classification is another one

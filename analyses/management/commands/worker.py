@@ -28,8 +28,8 @@ from django.db import close_old_connections, connections
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 from django_tasks_db.management.commands import db_worker
 
-from analyses.orchestrator import SHUTDOWN
 from analyses.services import resume_stale_analyses
+from analyses.tasks import WORKER_SHUTDOWN
 from reliability.health import worker_heartbeat, worker_stopped
 
 logger = structlog.get_logger(__name__)
@@ -106,6 +106,7 @@ class Command(db_worker.Command):
         if watcher_only:
             super().handle(*args, **options)
             return
+        WORKER_SHUTDOWN.clear()
         beat = Heartbeat(worker_id=options["worker_id"], interval=max(0.1, heartbeat))
         beat.beat()  # before the first task, so that health checks see the worker at once
         beat.start()
@@ -116,7 +117,7 @@ class Command(db_worker.Command):
             else:
                 super().handle(*args, **options)
         finally:
-            SHUTDOWN.set()
+            WORKER_SHUTDOWN.set()
             beat.stop()
             logger.info("worker_stopped", worker_id=beat.worker_id)
 
@@ -140,11 +141,11 @@ class Command(db_worker.Command):
         ]
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            if SHUTDOWN.is_set():
+            if WORKER_SHUTDOWN.is_set():
                 logger.warning("worker_forced_exit", signal=signal.strsignal(signum))
                 os._exit(1)
             logger.warning("worker_shutting_down", signal=signal.strsignal(signum))
-            SHUTDOWN.set()  # running analyses stop and hand their lease back
+            WORKER_SHUTDOWN.set()  # running analyses stop and hand their lease back
             for loop in loops:
                 loop.running = False
 
