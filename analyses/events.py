@@ -31,10 +31,11 @@ def analysis_group(analysis_id: int) -> str:
 
 
 def event_dict(event: AnalysisEvent) -> dict[str, Any]:
+    """An event as clients receive it (WebSocket and ``GET .../events``)."""
     return {
         "seq": event.seq,
         "type": event.type,
-        "payload": event.payload,
+        "data": event.payload,
         "at": event.created_at.isoformat() if event.created_at else None,
     }
 

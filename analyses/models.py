@@ -147,6 +147,15 @@ class CodeUnit(models.Model):
         return f"{self.path}:{self.lineno} {self.qualname}"
 
 
+class CardStatus(models.TextChoices):
+    """Where the developer is with a card."""
+
+    NEW = "new", "new"
+    ACKNOWLEDGED = "acknowledged", "acknowledged"
+    DISMISSED = "dismissed", "dismissed"
+    FIXED = "fixed", "fixed"
+
+
 class Card(models.Model):
     """A review finding: what is wrong, where, how bad, and how to fix it."""
 
@@ -163,6 +172,13 @@ class Card(models.Model):
     confidence = models.FloatField()
     source = models.CharField(max_length=16, help_text="anthropic or static")
     rule = models.CharField(max_length=64, blank=True, default="")
+    # The cited lines with a little context, kept because the source (a clone) is gone later.
+    excerpt = models.TextField(blank=True, default="")
+    excerpt_start = models.PositiveIntegerField(default=1, help_text="Line number of the first.")
+    status = models.CharField(
+        max_length=16, choices=CardStatus, default=CardStatus.NEW, db_index=True
+    )
+    status_changed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

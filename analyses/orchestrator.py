@@ -59,8 +59,10 @@ logger = structlog.get_logger(__name__)
 CANCEL_POLL_SECONDS = 0.5
 # Unit outcomes are written in batches, this often.
 FLUSH_SECONDS = 0.25
-# Progress events at most this often.
+# Progress events this often; sooner when the waiting reason changed, but never more than five a
+# second per analysis (cards and failures are events of their own, never held back).
 PROGRESS_SECONDS = 0.5
+MIN_PROGRESS_SECONDS = 0.2
 
 
 def new_worker_id() -> str:
@@ -480,7 +482,9 @@ async def _flush(run: _Run, *, force: bool = False) -> None:
             ("card.created", _card_payload(card))
             for card in cards_by_unit.get(outcome.code_unit_id, [])
         )
-    if force or waiting_changed or now - run.last_progress >= PROGRESS_SECONDS:
+    if force or now - run.last_progress >= (
+        MIN_PROGRESS_SECONDS if waiting_changed else PROGRESS_SECONDS
+    ):
         run.last_progress = now
         progress = await _progress(run)
         batch.append(("analysis.progress", progress))
@@ -518,16 +522,16 @@ async def _progress(run: _Run) -> dict[str, Any]:
             run.id, worker_id=run.worker_id, reason=waiting
         )
     return {
-        "functions_total": analysis.functions_total,
+        "total": analysis.functions_total,
         "done": analysis.functions_done,
         "analyzed": analysis.functions_analyzed,
         "cached": analysis.functions_cached,
         "failed": analysis.functions_failed,
         "cards": analysis.cards_count,
-        "llm_requests": analysis.llm_requests,
-        "percent": analysis.progress_percent,
+        "requests": analysis.llm_requests,
+        "percentage": analysis.progress_percent,
         "current_unit": run.current_unit,
-        "waiting": waiting,
+        "waiting_reason": waiting,
     }
 
 
@@ -578,7 +582,7 @@ async def _finish(run: _Run, status: str, reason: str) -> str:
     logger.info(
         f"analysis_{status}",
         reason=reason,
-        **{k: progress[k] for k in ("functions_total", "analyzed", "cached", "failed", "cards")},
+        **{k: progress[k] for k in ("total", "analyzed", "cached", "failed", "cards")},
     )
     return status
 

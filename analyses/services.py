@@ -9,7 +9,15 @@ import structlog
 from django.conf import settings
 from django.db import transaction
 
-from analyses.models import FINISHED_STATUSES, Analysis, AnalysisStatus, CodeUnit, UnitStatus
+from analyses.models import (
+    FINISHED_STATUSES,
+    Analysis,
+    AnalysisStatus,
+    Card,
+    CardStatus,
+    CodeUnit,
+    UnitStatus,
+)
 from analyses.sources import SourceError, parse_source_spec, resolve_local_directory
 
 logger = structlog.get_logger(__name__)
@@ -176,3 +184,18 @@ def resume_stale_analyses(*, now: datetime | None = None) -> list[int]:
             requeued.append(analysis_id)
             logger.warning("analysis_lease_expired", analysis_id=analysis_id)
     return requeued
+
+
+def card_set_status(*, card: Card, status: str, actor: str) -> Card:
+    """Mark a card new, acknowledged, dismissed or fixed."""
+    if status not in CardStatus.values:
+        raise InvalidAnalysisRequest(
+            f"unknown card status {status!r}: choose {', '.join(CardStatus.values)}",
+            code="status",
+        )
+    if card.status != status:
+        card.status = status
+        card.status_changed_at = datetime.now(tz=UTC)
+        card.save(update_fields=["status", "status_changed_at"])
+        logger.info("card_status_changed", card_id=card.pk, status=status, actor=actor)
+    return card

@@ -214,7 +214,28 @@ def write_outcomes(
     return Written(outcomes=done, cards=cards)
 
 
+# Lines of context shown around a card's cited lines, and the most an excerpt may hold.
+EXCERPT_CONTEXT_LINES = 2
+EXCERPT_MAX_LINES = 40
+
+
+def excerpt_of(unit: Unit, *, line_start: int, line_end: int) -> tuple[str, int]:
+    """The unit's lines around ``line_start..line_end`` (file line numbers), and the number of
+    the first one: what a card shows of the code it is about. Lines cited outside the unit (a
+    model counting from 1, say) show the unit's first lines instead."""
+    lines = unit.source.splitlines()
+    unit_last = unit.lineno + len(lines) - 1
+    if line_end < unit.lineno or line_start > unit_last:
+        line_start = line_end = unit.lineno
+    first = max(unit.lineno, line_start - EXCERPT_CONTEXT_LINES)
+    last = min(unit_last, line_end + EXCERPT_CONTEXT_LINES, first + EXCERPT_MAX_LINES - 1)
+    return "\n".join(lines[first - unit.lineno : last - unit.lineno + 1]), first
+
+
 def _card(analysis_id: int, outcome: UnitOutcome, finding: Finding) -> Card:
+    excerpt, excerpt_start = excerpt_of(
+        outcome.unit, line_start=finding.line_start, line_end=finding.line_end
+    )
     return Card(
         analysis_id=analysis_id,
         unit_id=outcome.code_unit_id,
@@ -229,6 +250,8 @@ def _card(analysis_id: int, outcome: UnitOutcome, finding: Finding) -> Card:
         confidence=finding.confidence,
         source=finding.source,
         rule=finding.rule or "",
+        excerpt=excerpt,
+        excerpt_start=excerpt_start,
     )
 
 

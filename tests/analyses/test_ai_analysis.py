@@ -154,7 +154,7 @@ async def progress_waits(analysis: Analysis) -> list[str]:
     return await sync_to_async(list)(
         AnalysisEvent.objects.filter(analysis=analysis, type="analysis.progress")
         .order_by("seq")
-        .values_list("payload__waiting", flat=True)
+        .values_list("payload__waiting_reason", flat=True)
     )
 
 

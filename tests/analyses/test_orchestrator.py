@@ -187,7 +187,7 @@ class TestEvents:
                 break
             received.extend(message["events"])
         assert [event["seq"] for event in received] == [event["seq"] for event in stored]
-        assert stored[-1]["payload"]["status"] == AnalysisStatus.COMPLETED
+        assert stored[-1]["data"]["status"] == AnalysisStatus.COMPLETED
 
 
 class TestRerunsAndResumes:

@@ -46,15 +46,15 @@ def result_summary(analysis: Analysis, *, duration: float) -> dict[str, Any]:
 
 
 def progress_line(progress: dict[str, Any]) -> str:
-    filled = int(BAR_WIDTH * progress["percent"] / 100)
+    filled = int(BAR_WIDTH * progress["percentage"] / 100)
     bar = "#" * filled + "-" * (BAR_WIDTH - filled)
     line = (
-        f"[{bar}] {progress['percent']:5.1f}%  {progress['done']}/{progress['functions_total']}"
+        f"[{bar}] {progress['percentage']:5.1f}%  {progress['done']}/{progress['total']}"
         f" functions, {progress['cached']} cached, {progress['failed']} failed,"
         f" {progress['cards']} cards"
     )
-    if progress.get("waiting"):
-        line += f"  ({progress['waiting']})"
+    if progress.get("waiting_reason"):
+        line += f"  ({progress['waiting_reason']})"
     elif progress.get("current_unit"):
         line += f"  {progress['current_unit'][:40]}"
     return line
