@@ -1,5 +1,8 @@
 """Run the fault-injecting fake Anthropic API in the foreground until SIGINT or SIGTERM.
 
+The fake itself (``reliability.fake_anthropic``) knows nothing of analyses; this command lives here
+because it can plug in the analyses' review responder.
+
 python manage.py fake_anthropic --port 8765 --rate overloaded=0.2 --latency 0.1:0.3
 python manage.py fake_anthropic --responder review --invalid-rate 0.1
 """
@@ -13,7 +16,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from analyses.review_responder import make_review_responder
-from reliability.fake_anthropic import FakeAnthropic, FakeConfig, Fault, Responder
+from reliability.fake_anthropic import (
+    FakeAnthropic,
+    FakeConfig,
+    Fault,
+    Responder,
+    parse_latency,
+    parse_rates,
+)
 
 
 class Command(BaseCommand):
@@ -21,6 +31,7 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
+        defaults = FakeConfig()
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8765, help="0 picks a free port.")
         parser.add_argument(
@@ -34,10 +45,16 @@ class Command(BaseCommand):
             "--latency", metavar="SECONDS|MIN:MAX", help="Delay of successful replies."
         )
         parser.add_argument("--rpm", type=int, help="The fake's own requests-per-window limit.")
-        parser.add_argument("--rpm-window", type=float, default=60.0, metavar="SECONDS")
-        parser.add_argument("--retry-after", type=float, default=1.0, metavar="SECONDS")
-        parser.add_argument("--hang-seconds", type=float, default=600.0)
-        parser.add_argument("--trickle-delay", type=float, default=0.05, metavar="SECONDS")
+        parser.add_argument(
+            "--rpm-window", type=float, default=defaults.rpm_window_s, metavar="SECONDS"
+        )
+        parser.add_argument(
+            "--retry-after", type=float, default=defaults.retry_after_s, metavar="SECONDS"
+        )
+        parser.add_argument("--hang-seconds", type=float, default=defaults.hang_seconds)
+        parser.add_argument(
+            "--trickle-delay", type=float, default=defaults.trickle_delay_s, metavar="SECONDS"
+        )
         parser.add_argument("--seed", type=int)
         parser.add_argument(
             "--responder",
@@ -55,8 +72,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             config = FakeConfig(
-                fault_rates=_parse_rates(options["rate"]),
-                latency_s=_parse_latency(options["latency"]),
+                fault_rates=parse_rates(options["rate"]),
+                latency_s=parse_latency(options["latency"]),
                 rpm_limit=options["rpm"],
                 rpm_window_s=options["rpm_window"],
                 retry_after_s=options["retry_after"],
@@ -98,26 +115,3 @@ def _responder(name: str | None, *, invalid_rate: float, seed: int | None) -> Re
             raise ValueError("--invalid-rate needs --responder review")
         return None
     return make_review_responder(invalid_rate=invalid_rate, seed=seed or 0)
-
-
-def _parse_rates(values: list[str]) -> dict[str, float]:
-    rates: dict[str, float] = {}
-    for value in values:
-        kind, separator, probability = value.partition("=")
-        if not separator:
-            raise ValueError(f"--rate expects KIND=PROBABILITY, got {value!r}")
-        try:
-            rates[kind.strip()] = float(probability)
-        except ValueError:
-            raise ValueError(f"--rate {value!r}: {probability!r} is not a number") from None
-    return rates
-
-
-def _parse_latency(value: str | None) -> float | tuple[float, float]:
-    if value is None:
-        return 0.0
-    try:
-        low, separator, high = value.partition(":")
-        return (float(low), float(high)) if separator else float(value)
-    except ValueError:
-        raise ValueError(f"--latency expects SECONDS or MIN:MAX, got {value!r}") from None
