@@ -39,3 +39,66 @@ def events_after(analysis_id: int, seq: int, *, limit: int = 1000) -> list[dict[
             "seq"
         )[:limit]
     ]
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def analysis_detail(analysis: Analysis) -> dict[str, Any]:
+    """An analysis as clients see it: the API's answer and the WebSocket's snapshot."""
+    return {
+        "id": analysis.pk,
+        "source": analysis.source,
+        "source_kind": analysis.source_kind,
+        "ref": analysis.ref,
+        "commit_sha": analysis.commit_sha,
+        "provider": analysis.provider,
+        "model": analysis.model,
+        "status": analysis.status,
+        "status_reason": analysis.status_reason,
+        "waiting_reason": analysis.waiting_reason,
+        "finished": analysis.is_finished,
+        "total": analysis.functions_total,
+        "done": analysis.functions_done,
+        "analyzed": analysis.functions_analyzed,
+        "cached": analysis.functions_cached,
+        "failed": analysis.functions_failed,
+        "cards": analysis.cards_count,
+        "requests": analysis.llm_requests,
+        "input_tokens": analysis.input_tokens,
+        "output_tokens": analysis.output_tokens,
+        "percentage": analysis.progress_percent,
+        "health_score": analysis.health_score,
+        "summary": analysis.summary,
+        "last_seq": analysis.event_seq,
+        "created_at": _iso(analysis.created_at),
+        "started_at": _iso(analysis.started_at),
+        "finished_at": _iso(analysis.finished_at),
+        "url": f"/analyses/{analysis.pk}/",
+        "events_url": f"/api/analyses/{analysis.pk}/events",
+        "websocket_url": f"/ws/analyses/{analysis.pk}/",
+    }
+
+
+def card_detail(card: Card) -> dict[str, Any]:
+    """A card as clients see it (model-written text as data, never markup)."""
+    return {
+        "id": card.pk,
+        "analysis_id": card.analysis_id,
+        "kind": card.kind,
+        "severity": card.severity,
+        "title": card.title,
+        "explanation": card.explanation,
+        "fix": card.fix,
+        "path": card.path,
+        "line_start": card.line_start,
+        "line_end": card.line_end,
+        "excerpt": card.excerpt,
+        "excerpt_start": card.excerpt_start,
+        "confidence": card.confidence,
+        "source": card.source,
+        "rule": card.rule,
+        "status": card.status,
+        "created_at": _iso(card.created_at),
+    }
