@@ -3,6 +3,7 @@ all call."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import structlog
@@ -19,11 +20,23 @@ from analyses.models import (
     UnitStatus,
 )
 from analyses.sources import SourceError, parse_source_spec, resolve_local_directory
+from reliability import ratelimit
+from reliability.clock import SYSTEM_CLOCK, Clock
+from reliability.exceptions import BudgetExhaustedError
 
 logger = structlog.get_logger(__name__)
 
 PROVIDERS = ("anthropic", "static")
 MAX_CONCURRENCY = 64
+
+
+class SubmissionRateLimited(Exception):
+    """The user submitted too many analyses; ``retry_after`` seconds until the next may go."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
 
 
 class InvalidAnalysisRequest(ValueError):
@@ -102,6 +115,22 @@ def analysis_create(
         "analysis_created", analysis_id=analysis.pk, source=analysis.source, provider=provider
     )
     return analysis
+
+
+def submission_admit(*, user, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Count one submission against the user's budget (``submissions:<user id>``, shared by
+    every process), or raise ``SubmissionRateLimited`` saying when the next may go."""
+    now = clock.now()
+    try:
+        ratelimit.reserve(
+            f"submissions:{user.pk}", input_tokens=0, output_tokens=0, deadline=now, clock=clock
+        )
+    except BudgetExhaustedError as error:
+        retry_after = max(1.0, (error.available_at or now + 60.0) - now)
+        raise SubmissionRateLimited(
+            f"too many analyses submitted: try again in {math.ceil(retry_after)} s",
+            retry_after=retry_after,
+        ) from None
 
 
 def _previous_commit(source: str) -> str:

@@ -343,6 +343,12 @@ EIDOLON_BUDGET_DEFAULTS = {
         "tokens_per_analysis": env_int("EIDOLON_AI_TOKENS_PER_ANALYSIS", 0, minimum=0) or None,
         "window_seconds": env_float("EIDOLON_RATE_WINDOW", 60.0, minimum=0.01),
     },
+    # Analyses each user may submit (web and API), one budget per user ("submissions:<id>").
+    "submissions": {
+        "requests_per_window": env_int("EIDOLON_SUBMISSIONS_PER_MINUTE", 30, minimum=1),
+        "requests_per_day": env_int("EIDOLON_SUBMISSIONS_PER_DAY", 500, minimum=1),
+        "window_seconds": 60.0,
+    },
 }
 
 # --- analyses ---------------------------------------------------------------

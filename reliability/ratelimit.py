@@ -82,7 +82,10 @@ class Spacing:
 
 
 def budget_defaults(name: str) -> dict[str, Any]:
-    return dict(settings.EIDOLON_BUDGET_DEFAULTS.get(name, {}))
+    """Settings' defaults for budget ``name``; ``family:key`` budgets (one per user, say) take
+    the family's."""
+    defaults = settings.EIDOLON_BUDGET_DEFAULTS
+    return dict(defaults.get(name) or defaults.get(name.partition(":")[0], {}))
 
 
 def get_or_create_budget(name: str) -> RateLimitBudget:
