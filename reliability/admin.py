@@ -10,7 +10,7 @@ from django.utils.html import format_html
 
 from reliability.breaker import OPERATOR_ACTIONS, BreakerActionError, window_stats
 from reliability.exceptions import format_epoch
-from reliability.health_admin import ReadOnlyAdmin
+from reliability.health.admin import ReadOnlyAdmin, register_health_pages
 from reliability.models import (
     BUDGET_LIMIT_FIELDS,
     BreakerState,
@@ -21,6 +21,9 @@ from reliability.models import (
 from reliability.ratelimit import resume
 from reliability.status import budget_status
 from reliability.tuning import save_breaker_settings, save_budget_limits
+
+# The health pages: components (status, uptime, timelines), transitions, samples, heartbeats.
+register_health_pages(admin.site)
 
 STATE_COLOURS = {
     BreakerState.CLOSED: "#2b8a3e",
