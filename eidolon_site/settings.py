@@ -117,7 +117,7 @@ MIDDLEWARE = [
     # Health probes are answered here, ahead of sessions, auth, CSRF and the request log: no
     # database access for /health/live, no log line per probe, any Host header (Kubernetes
     # probes use the pod IP).
-    "reliability.health_views.HealthProbeMiddleware",
+    "reliability.health.middleware.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

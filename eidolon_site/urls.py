@@ -8,5 +8,5 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
     path("metrics", reliability_views.metrics, name="metrics"),
-    path("", include("reliability.health_urls")),
+    path("", include("reliability.health.urls")),
 ]

@@ -17,7 +17,7 @@ from reliability.controls import (
     save_budget_limits,
 )
 from reliability.exceptions import format_epoch
-from reliability.health_admin import ReadOnlyAdmin
+from reliability.health.admin import ReadOnlyAdmin, register_health_pages
 from reliability.models import (
     BUDGET_LIMIT_FIELDS,
     BreakerState,
@@ -26,6 +26,9 @@ from reliability.models import (
     RateLimitBudget,
 )
 from reliability.status import budget_status
+
+# The health pages: components (status, uptime, timelines), transitions, samples, heartbeats.
+register_health_pages(admin.site)
 
 STATE_COLOURS = {
     BreakerState.CLOSED: "#2b8a3e",

@@ -1,7 +1,24 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.apps import AppConfig
+
+if TYPE_CHECKING:
+    from reliability.health.runner import HealthRunner
 
 
 class ReliabilityConfig(AppConfig):
     name = "reliability"
     verbose_name = "Reliability"
     default_auto_field = "django.db.models.BigAutoField"
+
+    health_runner: HealthRunner
+
+    def ready(self) -> None:
+        from reliability.health.runner import HealthRunner
+
+        # The process's health runner (reliability.health.runner.process_runner): its probes
+        # share its rounds for as long as the process lives. Making it starts nothing: its
+        # threads start with the first round.
+        self.health_runner = HealthRunner()

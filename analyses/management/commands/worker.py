@@ -30,7 +30,7 @@ from django_tasks_db.management.commands import db_worker
 
 from analyses.services import resume_stale_analyses
 from analyses.tasks import WORKER_SHUTDOWN
-from reliability.health import worker_heartbeat, worker_stopped
+from reliability.health.heartbeats import worker_heartbeat, worker_stopped
 
 logger = structlog.get_logger(__name__)
 

@@ -4,22 +4,19 @@
                              [--transition-retention-days D] [--once]
 
 Run exactly one per deployment (it writes the shared history). SIGTERM or SIGINT lets the
-round in progress finish, then the command exits 0.
+round in progress finish, then the command exits 0. The loop is
+``reliability.health.monitor``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import signal
 
-import structlog
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from reliability.health import run_health_monitor
-
-logger = structlog.get_logger(__name__)
+from reliability.health.monitor import monitor_until_signalled
 
 
 class Command(BaseCommand):
@@ -56,7 +53,7 @@ class Command(BaseCommand):
         **options,
     ) -> None:
         rounds = asyncio.run(
-            self.monitor(
+            monitor_until_signalled(
                 interval=max(0.1, interval),
                 sample_retention=dt.timedelta(days=sample_retention_days),
                 transition_retention=dt.timedelta(days=transition_retention_days),
@@ -65,37 +62,3 @@ class Command(BaseCommand):
         )
         if once and options["verbosity"] > 0:
             self.stdout.write(f"health monitor: {rounds} round recorded")
-
-    async def monitor(
-        self,
-        *,
-        interval: float,
-        sample_retention: dt.timedelta,
-        transition_retention: dt.timedelta,
-        once: bool,
-    ) -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def request_stop(signum: int) -> None:
-            if not stop.is_set():
-                logger.info("health_monitor_stopping", signal=signal.Signals(signum).name)
-            stop.set()
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, request_stop, signum)
-        logger.info(
-            "health_monitor_started",
-            interval_seconds=interval,
-            sample_retention_days=sample_retention.total_seconds() / 86400,
-            transition_retention_days=transition_retention.total_seconds() / 86400,
-        )
-        rounds = await run_health_monitor(
-            interval=interval,
-            stop=stop,
-            sample_retention=sample_retention,
-            transition_retention=transition_retention,
-            max_rounds=1 if once else None,
-        )
-        logger.info("health_monitor_stopped", rounds=rounds)
-        return rounds

@@ -1,14 +1,11 @@
-"""Health URLs: ``/health/live`` (liveness), ``/health/ready`` (readiness), ``/health`` (the full
-report, also as ``application/health+json``) and ``/ht/`` (django-health-check's own view).
+"""Health views: ``/health/live`` (liveness), ``/health/ready`` (readiness), ``/health`` (the
+full report, also as ``application/health+json``) and ``/ht/`` (django-health-check's own view).
 
-All of them read this process's shared report (``reliability.health.RUNNER``), so a flood of
-probes runs one round of checks per cache interval. Anyone sees statuses and the checks' public
-messages; staff (a logged-in ``is_staff`` session) also see error details, secrets redacted.
-
-``HealthProbeMiddleware`` answers the three ``/health`` URLs ahead of the session, auth, CSRF
-and request-logging middleware: ``/health/live`` does no I/O at all, probes add no log line each,
-and any ``Host`` header is accepted (Kubernetes probes use the pod IP, which ALLOWED_HOSTS does
-not list). The responses use nothing from the Host header.
+All of them read this process's shared report (``reliability.health.runner.process_runner``), so
+a flood of probes runs one round of checks per cache interval. Anyone sees statuses and the
+checks' public messages; staff (a logged-in ``is_staff`` session) also see error details,
+secrets redacted. ``HealthProbeMiddleware`` (``reliability.health.middleware``) answers the
+three ``/health`` URLs ahead of sessions; ``urls.py`` routes all four.
 """
 
 from __future__ import annotations
@@ -17,17 +14,19 @@ import asyncio
 from typing import Any
 
 import structlog
-from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.contrib.auth import aget_user
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_safe
 from health_check.base import HealthCheckResult
 from health_check.views import HealthCheckView, MediaType
 
-from reliability.health import RUNNER, ComponentReport, HealthReport, HealthStatus, build_checks
+from reliability.health.checks import build_checks
+from reliability.health.report import ComponentReport, HealthReport
+from reliability.health.runner import process_runner
+from reliability.models import HealthStatus
 
 logger = structlog.get_logger(__name__)
 
@@ -147,7 +146,7 @@ async def health_live(request: HttpRequest) -> HttpResponse:
 async def health_ready(request: HttpRequest) -> HttpResponse:
     """Readiness: 200 when the database (with migrations), the data volume and the shared
     channel layer (when there is one) are healthy; 503 naming the component(s) that are not."""
-    report = await RUNNER.report()
+    report = await process_runner().report()
     staff = await viewer_is_staff(request)
     failed = {c.name: c.message for c in report.failed_critical}
     body: dict[str, Any] = {
@@ -164,7 +163,7 @@ async def health_ready(request: HttpRequest) -> HttpResponse:
 @require_safe
 async def health(request: HttpRequest) -> HttpResponse:
     """Every component: 200 when healthy or degraded, 503 when unhealthy."""
-    report = await RUNNER.report()
+    report = await process_runner().report()
     staff = await viewer_is_staff(request)
     status = 503 if report.status == HealthStatus.UNHEALTHY else 200
     if wants_health_json(request):
@@ -195,7 +194,7 @@ class EidolonHealthCheckView(HealthCheckView):
     report: HealthReport | None = None
 
     async def get(self, request, *args, **kwargs):
-        self.report = await RUNNER.report()
+        self.report = await process_runner().report()
         response = await super().get(request, *args, **kwargs)
         if response.status_code == 500 and self.report.status != HealthStatus.UNHEALTHY:
             response.status_code = 200
@@ -207,48 +206,3 @@ class EidolonHealthCheckView(HealthCheckView):
             return
         for component in self.report.components.values():
             yield _Replayed(component.result)
-
-
-PROBE_VIEWS = {
-    "/health": health,
-    "/health/": health,
-    "/health/ready": health_ready,
-    "/health/ready/": health_ready,
-    "/health/live": health_live,
-    "/health/live/": health_live,
-}
-_SAFE_METHODS = ("GET", "HEAD")
-
-
-class HealthProbeMiddleware:
-    """Answer ``/health``, ``/health/ready`` and ``/health/live`` before the rest of the stack."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def _view_for(self, request: HttpRequest):
-        return PROBE_VIEWS.get(request.path_info)
-
-    def __call__(self, request: HttpRequest):
-        if self.is_async:
-            return self.__acall__(request)
-        view = self._view_for(request)
-        if view is None:
-            return self.get_response(request)
-        if request.method not in _SAFE_METHODS:
-            return HttpResponseNotAllowed(_SAFE_METHODS)
-        return async_to_sync(view)(request)
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        view = self._view_for(request)
-        if view is None:
-            return await self.get_response(request)
-        if request.method not in _SAFE_METHODS:
-            return HttpResponseNotAllowed(_SAFE_METHODS)
-        return await view(request)

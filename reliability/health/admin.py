@@ -1,5 +1,8 @@
 """Health history in the admin (read-only): per component its current status, uptime over the
-last hour, day and week, a timeline, and its transitions; samples and worker heartbeats."""
+last hour, day and week, a timeline, and its transitions; samples and worker heartbeats.
+
+``register_health_pages`` puts them on an admin site (``reliability/admin.py`` does);
+``ReadOnlyAdmin`` serves the breaker history too."""
 
 from __future__ import annotations
 
@@ -13,12 +16,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from reliability.health import (
+from reliability.health.history import monitor_stale_after
+from reliability.health.uptime import (
     UPTIME_WINDOWS,
     Segment,
     component_segments,
     component_uptime,
-    monitor_stale_after,
 )
 from reliability.models import (
     HealthComponentState,
@@ -108,7 +111,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(HealthComponentState)
 class HealthComponentStateAdmin(ReadOnlyAdmin):
     list_display = [
         "name",
@@ -232,7 +234,6 @@ class HealthComponentStateAdmin(ReadOnlyAdmin):
         )
 
 
-@admin.register(HealthTransition)
 class HealthTransitionAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "component", "from_status", "to_status_display", "message"]
     list_filter = ["component", "to_status"]
@@ -246,7 +247,6 @@ class HealthTransitionAdmin(ReadOnlyAdmin):
         return status_badge(transition.to_status)
 
 
-@admin.register(HealthSample)
 class HealthSampleAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "component", "status_display", "latency_ms"]
     list_filter = ["component", "status"]
@@ -259,7 +259,6 @@ class HealthSampleAdmin(ReadOnlyAdmin):
         return status_badge(sample.status)
 
 
-@admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(ReadOnlyAdmin):
     list_display = [
         "worker_id",
@@ -277,3 +276,10 @@ class WorkerHeartbeatAdmin(ReadOnlyAdmin):
     def alive(self, heartbeat: WorkerHeartbeat) -> bool:
         stale = dt.timedelta(seconds=settings.EIDOLON_HEALTH_WORKER_STALE_SECONDS)
         return heartbeat.stopped_at is None and timezone.now() - heartbeat.last_seen_at <= stale
+
+
+def register_health_pages(site: admin.AdminSite) -> None:
+    site.register(HealthComponentState, HealthComponentStateAdmin)
+    site.register(HealthTransition, HealthTransitionAdmin)
+    site.register(HealthSample, HealthSampleAdmin)
+    site.register(WorkerHeartbeat, WorkerHeartbeatAdmin)
