@@ -86,6 +86,9 @@ def build_logging_config(*, log_format: str, log_level: str) -> dict[str, Any]:
             "httpcore": {**quiet, "level": "WARNING"},
             "httpcore2": {**quiet, "level": "WARNING"},
             "anthropic": {**quiet, "level": "WARNING"},
+            # django-health-check logs every failing check of every round with a traceback; the
+            # health runner logs each status change once instead.
+            "health_check": {**quiet, "level": "ERROR"},
         },
     }
 

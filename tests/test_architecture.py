@@ -61,11 +61,21 @@ def resolve(name: str) -> str | None:
     return None
 
 
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node that runs: ``if TYPE_CHECKING:`` blocks are skipped (they import nothing)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def imports_of(path: Path) -> Iterator[Import]:
     """Every import of a product module, at any depth (lazy imports in functions count too)."""
     importer = module_name(path)
     package = importer if path.name == "__init__.py" else importer.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -73,8 +83,12 @@ def imports_of(path: Path) -> Iterator[Import]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            # ``from pkg import module`` imports the module; ``from module import name`` the module.
-            names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            # ``from pkg import module`` imports the module (the package only as its parent,
+            # like any ``import a.b``); ``from module import name`` imports the module.
+            names = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                for alias in node.names
+            ]
         else:
             continue
         for name in names:

@@ -7,7 +7,6 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from reliability.breaker import admit, get_or_create_breaker, record, window_stats
-from reliability.clock import FakeClock
 from reliability.controls import (
     BreakerActionError,
     breaker_disable,
@@ -18,6 +17,7 @@ from reliability.controls import (
 from reliability.exceptions import CircuitOpenError
 from reliability.models import BreakerState, BreakerTransition, CircuitBreaker, WindowType
 from reliability.outcomes import BreakerVerdict
+from tests.clocks import FakeClock
 
 S, F, IGN = BreakerVerdict.SUCCESS, BreakerVerdict.FAILURE, BreakerVerdict.IGNORED
 

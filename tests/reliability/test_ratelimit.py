@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from reliability.clock import FakeClock
 from reliability.exceptions import BudgetExhaustedError
 from reliability.models import RateLimitBudget
 from reliability.ratelimit import (
@@ -21,6 +20,7 @@ from reliability.ratelimit import (
     reserve,
 )
 from tests.budget_support import acquire, busiest_window
+from tests.clocks import FakeClock
 
 
 @pytest.fixture(autouse=True)

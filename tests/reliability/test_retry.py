@@ -10,10 +10,10 @@ import anthropic
 import httpx2
 import pytest
 
-from reliability.clock import FakeClock
 from reliability.exceptions import CallTimeoutError
 from reliability.outcomes import BreakerVerdict, classify_exception, classify_status
 from reliability.retry import RetryBudget, RetryPolicy, parse_retry_after
+from tests.clocks import FakeClock
 
 NOW = 1_800_000_000.0
 

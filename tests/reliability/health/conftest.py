@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from django.apps import apps
 
-from reliability.clock import FakeClock
 from reliability.health.checks import build_checks
 from reliability.health.runner import HealthRunner
+from tests.clocks import FakeClock
 
 
 @pytest.fixture

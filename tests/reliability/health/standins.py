@@ -14,11 +14,11 @@ from health_check.base import HealthCheckResult
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
 from reliability.breaker import admit, record
-from reliability.clock import FakeClock
 from reliability.health.checks import DATABASE, ComponentCheck, DiskUsage
 from reliability.health.report import HealthReport, build_report
 from reliability.models import HealthStatus
 from reliability.outcomes import BreakerVerdict
+from tests.clocks import FakeClock
 
 GB = 1024**3
 SECRET = "hunter2-s3cret-Passw0rd"

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 from django.db import connection
 
-from reliability.clock import FakeClock, epoch_datetime
+from reliability.clock import epoch_datetime
 from reliability.health.checks import OVERALL, DiskCheck, DiskUsage
 from reliability.health.heartbeats import worker_heartbeat
 from reliability.health.history import (
@@ -26,6 +26,7 @@ from reliability.models import (
     HealthTransition,
     WorkerHeartbeat,
 )
+from tests.clocks import FakeClock
 from tests.reliability.health.standins import GB, synthetic_report
 
 H, D, U, UNK = (

@@ -6,10 +6,11 @@ import datetime as dt
 
 import pytest
 
-from reliability.clock import FakeClock, epoch_datetime
+from reliability.clock import epoch_datetime
 from reliability.health.history import record_report
 from reliability.health.uptime import Segment, component_uptime, status_segments, uptime_percent
 from reliability.models import HealthComponentState, HealthStatus
+from tests.clocks import FakeClock
 from tests.reliability.health.standins import synthetic_report
 
 H, D, U, UNK = (

@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from reliability.breaker import breaker_reset
-from reliability.clock import FakeClock
+from tests.clocks import FakeClock
 from tests.reliability.health.standins import (
     API_KEY,
     SECRET,
