@@ -403,11 +403,11 @@ async def _review(
         analysis_tokens_used=run.tokens_used if _calls_api(run.provider) else None,
         wait_for_breaker=not run.analysis.fallback_to_static,
         wait_for_budget=True,
+        on_wait=lambda wait: _waiting(run, wait),
+        on_call=record_call,
     )
     try:
-        result = await run.provider.review(
-            request, on_wait=lambda wait: _waiting(run, wait), on_call=record_call
-        )
+        result = await run.provider.review(request)
     except CircuitOpenError as error:
         if run.analysis.fallback_to_static:
             return (await StaticProvider().review(request)).findings

@@ -51,7 +51,6 @@ from analyses.providers.base import (
     ReviewFailed,
     ReviewRequest,
     ReviewResult,
-    WaitCallback,
 )
 from reliability.exceptions import CallTimeoutError
 from reliability.guard import Attempt, AttemptReport, Guard, TokenEstimate, guard_for
@@ -200,20 +199,12 @@ class AnthropicProvider:
     def reviews(self, unit: Unit) -> bool:
         return unit.is_function
 
-    async def review(
-        self,
-        request: ReviewRequest,
-        *,
-        on_wait: WaitCallback | None = None,
-        on_call: CallCallback | None = None,
-    ) -> ReviewResult:
+    async def review(self, request: ReviewRequest) -> ReviewResult:
         unit = request.unit
         if not self.reviews(unit):
             raise ValueError(f"{self.name} reviews functions and methods, not a {unit.kind}")
         exchange = _Exchange()
-        ask = functools.partial(
-            self._ask, request=request, exchange=exchange, on_wait=on_wait, on_call=on_call
-        )
+        ask = functools.partial(self._ask, request=request, exchange=exchange)
         prompt = review_prompt(unit, context=request.context)
         reply = await ask([{"role": "user", "content": prompt}], purpose="review")
         if reply.findings is None:
@@ -238,8 +229,6 @@ class AnthropicProvider:
         request: ReviewRequest,
         purpose: str,
         exchange: _Exchange,
-        on_wait: WaitCallback | None,
-        on_call: CallCallback | None,
     ) -> _Reply:
         """One guarded call (retried by the guard), its records, and what its reply said."""
         call = _GuardedCall(
@@ -248,7 +237,7 @@ class AnthropicProvider:
             unit=request.unit,
             purpose=purpose,
             exchange=exchange,
-            on_call=on_call,
+            on_call=request.on_call,
         )
         used = request.analysis_tokens_used
         exchange.last_report = None
@@ -260,7 +249,7 @@ class AnthropicProvider:
                 analysis_tokens_used=None if used is None else used + exchange.tokens_used,
                 wait_for_breaker=request.wait_for_breaker,
                 wait_for_budget=request.wait_for_budget,
-                on_wait=on_wait,
+                on_wait=request.on_wait,
                 on_attempt=call.record,
             )
         except _API_FAILURES as exc:

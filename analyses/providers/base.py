@@ -27,6 +27,10 @@ class LLMCallRecord:
     request_id: str = ""
 
 
+WaitCallback = Callable[[Wait], None]
+CallCallback = Callable[[LLMCallRecord], Awaitable[None] | None]
+
+
 @dataclass(frozen=True)
 class ReviewRequest:
     unit: Unit
@@ -37,6 +41,8 @@ class ReviewRequest:
     # how long), instead of failing at once.
     wait_for_breaker: bool = False
     wait_for_budget: bool = False
+    on_wait: WaitCallback | None = None  # told whenever the call waits, and until when
+    on_call: CallCallback | None = None  # told of every request made, as soon as it ends
 
 
 @dataclass(frozen=True)
@@ -68,10 +74,6 @@ class ReviewFailed(Exception):
         self.calls = list(calls)
 
 
-WaitCallback = Callable[[Wait], None]
-CallCallback = Callable[[LLMCallRecord], Awaitable[None] | None]
-
-
 class Provider(Protocol):
     name: str
     model: str
@@ -80,13 +82,7 @@ class Provider(Protocol):
     def reviews(self, unit: Unit) -> bool:
         """Whether this provider reviews units of this kind on their own."""
 
-    async def review(
-        self,
-        request: ReviewRequest,
-        *,
-        on_wait: WaitCallback | None = None,
-        on_call: CallCallback | None = None,
-    ) -> ReviewResult:
+    async def review(self, request: ReviewRequest) -> ReviewResult:
         """Review one unit. Raises ``ReviewFailed`` with a reason, or the resilience layer's
         own errors (``CircuitOpenError``, ``BudgetExhaustedError``, ``DeadlineExceededError``)
         when it could not ask in time."""

@@ -16,9 +16,11 @@ Decisions:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from analyses.findings import Finding, FindingKind, Severity, shorten_title
 from analyses.parsing import Unit
-from analyses.providers.base import CallCallback, ReviewRequest, ReviewResult, WaitCallback
+from analyses.providers.base import ReviewRequest, ReviewResult
 
 _RECEIVER_NAMES = frozenset({"self", "cls"})
 _DOCSTRING_EXEMPT_DECORATORS = ("overload", "typing.overload")
@@ -47,44 +49,75 @@ def review_unit(
     return sorted(findings, key=lambda finding: (finding.line_start, finding.rule or ""))
 
 
+@dataclass(frozen=True)
+class _Rule:
+    kind: FindingKind
+    severity: Severity
+    explanation: str  # may name {complexity}
+
+
+_RULES = {
+    "function-too-long": _Rule(
+        "smell",
+        "medium",
+        "Long functions mix several responsibilities, are hard to read in one sitting and hard "
+        "to test in isolation. Extract cohesive steps into well-named helpers.",
+    ),
+    "high-complexity": _Rule(
+        "risk",
+        "high",
+        "{complexity} independent paths run through this function; each needs a test and each "
+        "is a place for a bug to hide. Split the branching into smaller functions, use early "
+        "returns, or replace condition chains with a lookup table.",
+    ),
+    "too-many-parameters": _Rule(
+        "smell",
+        "medium",
+        "Callers must get many arguments right, often positionally. Group parameters that "
+        "travel together into a dataclass, make the rest keyword-only, or split the function.",
+    ),
+    "mutable-default": _Rule(
+        "bug",
+        "medium",
+        "The default object is created once, when the function is defined, and shared by every "
+        "call: a mutation in one call leaks into the next. Default to None and create the object "
+        "inside the function.",
+    ),
+    "too-many-methods": _Rule(
+        "smell",
+        "high",
+        "A class with this many methods usually carries several responsibilities and grows into "
+        "a god object that every change touches. Split it by responsibility or move behaviour "
+        "into collaborators.",
+    ),
+    "bare-except": _Rule(
+        "risk",
+        "medium",
+        "A bare except also swallows programming errors (NameError, AttributeError) and "
+        "interpreter exits, hiding bugs and making the process hard to stop. Catch the specific "
+        "exceptions expected here, or at least `Exception`.",
+    ),
+    "missing-docstring": _Rule(
+        "docs",
+        "low",
+        "Public code without a docstring leaves readers to reverse-engineer its purpose, "
+        "arguments and return value from the body. Say what it does and what it returns.",
+    ),
+}
+
+
 def _long_function(unit: Unit, *, max_lines: int) -> list[Finding]:
     if unit.line_count <= max_lines:
         return []
-    return [
-        _finding(
-            unit,
-            rule="function-too-long",
-            kind="smell",
-            severity="medium",
-            title=f"`{unit.name}` is {unit.line_count} lines long (limit {max_lines})",
-            explanation=(
-                "Long functions mix several responsibilities, are hard to read in one sitting and "
-                "hard to test in isolation. Extract cohesive steps into well-named helpers."
-            ),
-        )
-    ]
+    title = f"`{unit.name}` is {unit.line_count} lines long (limit {max_lines})"
+    return [_finding(unit, "function-too-long", title)]
 
 
 def _complex_function(unit: Unit, *, max_complexity: int) -> list[Finding]:
     if unit.complexity <= max_complexity:
         return []
-    return [
-        _finding(
-            unit,
-            rule="high-complexity",
-            kind="risk",
-            severity="high",
-            title=(
-                f"`{unit.name}` has cyclomatic complexity {unit.complexity} "
-                f"(limit {max_complexity})"
-            ),
-            explanation=(
-                f"{unit.complexity} independent paths run through this function; each needs a "
-                "test and each is a place for a bug to hide. Split the branching into smaller "
-                "functions, use early returns, or replace condition chains with a lookup table."
-            ),
-        )
-    ]
+    title = f"`{unit.name}` has cyclomatic complexity {unit.complexity} (limit {max_complexity})"
+    return [_finding(unit, "high-complexity", title)]
 
 
 def _too_many_parameters(unit: Unit, *, max_parameters: int) -> list[Finding]:
@@ -95,36 +128,16 @@ def _too_many_parameters(unit: Unit, *, max_parameters: int) -> list[Finding]:
         parameters = parameters[1:]
     if len(parameters) <= max_parameters:
         return []
-    return [
-        _finding(
-            unit,
-            rule="too-many-parameters",
-            kind="smell",
-            severity="medium",
-            title=f"`{unit.name}` takes {len(parameters)} parameters (limit {max_parameters})",
-            explanation=(
-                "Callers must get many arguments right, often positionally. Group parameters that "
-                "travel together into a dataclass, make the rest keyword-only, or split the "
-                "function."
-            ),
-            line_end=unit.lineno,
-        )
-    ]
+    title = f"`{unit.name}` takes {len(parameters)} parameters (limit {max_parameters})"
+    return [_finding(unit, "too-many-parameters", title, line_end=unit.lineno)]
 
 
 def _mutable_defaults(unit: Unit) -> list[Finding]:
     return [
         _finding(
             unit,
-            rule="mutable-default",
-            kind="bug",
-            severity="medium",
-            title=f"Parameter `{argument.name}` of `{unit.name}` has a mutable default",
-            explanation=(
-                "The default object is created once, when the function is defined, and shared by "
-                "every call: a mutation in one call leaks into the next. Default to None and "
-                "create the object inside the function."
-            ),
+            "mutable-default",
+            f"Parameter `{argument.name}` of `{unit.name}` has a mutable default",
             line_start=argument.mutable_default_line,
             line_end=argument.mutable_default_line,
         )
@@ -136,39 +149,15 @@ def _mutable_defaults(unit: Unit) -> list[Finding]:
 def _too_many_methods(unit: Unit, *, max_methods: int) -> list[Finding]:
     if unit.method_count <= max_methods:
         return []
-    return [
-        _finding(
-            unit,
-            rule="too-many-methods",
-            kind="smell",
-            severity="high",
-            title=f"Class `{unit.name}` has {unit.method_count} methods (limit {max_methods})",
-            explanation=(
-                "A class with this many methods usually carries several responsibilities and "
-                "grows into a god object that every change touches. Split it by responsibility "
-                "or move behaviour into collaborators."
-            ),
-            line_end=unit.lineno,
-        )
-    ]
+    title = f"Class `{unit.name}` has {unit.method_count} methods (limit {max_methods})"
+    return [_finding(unit, "too-many-methods", title, line_end=unit.lineno)]
 
 
 def _bare_excepts(unit: Unit) -> list[Finding]:
+    title = "Bare `except:` catches everything, including KeyboardInterrupt and SystemExit"
     return [
         _finding(
-            unit,
-            rule="bare-except",
-            kind="risk",
-            severity="medium",
-            title="Bare `except:` catches everything, including KeyboardInterrupt and SystemExit",
-            explanation=(
-                "A bare except also swallows programming errors (NameError, AttributeError) and "
-                "interpreter exits, hiding bugs and making the process hard to stop. Catch the "
-                "specific exceptions expected here, or at least `Exception`."
-            ),
-            line_start=line,
-            line_end=line,
-            fix="except Exception:",
+            unit, "bare-except", title, line_start=line, line_end=line, fix="except Exception:"
         )
         for line in unit.bare_except_lines
     ]
@@ -178,20 +167,8 @@ def _missing_docstring(unit: Unit) -> list[Finding]:
     if unit.docstring or not unit.is_public or _docstring_exempt(unit):
         return []
     what = {"module": "Module", "class": "Class", "method": "Method"}.get(unit.kind, "Function")
-    return [
-        _finding(
-            unit,
-            rule="missing-docstring",
-            kind="docs",
-            severity="low",
-            title=f"{what} `{unit.qualname}` has no docstring",
-            explanation=(
-                "Public code without a docstring leaves readers to reverse-engineer its purpose, "
-                "arguments and return value from the body. Say what it does and what it returns."
-            ),
-            line_end=unit.lineno,
-        )
-    ]
+    title = f"{what} `{unit.qualname}` has no docstring"
+    return [_finding(unit, "missing-docstring", title, line_end=unit.lineno)]
 
 
 def _docstring_exempt(unit: Unit) -> bool:
@@ -208,21 +185,19 @@ def _docstring_exempt(unit: Unit) -> bool:
 
 def _finding(
     unit: Unit,
-    *,
     rule: str,
-    kind: FindingKind,
-    severity: Severity,
     title: str,
-    explanation: str,
+    *,
     line_start: int | None = None,
     line_end: int | None = None,
     fix: str | None = None,
 ) -> Finding:
+    definition = _RULES[rule]
     return Finding(
-        kind=kind,
-        severity=severity,
+        kind=definition.kind,
+        severity=definition.severity,
         title=shorten_title(title),
-        explanation=explanation,
+        explanation=definition.explanation.format(complexity=unit.complexity),
         line_start=line_start or unit.lineno,
         line_end=line_end or unit.end_lineno,
         confidence=1.0,
@@ -243,13 +218,7 @@ class StaticProvider:
     def reviews(self, unit: Unit) -> bool:
         return True
 
-    async def review(
-        self,
-        request: ReviewRequest,
-        *,
-        on_wait: WaitCallback | None = None,
-        on_call: CallCallback | None = None,
-    ) -> ReviewResult:
+    async def review(self, request: ReviewRequest) -> ReviewResult:
         return ReviewResult(
             findings=review_unit(request.unit), provider=self.name, model=self.model
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -284,7 +285,7 @@ class TestValidReply:
             seen.append(record)
 
         result = await provider.review(
-            review_total, on_call=collect_async if awaitable else seen.append
+            replace(review_total, on_call=collect_async if awaitable else seen.append)
         )
 
         assert seen == result.calls
@@ -427,7 +428,7 @@ class TestApiErrors:
         calls: list[LLMCallRecord] = []
 
         with pytest.raises(CircuitOpenError):
-            await provider.review(review_total, on_call=calls.append)
+            await provider.review(replace(review_total, on_call=calls.append))
 
         assert fake.requests == [] and calls == []
 
@@ -439,7 +440,7 @@ class TestApiErrors:
         calls: list[LLMCallRecord] = []
 
         with pytest.raises(CircuitOpenError):
-            await provider.review(review_total, on_call=calls.append)
+            await provider.review(replace(review_total, on_call=calls.append))
 
         assert [call.status for call in calls] == ["http_529", "http_529"]
 
@@ -453,7 +454,7 @@ class TestApiErrors:
         calls: list[LLMCallRecord] = []
 
         with pytest.raises(DeadlineExceededError, match="retry-after of 30"):
-            await provider.review(request, on_call=calls.append)
+            await provider.review(replace(request, on_call=calls.append))
 
         assert [call.status for call in calls] == ["http_429"]
 
