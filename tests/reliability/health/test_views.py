@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from reliability.breaker import breaker_reset
+from reliability.controls import breaker_reset
 from tests.clocks import FakeClock
 from tests.reliability.health.standins import (
     API_KEY,
