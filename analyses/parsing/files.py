@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,12 @@ SKIPPED_DIR_NAMES = frozenset(
         ".ruff_cache",
     }
 )
+_SPECIAL_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 def iter_python_files(
@@ -35,8 +42,11 @@ def iter_python_files(
     Skips ``SKIPPED_DIR_NAMES`` and any directory holding a ``pyvenv.cfg`` (a virtualenv).
     Symlinked directories are never followed: one pointing inside the root is already walked
     through its real path, one pointing outside is reported. A symlinked ``.py`` file is kept
-    only if it resolves inside the root and its target is not already listed. Skipped symlinks
-    are appended to ``skipped`` (code ``outside_root``) when a list is given.
+    only if it resolves inside the root and its target is not already listed. A ``.py`` that is
+    not a regular file (a named pipe, socket or device) is never opened: a pipe with no writer
+    blocks ``open`` forever, a device can stream without end. Skipped symlinks (code
+    ``outside_root``) and special files (code ``special_file``) are appended to ``skipped`` when
+    a list is given.
     """
     root_path = Path(root).resolve()
     real_files: list[tuple[tuple[str, ...], str]] = []  # (relative parts, path)
@@ -59,8 +69,11 @@ def iter_python_files(
             elif entry.is_dir(follow_symlinks=False):
                 if entry.name not in SKIPPED_DIR_NAMES and not _is_virtualenv(entry.path):
                     pending.append(entry.path)
-            elif entry.name.endswith(".py") and entry.is_file(follow_symlinks=False):
-                real_files.append((_parts(entry.path, prefix_length), entry.path))
+            elif entry.name.endswith(".py"):
+                if entry.is_file(follow_symlinks=False):
+                    real_files.append((_parts(entry.path, prefix_length), entry.path))
+                else:
+                    _note(skipped, root_path, entry.path, "special_file", _not_regular(entry))
     listed = {path for _, path in real_files}
     files = list(real_files)
     for parts, path, target in sorted(linked_files):
@@ -84,6 +97,15 @@ def _symlink_target(path: str, *, root: Path, skipped: list[FileError] | None) -
     if path.endswith(".py") and target.is_file():
         return str(target)
     return None
+
+
+def _not_regular(entry: os.DirEntry) -> str:
+    try:
+        mode = entry.stat(follow_symlinks=False).st_mode
+    except OSError:  # gone since the directory was listed
+        mode = 0
+    kind = next((name for is_kind, name in _SPECIAL_FILE_KINDS if is_kind(mode)), "a special file")
+    return f"{kind}, not a regular file; not read"
 
 
 def _is_virtualenv(directory: str) -> bool:

@@ -20,6 +20,7 @@ ErrorCode = Literal[
     "too_many_functions",
     "too_many_modules",
     "outside_root",
+    "special_file",
     "unreadable",
 ]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from analyses.parsing import iter_python_files, parse_tree
+import os
+
+from analyses.parsing import FileError, iter_python_files, parse_tree
 from tests.analyses.parsing.support import write
 
 
@@ -38,3 +40,20 @@ class TestIterPythonFiles:
         (tmp_path / "tool.py").symlink_to(tmp_path / "data" / "tool")
         found = [path.relative_to(tmp_path).as_posix() for path in iter_python_files(tmp_path)]
         assert found == ["pkg/real.py", "tool.py"]
+
+    def test_special_files__reported_and_never_opened(self, tmp_path):
+        # A named pipe with no writer: opening it would block this test forever.
+        write(tmp_path, "good.py", "def ok(): ...\n")
+        os.mkfifo(tmp_path / "stuck.py")
+        skipped: list[FileError] = []
+        found = [
+            path.relative_to(tmp_path).as_posix()
+            for path in iter_python_files(tmp_path, skipped=skipped)
+        ]
+        assert found == ["good.py"]
+        assert [(error.path, error.code) for error in skipped] == [("stuck.py", "special_file")]
+        assert skipped[0].message == "a named pipe, not a regular file; not read"
+        result = parse_tree(tmp_path)
+        assert [unit.qualname for unit in result.units] == ["good", "ok"]
+        assert result.errors == skipped
+        assert (result.files_seen, result.files_parsed) == (1, 1)
