@@ -55,6 +55,7 @@ from analyses.parsing.context import (
 )
 from analyses.parsing.files import SKIPPED_DIR_NAMES, iter_python_files
 from analyses.parsing.parser import parse_module, parse_tree
+from analyses.parsing.reading import read_files
 from analyses.parsing.units import (
     DEFAULT_LIMITS,
     FUNCTION_KINDS,
@@ -93,4 +94,5 @@ __all__ = [
     "module_name",
     "parse_module",
     "parse_tree",
+    "read_files",
 ]

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from analyses.parsing.files import iter_python_files
-from analyses.parsing.reading import read_file
+from analyses.parsing.reading import read_files
 from analyses.parsing.source import decode, parse_text
 from analyses.parsing.units import DEFAULT_LIMITS, FileError, ParseLimits, ParseResult, Unit
 from analyses.parsing.walker import ModuleWalker, TooDeepError
@@ -31,7 +31,11 @@ def parse_module(
 
 
 def parse_tree(root: Path | str, *, limits: ParseLimits = DEFAULT_LIMITS) -> ParseResult:
-    """Parse every Python file under ``root`` (see ``iter_python_files``) within ``limits``."""
+    """Parse every Python file under ``root`` (see ``iter_python_files``) within ``limits``.
+
+    Never hangs on a file: a read that takes longer than ``limits.file_io_timeout`` fails that
+    file (code ``io_timeout``) and the others are parsed; see ``reading`` for a hung filesystem.
+    """
     root_path = Path(root).resolve()
     if not root_path.is_dir():
         raise NotADirectoryError(f"not a directory: {root_path}")
@@ -51,9 +55,7 @@ def parse_tree(root: Path | str, *, limits: ParseLimits = DEFAULT_LIMITS) -> Par
             )
         )
         files = files[: limits.max_modules]
-    for file_path in files:
-        relative = file_path.relative_to(root_path).as_posix()
-        data = read_file(file_path, relative=relative, limits=limits)
+    for relative, data in read_files(files, root=root_path, limits=limits):
         if isinstance(data, FileError):
             result.errors.append(data)
             continue

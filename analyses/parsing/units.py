@@ -4,6 +4,7 @@ or a source text: ``content_hash`` and ``module_name``."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -22,6 +23,7 @@ ErrorCode = Literal[
     "outside_root",
     "special_file",
     "unreadable",
+    "io_timeout",
 ]
 
 FUNCTION_KINDS: frozenset[UnitKind] = frozenset({"function", "async_function", "method"})
@@ -29,18 +31,22 @@ FUNCTION_KINDS: frozenset[UnitKind] = frozenset({"function", "async_function", "
 
 @dataclass(frozen=True, slots=True)
 class ParseLimits:
-    """Hard limits; the defaults are the original Eidolon's numbers."""
+    """Hard limits; the defaults are the original Eidolon's numbers and the seed's file I/O
+    timeout (seconds one file's read may take; see ``reading``)."""
 
     max_file_bytes: int = 10 * 1024 * 1024
     max_modules: int = 1000
     max_functions_per_module: int = 500
     max_function_lines: int = 1000
     max_nesting_depth: int = 100
+    file_io_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         for limit in fields(self):
-            if getattr(self, limit.name) < 1:
+            if limit.name != "file_io_timeout" and getattr(self, limit.name) < 1:
                 raise ValueError(f"{limit.name} must be at least 1")
+        if not 0 < self.file_io_timeout <= threading.TIMEOUT_MAX:  # also refuses NaN
+            raise ValueError("file_io_timeout must be a positive number of seconds")
 
 
 DEFAULT_LIMITS = ParseLimits()
@@ -99,7 +105,14 @@ class Unit:
 
 @dataclass(frozen=True, slots=True)
 class FileError:
-    """Why a file, or part of it, was not parsed. ``code`` is stable; ``message`` is for people."""
+    """Why a file, or part of it, was not parsed. ``code`` is stable; ``message`` is for people.
+
+    The file was read but refused: ``too_large``, ``binary``, ``null_bytes``, ``not_utf8``,
+    ``bad_encoding``, ``syntax_error``, ``too_deep``; part of it was dropped:
+    ``too_many_functions``. It was found but not read: ``outside_root``, ``special_file``,
+    ``unreadable``, ``io_timeout`` (its read took longer than ``file_io_timeout``, or was not
+    tried because the filesystem looked hung). ``too_many_modules`` (path ``.``) is the tree's.
+    """
 
     path: str
     code: ErrorCode
