@@ -1,9 +1,10 @@
 """Python source -> units (modules, classes, functions, methods). Pure: no Django, no I/O but reads.
 
-The package, along its seams: ``units`` (data types, limits, hashing), ``files`` (which files are
-walked), ``reading`` (reading them), ``source`` (bytes -> text -> syntax tree), ``walker`` and
-``expressions`` (the single walk), ``parser`` (the entry points), ``context`` (call graph and prompt
-context). Import from the package itself; the submodules are its implementation.
+The package, along its seams: ``units`` (data types, limits, hashing), ``files`` (which files
+are walked), ``reading`` (reading them within a time limit), ``source`` (bytes -> text -> syntax
+tree), ``walker`` and ``expressions`` (the single walk), ``parser`` (the entry points),
+``context`` (call graph and prompt context). Import from the package itself; the submodules are
+its implementation.
 
 Each file is decoded and parsed once, then walked once; everything a unit needs (arguments,
 calls, complexity, nesting, bare excepts, mutable defaults) is gathered in that single pass.
@@ -38,6 +39,9 @@ Conventions (decisions recorded here because callers depend on them):
   source order, plus an error. ``is_public``: no qualname part starts with ``_`` (dunder names
   such as ``__init__`` are public) and nested functions (``<locals>``) are never public; a
   module is public when no part of its dotted name is private.
+* **Reading** never hangs: a read that takes longer than ``file_io_timeout`` fails that file
+  (``io_timeout``) and the others are parsed; a tree whose filesystem looks hung fails at once
+  after a few such reads (see ``reading``). Named pipes, sockets and devices are never opened.
 * **Encoding**: PEP 263 cookies and BOMs are honoured (``tokenize.detect_encoding``); line endings
   are normalised to ``\\n`` before anything is sliced or hashed.
 * **Speed**: the walk is iterative (no recursion limit to hit) and visits each node once;

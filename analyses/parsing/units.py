@@ -107,11 +107,11 @@ class Unit:
 class FileError:
     """Why a file, or part of it, was not parsed. ``code`` is stable; ``message`` is for people.
 
-    The file was read but refused: ``too_large``, ``binary``, ``null_bytes``, ``not_utf8``,
-    ``bad_encoding``, ``syntax_error``, ``too_deep``; part of it was dropped:
-    ``too_many_functions``. It was found but not read: ``outside_root``, ``special_file``,
-    ``unreadable``, ``io_timeout`` (its read took longer than ``file_io_timeout``, or was not
-    tried because the filesystem looked hung). ``too_many_modules`` (path ``.``) is the tree's.
+    Refused for its size or content: ``too_large``, ``binary``, ``null_bytes``, ``not_utf8``,
+    ``bad_encoding``, ``syntax_error``, ``too_deep``; part of it dropped: ``too_many_functions``.
+    Found but not read: ``outside_root``, ``special_file``, ``unreadable``, ``io_timeout`` (the
+    read took longer than ``file_io_timeout``, or was not tried because the filesystem looked
+    hung). ``too_many_modules`` (path ``.``) is the tree's.
     """
 
     path: str
