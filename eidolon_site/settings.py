@@ -398,6 +398,7 @@ EIDOLON_PARSE_LIMITS = {
     "max_functions_per_module": env_int("EIDOLON_MAX_FUNCTIONS_PER_MODULE", 500, minimum=1),
     "max_function_lines": env_int("EIDOLON_MAX_FUNCTION_LINES", 1000, minimum=1),
     "max_nesting_depth": env_int("EIDOLON_MAX_NESTING_DEPTH", 100, minimum=1),
+    "file_io_timeout": EIDOLON_FILE_IO_TIMEOUT,
 }
 
 # --- Prometheus -------------------------------------------------------------
