@@ -23,16 +23,7 @@ from typing import Any, NoReturn
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db.models import (
-    Case,
-    CharField,
-    F,
-    FloatField,
-    IntegerField,
-    Q,
-    Value,
-    When,
-)
+from django.db.models import Case, F, FloatField, Q, Value, When
 from django.db.models.functions import Greatest
 from django.db.models.lookups import LessThanOrEqual
 
@@ -41,7 +32,15 @@ from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import BudgetExhaustedError, format_epoch
 from reliability.models import BUDGET_LIMIT_FIELDS, RateLimitBudget
 from reliability.ratelimit_headers import HEADER_DIMENSIONS, header_signals
-from reliability.sql import Param, prepared_select, prepared_update
+from reliability.sql import (
+    Param,
+    by_name,
+    counter,
+    int_param,
+    named_row,
+    prepared_select,
+    prepared_update,
+)
 
 logger = structlog.get_logger(__name__)
 
@@ -96,23 +95,14 @@ def get_or_create_budget(name: str) -> RateLimitBudget:
 CONFIG_STATEMENT = "budget_config"
 
 
-def _select_config(name: str) -> dict[str, Any] | None:
-    return prepared_select(
+def _config(name: str) -> dict[str, Any]:
+    return named_row(
         CONFIG_STATEMENT,
         model=RateLimitBudget,
-        condition=lambda: Q(name=Param("name", CharField())),
+        name=name,
         fields=CONFIG_COLUMNS,
-        params={"name": name},
+        create=lambda: get_or_create_budget(name),
     )
-
-
-def _config(name: str) -> dict[str, Any]:
-    row = _select_config(name)
-    if row is None:
-        get_or_create_budget(name)
-        row = _select_config(name)
-    assert row is not None
-    return row
 
 
 def _effective_limit(configured: int, observed: int | None, window: float) -> float:
@@ -164,14 +154,6 @@ def _reservation_values() -> dict[str, Any]:
     new_day = Q(day_started_at__lt=Param("today"))
     new_window = Q(window_started_at__lte=Param("window_edge"))
 
-    def counter(field: str, amount: Param | Value, *, reset_when: Q) -> Case:
-        return Case(
-            When(reset_when, then=amount), default=F(field) + amount, output_field=IntegerField()
-        )
-
-    def integer(name: str) -> Param:
-        return Param(name, IntegerField())
-
     return {
         "next_request_at": start + Param("request_seconds"),
         "next_input_at": start + Param("input_seconds"),
@@ -182,7 +164,7 @@ def _reservation_values() -> dict[str, Any]:
             output_field=FloatField(),
         ),
         "day_requests": counter("day_requests", Value(1), reset_when=new_day),
-        "day_tokens": counter("day_tokens", integer("cost"), reset_when=new_day),
+        "day_tokens": counter("day_tokens", int_param("cost"), reset_when=new_day),
         "window_started_at": Case(
             When(new_window, then=Param("now")),
             default=F("window_started_at"),
@@ -190,23 +172,23 @@ def _reservation_values() -> dict[str, Any]:
         ),
         "window_requests": counter("window_requests", Value(1), reset_when=new_window),
         "window_input_tokens": counter(
-            "window_input_tokens", integer("input_tokens"), reset_when=new_window
+            "window_input_tokens", int_param("input_tokens"), reset_when=new_window
         ),
         "window_output_tokens": counter(
-            "window_output_tokens", integer("output_tokens"), reset_when=new_window
+            "window_output_tokens", int_param("output_tokens"), reset_when=new_window
         ),
         "total_requests": F("total_requests") + 1,
-        "total_input_tokens": F("total_input_tokens") + integer("input_tokens"),
-        "total_output_tokens": F("total_output_tokens") + integer("output_tokens"),
+        "total_input_tokens": F("total_input_tokens") + int_param("input_tokens"),
+        "total_output_tokens": F("total_output_tokens") + int_param("output_tokens"),
     }
 
 
 def _reservation_condition(*, has_token_cap: bool, has_deadline: bool) -> Q:
     """Admit only within the daily caps and, if the caller has one, before its deadline."""
     new_day = Q(day_started_at__lt=Param("today"))
-    condition = new_day | Q(day_requests__lt=Param("requests_per_day", IntegerField()))
+    condition = new_day | Q(day_requests__lt=int_param("requests_per_day"))
     if has_token_cap:
-        condition &= new_day | Q(day_tokens__lte=Param("tokens_left_today", IntegerField()))
+        condition &= new_day | Q(day_tokens__lte=int_param("tokens_left_today"))
     if has_deadline:
         condition &= Q(LessThanOrEqual(_next_free_slot(), Param("deadline")))
     return condition
@@ -397,7 +379,7 @@ def paused_until(name: str) -> float:
     row = prepared_select(
         "budget_paused_until",
         model=RateLimitBudget,
-        condition=lambda: Q(name=Param("name", CharField())),
+        condition=by_name,
         fields=["paused_until"],
         params={"name": name},
     )
@@ -435,21 +417,18 @@ def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
         values=lambda: {
             "next_input_at": F("next_input_at") + Param("input_seconds"),
             "next_output_at": F("next_output_at") + Param("output_seconds"),
-            "day_requests": Greatest(F("day_requests") + Param("requests", IntegerField()), 0),
-            "day_tokens": Greatest(F("day_tokens") + Param("tokens", IntegerField()), 0),
-            "window_requests": Greatest(
-                F("window_requests") + Param("requests", IntegerField()), 0
-            ),
+            "day_requests": Greatest(F("day_requests") + int_param("requests"), 0),
+            "day_tokens": Greatest(F("day_tokens") + int_param("tokens"), 0),
+            "window_requests": Greatest(F("window_requests") + int_param("requests"), 0),
             "window_input_tokens": Greatest(
-                F("window_input_tokens") + Param("input_tokens", IntegerField()), 0
+                F("window_input_tokens") + int_param("input_tokens"), 0
             ),
             "window_output_tokens": Greatest(
-                F("window_output_tokens") + Param("output_tokens", IntegerField()), 0
+                F("window_output_tokens") + int_param("output_tokens"), 0
             ),
-            "total_requests": F("total_requests") + Param("requests", IntegerField()),
-            "total_input_tokens": F("total_input_tokens") + Param("input_tokens", IntegerField()),
-            "total_output_tokens": F("total_output_tokens")
-            + Param("output_tokens", IntegerField()),
+            "total_requests": F("total_requests") + int_param("requests"),
+            "total_input_tokens": F("total_input_tokens") + int_param("input_tokens"),
+            "total_output_tokens": F("total_output_tokens") + int_param("output_tokens"),
         },
         params=adjustment_params(reservation, **adjustment),
     )
@@ -533,7 +512,7 @@ def _record_observed_limits(budget_id: int, observed: Mapping[str, int]) -> None
     def changed() -> Q:
         differs = Q()
         for field in fields:
-            differs |= ~Q(**{field: Param(field, IntegerField())})
+            differs |= ~Q(**{field: int_param(field)})
         return differs
 
     # One conditional UPDATE, which writes nothing when the limits are as already recorded.
@@ -541,7 +520,7 @@ def _record_observed_limits(budget_id: int, observed: Mapping[str, int]) -> None
         ("budget_observed", fields),
         model=RateLimitBudget,
         condition=changed,
-        values=lambda: {field: Param(field, IntegerField()) for field in fields},
+        values=lambda: {field: int_param(field) for field in fields},
         params={"pk": budget_id, **observed},
     )
 
