@@ -71,6 +71,21 @@ class Reservation:
     observed_limits: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one request asks of a budget: its estimated tokens, the latest its slot may start
+    (None: whenever), and the tokens its analysis has used so far (for the per-analysis cap)."""
+
+    input_tokens: int
+    output_tokens: int
+    deadline: float | None = None
+    analysis_tokens_used: int | None = None
+
+    @property
+    def cost(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
 @dataclass(frozen=True, kw_only=True)
 class Spacing:
     """Seconds each request and each token occupies, from the effective limits."""
@@ -234,23 +249,16 @@ class ReservationPlan:
 RESERVE_RETURNING = ("next_request_at",)
 
 
-def _exceeds_analysis_cap(cap: int | None, *, used: int | None, cost: int) -> bool:
-    """Whether ``cost`` more tokens would take an analysis (``used`` so far) over its cap."""
-    return cap is not None and used is not None and used + cost > cap
+def _exceeds_analysis_cap(cap: int | None, ask: Ask) -> bool:
+    """Whether the ask would take its analysis over its token cap."""
+    used = ask.analysis_tokens_used
+    return cap is not None and used is not None and used + ask.cost > cap
 
 
-def plan_reservation(
-    config: Mapping[str, Any],
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    deadline: float | None,
-    analysis_tokens_used: int | None,
-    now: float,
-) -> ReservationPlan | None:
+def plan_reservation(config: Mapping[str, Any], ask: Ask, *, now: float) -> ReservationPlan | None:
     """The reservation's statement and parameters; None when the analysis token cap forbids it."""
-    cost = input_tokens + output_tokens
-    if _exceeds_analysis_cap(config["tokens_per_analysis"], used=analysis_tokens_used, cost=cost):
+    cost = ask.cost
+    if _exceeds_analysis_cap(config["tokens_per_analysis"], ask):
         return None
     spacing = spacing_of(config)
     has_token_cap = config["tokens_per_day"] is not None
@@ -258,52 +266,37 @@ def plan_reservation(
         name=config["name"],
         config=config,
         spacing=spacing,
-        statement_key=("budget_reserve", has_token_cap, deadline is not None),
+        statement_key=("budget_reserve", has_token_cap, ask.deadline is not None),
         params={
             "pk": config["id"],
             "now": now,
             "today": utc_day_start(now),
             "window_edge": now - config["window_seconds"],
             "request_seconds": spacing.request,
-            "input_seconds": input_tokens * spacing.input_token,
-            "output_seconds": output_tokens * spacing.output_token,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
+            "input_seconds": ask.input_tokens * spacing.input_token,
+            "output_seconds": ask.output_tokens * spacing.output_token,
+            "input_tokens": ask.input_tokens,
+            "output_tokens": ask.output_tokens,
             "cost": cost,
             "requests_per_day": config["requests_per_day"],
             "tokens_left_today": (config["tokens_per_day"] or 0) - cost,
-            "deadline": deadline,
+            "deadline": ask.deadline,
         },
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
+        input_tokens=ask.input_tokens,
+        output_tokens=ask.output_tokens,
     )
 
 
-def reserve(
-    name: str,
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    deadline: float | None = None,
-    analysis_tokens_used: int | None = None,
-    clock: Clock = SYSTEM_CLOCK,
-) -> Reservation:
+def reserve(name: str, ask: Ask, *, clock: Clock = SYSTEM_CLOCK) -> Reservation:
     """Reserve the next slot of budget ``name`` for one request: one atomic UPDATE.
 
-    Raises ``BudgetExhaustedError`` (reserving nothing) when the slot would start after
-    ``deadline``, or a daily or per-analysis cap would be exceeded. The limits are read first
-    (a short indexed read) so that the UPDATE itself stays short: every process applies an
-    operator's change from its next request.
+    Raises ``BudgetExhaustedError`` (reserving nothing) when the slot would start after the
+    ask's ``deadline``, or a daily or per-analysis cap would be exceeded. The limits are read
+    first (a short indexed read) so that the UPDATE itself stays short: every process applies
+    an operator's change from its next request.
     """
     now = clock.now()
-    plan = plan_reservation(
-        _config(name),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        deadline=deadline,
-        analysis_tokens_used=analysis_tokens_used,
-        now=now,
-    )
+    plan = plan_reservation(_config(name), ask, now=now)
     row = None
     if plan is not None:
         row = prepared_update(
@@ -317,34 +310,22 @@ def reserve(
             returning=RESERVE_RETURNING,
         )
     if row is None:
-        _raise_refusal(
-            name,
-            cost=input_tokens + output_tokens,
-            deadline=deadline,
-            analysis_tokens_used=analysis_tokens_used,
-            now=now,
-        )
+        _raise_refusal(name, ask, now=now)
     metrics.ratelimit_requests.labels(budget=name).inc()
     return plan.reservation(row["next_request_at"])
 
 
-def _raise_refusal(
-    name: str,
-    *,
-    cost: int,
-    deadline: float | None,
-    analysis_tokens_used: int | None,
-    now: float,
-) -> NoReturn:
+def _raise_refusal(name: str, ask: Ask, *, now: float) -> NoReturn:
     """Say why ``reserve`` admitted nothing."""
+    cost = ask.cost
     budget = RateLimitBudget.objects.get(name=name)
     tomorrow = utc_day_start(now) + DAY_SECONDS
     same_day = budget.day_started_at >= utc_day_start(now)
     cap = budget.tokens_per_analysis
-    if _exceeds_analysis_cap(cap, used=analysis_tokens_used, cost=cost):
+    if _exceeds_analysis_cap(cap, ask):
         reason, available_at = (
             f"the analysis token cap of {cap} would be exceeded "
-            f"({analysis_tokens_used} used, {cost} more estimated)",
+            f"({ask.analysis_tokens_used} used, {cost} more estimated)",
             None,
         )
     elif same_day and budget.day_requests >= budget.requests_per_day:
@@ -368,7 +349,7 @@ def _raise_refusal(
         )
         reason = (
             f"the next free slot ({format_epoch(available_at)}) is after the caller's "
-            f"deadline ({format_epoch(deadline or now)})"
+            f"deadline ({format_epoch(ask.deadline or now)})"
         )
     metrics.ratelimit_rejections.labels(budget=name, reason=reason.split(" (")[0][:40]).inc()
     logger.warning("ratelimit_refused", budget=name, reason=reason)
