@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 from django.conf import settings
@@ -409,6 +410,16 @@ def classify_git_error(exc: BaseException, *, now: float) -> Outcome:
     return classify_exception(exc, now=now)
 
 
+def _configured_clone_options() -> dict[str, Any]:
+    """``clone_repository``'s options as the deployment sets them (``EIDOLON_GIT_*``)."""
+    return {
+        "workspace_root": settings.EIDOLON_WORKSPACE_ROOT,
+        "max_bytes": settings.EIDOLON_GIT_MAX_BYTES,
+        "allow_insecure_http": settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP,
+        "extra_git_config": settings.EIDOLON_GIT_EXTRA_CONFIG,
+    }
+
+
 @contextlib.asynccontextmanager
 async def cloned_through_guard(
     url: str, *, ref: str | None, deadline: float | None
@@ -417,13 +428,7 @@ async def cloned_through_guard(
 
     async def clone(attempt: Attempt) -> ClonedRepository:
         return await clone_repository(
-            url,
-            ref=ref,
-            workspace_root=settings.EIDOLON_WORKSPACE_ROOT,
-            timeout_s=attempt.timeout,
-            max_bytes=settings.EIDOLON_GIT_MAX_BYTES,
-            allow_insecure_http=settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP,
-            extra_git_config=settings.EIDOLON_GIT_EXTRA_CONFIG,
+            url, ref=ref, timeout_s=attempt.timeout, **_configured_clone_options()
         )
 
     guard = guard_for("git", classify=classify_git_error)

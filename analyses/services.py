@@ -122,9 +122,7 @@ def submission_admit(*, user, clock: Clock = SYSTEM_CLOCK) -> None:
     every process), or raise ``SubmissionRateLimited`` saying when the next may go."""
     now = clock.now()
     try:
-        ratelimit.reserve(
-            f"submissions:{user.pk}", input_tokens=0, output_tokens=0, deadline=now, clock=clock
-        )
+        ratelimit.reserve(f"submissions:{user.pk}", ratelimit.Ask(0, 0, deadline=now), clock=clock)
     except BudgetExhaustedError as error:
         retry_after = max(1.0, (error.available_at or now + 60.0) - now)
         raise SubmissionRateLimited(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from analyses.parsing import Unit
 from analyses.providers.base import LLMCallRecord
 from reliability.clock import epoch_datetime
 
+_FINDING_FIELDS = tuple(f.name for f in fields(Finding))
 ACTIVE_STATUSES = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)
 NOT_REVIEWED_ALONE = "not reviewed on its own: this provider reviews functions and methods"
 
@@ -103,6 +104,18 @@ def record_source(analysis_id: int, *, commit_sha: str | None) -> None:
 # --- units -------------------------------------------------------------------------------------
 
 
+# What a stored unit keeps of the parsed one, under the same names (and ``id`` as ``unit_id``).
+_STORED_UNIT_FIELDS = (
+    "kind",
+    "qualname",
+    "path",
+    "lineno",
+    "end_lineno",
+    "content_hash",
+    "complexity",
+)
+
+
 def store_units(
     analysis_id: int, *, units: Sequence[Unit], reviewable: Iterable[bool], file_errors: list
 ) -> dict[str, tuple[int, str]]:
@@ -112,13 +125,7 @@ def store_units(
         CodeUnit(
             analysis_id=analysis_id,
             unit_id=unit.id,
-            kind=unit.kind,
-            qualname=unit.qualname,
-            path=unit.path,
-            lineno=unit.lineno,
-            end_lineno=unit.end_lineno,
-            content_hash=unit.content_hash,
-            complexity=unit.complexity,
+            **{name: getattr(unit, name) for name in _STORED_UNIT_FIELDS},
             reviewable=reviews,
             status=UnitStatus.PENDING if reviews else UnitStatus.SKIPPED,
             failure_reason="" if reviews else NOT_REVIEWED_ALONE,
@@ -420,21 +427,12 @@ def finish(
 def findings_by_module(analysis_id: int) -> tuple[dict[str, list[Finding]], dict[str, int]]:
     """Every card as a Finding, by file, and the number of units of each file."""
     by_module: dict[str, list[Finding]] = {}
-    for card in Card.objects.filter(analysis_id=analysis_id).iterator(chunk_size=2000):
-        by_module.setdefault(card.path, []).append(
-            Finding(
-                kind=card.kind,
-                severity=card.severity,
-                title=card.title,
-                explanation=card.explanation,
-                line_start=card.line_start,
-                line_end=card.line_end,
-                confidence=card.confidence,
-                source=card.source,
-                fix=card.fix or None,
-                rule=card.rule or None,
-            )
-        )
+    cards = Card.objects.filter(analysis_id=analysis_id).values("path", *_FINDING_FIELDS)
+    for card in cards.iterator(chunk_size=2000):
+        path = card.pop("path")
+        # A card keeps a finding's fields under the same names, with "" for no fix or rule.
+        card.update(fix=card["fix"] or None, rule=card["rule"] or None)
+        by_module.setdefault(path, []).append(Finding(**card))
     units: dict[str, int] = {}
     for path in CodeUnit.objects.filter(analysis_id=analysis_id).values_list("path", flat=True):
         units[path] = units.get(path, 0) + 1

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -17,6 +19,8 @@ from django.core.exceptions import ImproperlyConfigured
 from eidolon_site.logging import build_logging_config, configure_structlog
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+_Number = TypeVar("_Number", int, float)
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -35,30 +39,34 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def _env_number(
+    name: str,
+    default: _Number,
+    *,
+    parse: Callable[[str], _Number],
+    kind: str,
+    minimum: _Number | None,
+) -> _Number:
+    """``name`` from the environment read by ``parse`` (``int`` or ``float``), at least
+    ``minimum``; ``default`` when unset or blank. ``kind`` names what is wanted in errors."""
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
     try:
-        value = int(raw.strip())
+        value = parse(raw.strip())
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+        raise ImproperlyConfigured(f"{name} must be {kind}, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    return _env_number(name, default, parse=int, kind="an integer", minimum=minimum)
 
 
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return _env_number(name, default, parse=float, kind="a number", minimum=minimum)
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ read transition history. Thin: every change goes through reliability's service f
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
@@ -11,6 +12,7 @@ from django.utils.html import format_html
 from reliability.breaker import window_stats
 from reliability.controls import (
     OPERATOR_ACTIONS,
+    BreakerAction,
     BreakerActionError,
     budget_resume,
     save_breaker_settings,
@@ -47,6 +49,17 @@ def coloured_state(breaker: CircuitBreaker) -> str:
     )
 
 
+def _admin_action(action: BreakerAction) -> Callable[..., None]:
+    """``action`` as an admin action of the same name, on the selected breakers."""
+
+    @admin.action(description=f"{action.label} ({action.effect})", permissions=["change"])
+    def operate(modeladmin: CircuitBreakerAdmin, request, queryset) -> None:
+        modeladmin._operate(request, queryset, action)
+
+    operate.__name__ = action.key  # the action's name in the admin's form
+    return operate
+
+
 class BreakerTransitionInline(admin.TabularInline):
     model = BreakerTransition
     extra = 0
@@ -80,7 +93,7 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         "open_until_display",
     ]
     list_display_links = ["name"]
-    actions = ["reset", "force_open", "disable", "enable"]
+    actions = [_admin_action(action) for action in OPERATOR_ACTIONS.values()]
     inlines = [BreakerTransitionInline]
     search_fields = ["name"]
     readonly_fields = [
@@ -159,33 +172,20 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change) -> None:
         save_breaker_settings(obj, actor=request.user.get_username())
 
-    def _operate(self, request, queryset, action: str, done: str) -> None:
+    def _operate(self, request, queryset, action: BreakerAction) -> None:
         actor = request.user.get_username()
-        operate = OPERATOR_ACTIONS[action]
         for breaker in queryset:
             try:
-                operate(name=breaker.name, actor=actor, reason=f"{done} in the admin by {actor}")
+                action(
+                    name=breaker.name, actor=actor, reason=f"{action.done} in the admin by {actor}"
+                )
             except BreakerActionError as error:
                 self.message_user(request, str(error), messages.WARNING)
                 continue
-            self.log_change(request, breaker, f"{done} the breaker")
-            self.message_user(request, f"Breaker '{breaker.name}': {done}.", messages.SUCCESS)
-
-    @admin.action(description="Reset (close and clear counts)", permissions=["change"])
-    def reset(self, request, queryset) -> None:
-        self._operate(request, queryset, "reset", "reset")
-
-    @admin.action(description="Force open (reject every call)", permissions=["change"])
-    def force_open(self, request, queryset) -> None:
-        self._operate(request, queryset, "force_open", "forced open")
-
-    @admin.action(description="Disable (admit every call, keep counting)", permissions=["change"])
-    def disable(self, request, queryset) -> None:
-        self._operate(request, queryset, "disable", "disabled")
-
-    @admin.action(description="Enable (end forced-open or disabled)", permissions=["change"])
-    def enable(self, request, queryset) -> None:
-        self._operate(request, queryset, "enable", "enabled")
+            self.log_change(request, breaker, f"{action.done} the breaker")
+            self.message_user(
+                request, f"Breaker '{breaker.name}': {action.done}.", messages.SUCCESS
+            )
 
 
 @admin.register(BreakerTransition)
@@ -194,6 +194,16 @@ class BreakerTransitionAdmin(ReadOnlyAdmin):
     list_filter = ["breaker", "to_state", "actor"]
     search_fields = ["reason", "actor"]
     date_hierarchy = "created_at"
+
+
+def _limits(requests: object, input_tokens: object, output_tokens: object, *, per: str) -> str:
+    """A budget's limits, one per dimension: ``50 req, 40000 in, 8000 out per 60 s``."""
+    return f"{requests} req, {input_tokens} in, {output_tokens} out per {per}"
+
+
+def _usage(requests: object, input_tokens: object, output_tokens: object) -> str:
+    """A budget's use, one figure per dimension: ``12 requests, 3400 in / 800 out tokens``."""
+    return f"{requests} requests, {input_tokens} in / {output_tokens} out tokens"
 
 
 @admin.register(RateLimitBudget)
@@ -240,19 +250,19 @@ class RateLimitBudgetAdmin(admin.ModelAdmin):
 
     @admin.display(description="limits per window / day")
     def limits(self, budget: RateLimitBudget) -> str:
-        return (
-            f"{budget.requests_per_window} req, {budget.input_tokens_per_window} in, "
-            f"{budget.output_tokens_per_window} out per {budget.window_seconds:g} s; "
-            f"{budget.requests_per_day} req/day"
+        per_window = _limits(
+            budget.requests_per_window,
+            budget.input_tokens_per_window,
+            budget.output_tokens_per_window,
+            per=f"{budget.window_seconds:g} s",
         )
+        return f"{per_window}; {budget.requests_per_day} req/day"
 
     @admin.display(description="this window")
     def usage_this_window(self, budget: RateLimitBudget) -> str:
         window = budget_status(budget, now=time.time())["window"]
-        return (
-            f"{window['requests']} of {budget.requests_per_window} requests, "
-            f"{window['input_tokens']} in / {window['output_tokens']} out tokens"
-        )
+        requests = f"{window['requests']} of {budget.requests_per_window}"
+        return _usage(requests, window["input_tokens"], window["output_tokens"])
 
     @admin.display(description="today (UTC)")
     def usage_today(self, budget: RateLimitBudget) -> str:
@@ -273,18 +283,16 @@ class RateLimitBudgetAdmin(admin.ModelAdmin):
 
     @admin.display(description="limits reported by the API")
     def observed_limits(self, budget: RateLimitBudget) -> str:
-        return (
-            f"{budget.observed_requests_limit or '-'} req, "
-            f"{budget.observed_input_tokens_limit or '-'} in, "
-            f"{budget.observed_output_tokens_limit or '-'} out per minute"
+        return _limits(
+            budget.observed_requests_limit or "-",
+            budget.observed_input_tokens_limit or "-",
+            budget.observed_output_tokens_limit or "-",
+            per="minute",
         )
 
     @admin.display(description="lifetime")
     def totals(self, budget: RateLimitBudget) -> str:
-        return (
-            f"{budget.total_requests} requests, {budget.total_input_tokens} in / "
-            f"{budget.total_output_tokens} out tokens"
-        )
+        return _usage(budget.total_requests, budget.total_input_tokens, budget.total_output_tokens)
 
     def save_model(self, request, obj, form, change) -> None:
         save_budget_limits(obj, actor=request.user.get_username())

@@ -48,18 +48,11 @@ from reliability.models import (
     WindowType,
 )
 from reliability.outcomes import BreakerVerdict
-from reliability.sql import Param, prepared_select, prepared_update
+from reliability.sql import Param, counter, int_param, named_row, prepared_update
 
 logger = structlog.get_logger(__name__)
 
 SYSTEM_ACTOR = "system"
-TRANSITION_EVENTS = {
-    BreakerState.OPEN: "breaker_opened",
-    BreakerState.HALF_OPEN: "breaker_half_opened",
-    BreakerState.CLOSED: "breaker_closed",
-    BreakerState.FORCED_OPEN: "breaker_forced_open",
-    BreakerState.DISABLED: "breaker_disabled",
-}
 # How soon a caller turned away by a saturated half-open breaker may try again.
 HALF_OPEN_BUSY_RETRY_SECONDS = 1.0
 
@@ -91,6 +84,12 @@ class Permit:
     def is_probe(self) -> bool:
         return self.state == BreakerState.HALF_OPEN
 
+    @property
+    def as_admitted(self) -> tuple[str, int]:
+        """The breaker's (state, generation) when it admitted the call: what a transition the
+        call's outcome makes expects it still to be."""
+        return self.state, self.generation
+
 
 @dataclass(frozen=True)
 class WindowStats:
@@ -118,23 +117,23 @@ ADMISSION_STATEMENT = "breaker_admission"
 FREE_STATES = (BreakerState.CLOSED, BreakerState.DISABLED)
 
 
-def _select_admission_row(name: str) -> dict[str, Any] | None:
-    return prepared_select(
-        ADMISSION_STATEMENT,
-        model=CircuitBreaker,
-        condition=lambda: Q(name=Param("name", CharField())),
-        fields=ADMISSION_FIELDS,
-        params={"name": name},
+def _as_seen(state: str | None = None) -> Q:
+    """The breaker is still as the caller saw it: in ``state`` (by default the ``state``
+    parameter), at the ``generation`` parameter (no transition since)."""
+    return Q(
+        state=state or Param("state", CharField()),
+        generation=Param("generation", BigIntegerField()),
     )
 
 
 def _admission_row(name: str, clock: Clock) -> dict[str, Any]:
-    row = _select_admission_row(name)
-    if row is None:
-        get_or_create_breaker(name, clock=clock)
-        row = _select_admission_row(name)
-    assert row is not None
-    return row
+    return named_row(
+        ADMISSION_STATEMENT,
+        model=CircuitBreaker,
+        name=name,
+        fields=ADMISSION_FIELDS,
+        create=lambda: get_or_create_breaker(name, clock=clock),
+    )
 
 
 def _count(breaker_id: int, total: str, *, failed_at: float | None = None) -> None:
@@ -217,10 +216,8 @@ def _admit_probe(row: dict[str, Any], *, clock: Clock) -> Permit:
     slot = prepared_update(
         "breaker_probe_slot",
         model=CircuitBreaker,
-        condition=lambda: Q(
-            state=BreakerState.HALF_OPEN,
-            generation=Param("generation", BigIntegerField()),
-            half_open_in_flight__lt=F("half_open_max_calls"),
+        condition=lambda: (
+            _as_seen(BreakerState.HALF_OPEN) & Q(half_open_in_flight__lt=F("half_open_max_calls"))
         ),
         values=lambda: {"half_open_in_flight": F("half_open_in_flight") + 1},
         params={"pk": row["id"], "generation": row["generation"]},
@@ -276,13 +273,7 @@ def _record_probe(
     if verdict is BreakerVerdict.FAILURE or (verdict is BreakerVerdict.SUCCESS and slow):
         _count(permit.breaker_id, total, failed_at=now)
         why = "probe was slow" if verdict is BreakerVerdict.SUCCESS else f"probe failed: {reason}"
-        transition(
-            permit.breaker_id,
-            expected=(BreakerState.HALF_OPEN, permit.generation),
-            to_state=BreakerState.OPEN,
-            reason=why,
-            clock=clock,
-        )
+        _open_after(permit, reason=why, clock=clock)
         return
     succeeded = verdict is BreakerVerdict.SUCCESS
 
@@ -299,9 +290,7 @@ def _record_probe(
     row = prepared_update(
         ("breaker_probe_settled", total),
         model=CircuitBreaker,
-        condition=lambda: Q(
-            state=BreakerState.HALF_OPEN, generation=Param("generation", BigIntegerField())
-        ),
+        condition=lambda: _as_seen(BreakerState.HALF_OPEN),
         values=release_slot,
         params={"pk": permit.breaker_id, "generation": permit.generation, "now": now},
         returning=["half_open_successes", "half_open_success_threshold"],
@@ -312,7 +301,7 @@ def _record_probe(
     if succeeded and row["half_open_successes"] >= row["half_open_success_threshold"]:
         transition(
             permit.breaker_id,
-            expected=(BreakerState.HALF_OPEN, permit.generation),
+            expected=permit.as_admitted,
             to_state=BreakerState.CLOSED,
             reason=f"{row['half_open_successes']} successful probe(s)",
             clock=clock,
@@ -345,7 +334,7 @@ def _window_update(*, window_type: str, failed: bool, slow: bool) -> dict[str, A
         )
     else:
         stale = None
-        rolled = Q(window_calls__gte=Param("size", IntegerField()))
+        rolled = Q(window_calls__gte=int_param("size"))
     for (current, previous), increment in increments.items():
         rolls = [When(stale, then=Value(0))] if stale is not None else []
         values[previous] = Case(
@@ -354,11 +343,7 @@ def _window_update(*, window_type: str, failed: bool, slow: bool) -> dict[str, A
             default=F(previous),
             output_field=IntegerField(),
         )
-        values[current] = Case(
-            When(rolled, then=Value(increment)),
-            default=F(current) + increment,
-            output_field=IntegerField(),
-        )
+        values[current] = counter(current, Value(increment), reset_when=rolled)
     return values
 
 
@@ -441,9 +426,7 @@ def _record_in_window(
     row = prepared_update(
         statement.key,
         model=CircuitBreaker,
-        condition=lambda: Q(
-            state=Param("state", CharField()), generation=Param("generation", BigIntegerField())
-        ),
+        condition=_as_seen,
         values=values,
         params=statement.params,
         returning=(
@@ -456,13 +439,19 @@ def _record_in_window(
     if not statement.decides or permit.state != BreakerState.CLOSED:
         return  # disabled breakers count but never trip
     if why := _reason_to_open(row, now=now, last_failure=reason if failed else ""):
-        transition(
-            permit.breaker_id,
-            expected=(BreakerState.CLOSED, permit.generation),
-            to_state=BreakerState.OPEN,
-            reason=why,
-            clock=clock,
-        )
+        _open_after(permit, reason=why, clock=clock)
+
+
+def _open_after(permit: Permit, *, reason: str, clock: Clock) -> None:
+    """Open the breaker for what the call admitted by ``permit`` showed, unless it has moved on
+    since (another process's verdict came first)."""
+    transition(
+        permit.breaker_id,
+        expected=permit.as_admitted,
+        to_state=BreakerState.OPEN,
+        reason=reason,
+        clock=clock,
+    )
 
 
 def _reason_to_open(row: dict[str, Any], *, now: float, last_failure: str) -> str:
@@ -504,6 +493,16 @@ def _fresh_state_values() -> dict[str, Any]:
     }
 
 
+# The log event of each transition, by the state it moves to.
+_TRANSITION_EVENTS = {
+    BreakerState.OPEN: "breaker_opened",
+    BreakerState.HALF_OPEN: "breaker_half_opened",
+    BreakerState.CLOSED: "breaker_closed",
+    BreakerState.FORCED_OPEN: "breaker_forced_open",
+    BreakerState.DISABLED: "breaker_disabled",
+}
+
+
 def transition(
     breaker_id: int,
     *,
@@ -532,23 +531,14 @@ def transition(
         row = prepared_update(
             ("breaker_transition", expected is not None),
             model=CircuitBreaker,
-            condition=(
-                (
-                    lambda: Q(
-                        state=Param("expected_state", CharField()),
-                        generation=Param("expected_generation", BigIntegerField()),
-                    )
-                )
-                if expected is not None
-                else None
-            ),
+            condition=_as_seen if expected is not None else None,
             values=_fresh_state_values,
             params={
                 "pk": breaker_id,
                 "to_state": to_state,
                 "now": now,
-                "expected_state": expected[0] if expected else None,
-                "expected_generation": expected[1] if expected else None,
+                "state": expected[0] if expected else None,
+                "generation": expected[1] if expected else None,
             },
             returning=["generation", "name"],
         )
@@ -570,7 +560,7 @@ def transition(
         logger.warning if to_state in (BreakerState.OPEN, BreakerState.FORCED_OPEN) else logger.info
     )
     log(
-        TRANSITION_EVENTS[to_state],
+        _TRANSITION_EVENTS[to_state],
         breaker=row["name"],
         from_state=from_state,
         to_state=to_state,

@@ -9,6 +9,7 @@ processes, and saving a whole stale instance would overwrite them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import structlog
 from django.core.exceptions import ValidationError
@@ -30,64 +31,63 @@ class BreakerActionError(ValueError):
     """An operator action that does not apply to the breaker's current state."""
 
 
-def _operator_transition(
-    *, name: str, to_state: str, actor: str, reason: str, clock: Clock
-) -> CircuitBreaker:
-    breaker = get_or_create_breaker(name, clock=clock)
-    transition(
-        breaker.pk, expected=None, to_state=to_state, reason=reason, clock=clock, actor=actor
-    )
-    breaker.refresh_from_db()
-    return breaker
+@dataclass(frozen=True)
+class BreakerAction:
+    """An operator's action on a breaker: ``action(name=..., actor=..., reason=...)`` moves the
+    breaker to ``to_state`` (from any state, or only from ``from_states``) and returns it."""
 
+    key: str  # as the CLI, the admin and the API name it: "force_open"
+    to_state: str
+    done: str  # what it did, for the history and messages: "forced open"
+    effect: str  # what it does, for operators choosing it: "reject every call"
+    from_states: tuple[str, ...] = ()  # empty: every state
+    refusal: str = ""  # why it does not apply to a breaker in another state
 
-def breaker_reset(
-    *, name: str, actor: str, reason: str = "reset by operator", clock: Clock = SYSTEM_CLOCK
-) -> CircuitBreaker:
-    """Close the breaker and clear its counts (also ends forced-open and disabled)."""
-    return _operator_transition(
-        name=name, to_state=BreakerState.CLOSED, actor=actor, reason=reason, clock=clock
-    )
+    @property
+    def label(self) -> str:
+        return self.key.replace("_", " ").capitalize()
 
-
-def breaker_force_open(
-    *, name: str, actor: str, reason: str = "forced open by operator", clock: Clock = SYSTEM_CLOCK
-) -> CircuitBreaker:
-    """Reject every call until an operator resets or enables the breaker."""
-    return _operator_transition(
-        name=name, to_state=BreakerState.FORCED_OPEN, actor=actor, reason=reason, clock=clock
-    )
-
-
-def breaker_disable(
-    *, name: str, actor: str, reason: str = "disabled by operator", clock: Clock = SYSTEM_CLOCK
-) -> CircuitBreaker:
-    """Admit every call (outcomes are still counted) until an operator enables it."""
-    return _operator_transition(
-        name=name, to_state=BreakerState.DISABLED, actor=actor, reason=reason, clock=clock
-    )
-
-
-def breaker_enable(
-    *, name: str, actor: str, reason: str = "enabled by operator", clock: Clock = SYSTEM_CLOCK
-) -> CircuitBreaker:
-    """Return a forced-open or disabled breaker to normal operation (closed)."""
-    state = get_or_create_breaker(name, clock=clock).state
-    if state not in (BreakerState.FORCED_OPEN, BreakerState.DISABLED):
-        raise BreakerActionError(
-            f"breaker '{name}' is {state}, not forced open or disabled: nothing to enable "
-            "(use reset to close it)"
+    def __call__(
+        self, *, name: str, actor: str, reason: str | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> CircuitBreaker:
+        breaker = get_or_create_breaker(name, clock=clock)
+        if self.from_states and breaker.state not in self.from_states:
+            raise BreakerActionError(f"breaker '{name}' is {breaker.state}, {self.refusal}")
+        reason = f"{self.done} by operator" if reason is None else reason
+        transition(
+            breaker.pk,
+            expected=None,
+            to_state=self.to_state,
+            reason=reason,
+            clock=clock,
+            actor=actor,
         )
-    return _operator_transition(
-        name=name, to_state=BreakerState.CLOSED, actor=actor, reason=reason, clock=clock
-    )
+        breaker.refresh_from_db()
+        return breaker
 
 
+# Close the breaker and clear its counts (also ends forced-open and disabled).
+breaker_reset = BreakerAction("reset", BreakerState.CLOSED, "reset", "close and clear counts")
+# Reject every call until an operator resets or enables the breaker.
+breaker_force_open = BreakerAction(
+    "force_open", BreakerState.FORCED_OPEN, "forced open", "reject every call"
+)
+# Admit every call (outcomes are still counted) until an operator enables it.
+breaker_disable = BreakerAction(
+    "disable", BreakerState.DISABLED, "disabled", "admit every call, keep counting"
+)
+# Return a forced-open or disabled breaker to normal operation (closed).
+breaker_enable = BreakerAction(
+    "enable",
+    BreakerState.CLOSED,
+    "enabled",
+    "end forced-open or disabled",
+    from_states=(BreakerState.FORCED_OPEN, BreakerState.DISABLED),
+    refusal="not forced open or disabled: nothing to enable (use reset to close it)",
+)
 OPERATOR_ACTIONS = {
-    "reset": breaker_reset,
-    "force_open": breaker_force_open,
-    "disable": breaker_disable,
-    "enable": breaker_enable,
+    action.key: action
+    for action in (breaker_reset, breaker_force_open, breaker_disable, breaker_enable)
 }
 
 

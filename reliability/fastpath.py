@@ -34,7 +34,7 @@ from reliability.breaker import Permit
 from reliability.clock import Clock
 from reliability.models import CircuitBreaker, RateLimitBudget
 from reliability.outcomes import BreakerVerdict
-from reliability.ratelimit import Reservation
+from reliability.ratelimit import Ask, Reservation
 from reliability.ratelimit_headers import header_signals
 from reliability.sql import (
     compiled_select,
@@ -99,10 +99,7 @@ async def admit_and_reserve(
     *,
     breaker_name: str,
     budget_name: str,
-    input_tokens: int,
-    output_tokens: int,
-    deadline: float | None,
-    analysis_tokens_used: int | None,
+    ask: Ask,
     clock: Clock,
     using: str = "default",
 ) -> tuple[Permit, Reservation] | None:
@@ -130,14 +127,8 @@ async def admit_and_reserve(
                 state = row_dict(CircuitBreaker, breaker.ADMISSION_FIELDS, row[:split])
                 if state["state"] not in breaker.FREE_STATES:
                     return None
-                plan = ratelimit.plan_reservation(
-                    row_dict(RateLimitBudget, ratelimit.CONFIG_COLUMNS, row[split:]),
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    deadline=deadline,
-                    analysis_tokens_used=analysis_tokens_used,
-                    now=clock.now(),
-                )
+                config = row_dict(RateLimitBudget, ratelimit.CONFIG_COLUMNS, row[split:])
+                plan = ratelimit.plan_reservation(config, ask, now=clock.now())
                 reserve = plan and compiled_update(
                     plan.statement_key,
                     model=RateLimitBudget,

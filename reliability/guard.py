@@ -18,7 +18,7 @@ import random
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import structlog
 from django.conf import settings
@@ -108,6 +108,22 @@ class AttemptReport:
     will_retry: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[T]):
+    """One call through the guard, as ``Guard.call`` was given it: the same for every attempt."""
+
+    fn: Callable[[Attempt], Awaitable[T]]
+    ask: ratelimit.Ask  # estimated tokens, deadline, the analysis' tokens so far
+    wait_for_breaker: bool
+    wait_for_budget: bool
+    on_wait: Callable[[Wait], None] | None
+    on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None
+
+    @property
+    def deadline(self) -> float | None:
+        return self.ask.deadline
+
+
 class Guard:
     """Guard the calls to one target (breaker ``target``, optional rate ``budget``)."""
 
@@ -157,30 +173,21 @@ class Guard:
         spent budget (reported through ``on_wait``) while that ends before ``deadline``: this
         is the one place that decides how long a call waits, and says why.
         """
-        estimate = estimate or TokenEstimate(0, 0)
+        tokens = estimate or TokenEstimate(0, 0)
+        ask = ratelimit.Ask(
+            tokens.input_tokens, tokens.output_tokens, deadline, analysis_tokens_used
+        )
+        call = _Call(fn, ask, wait_for_breaker, wait_for_budget, on_wait, on_attempt)
         self.retry_budget.record_call()
         number = 0
         while True:
             number += 1
             try:
-                return await self._attempt(
-                    fn,
-                    number=number,
-                    estimate=estimate,
-                    deadline=deadline,
-                    analysis_tokens_used=analysis_tokens_used,
-                    on_wait=on_wait,
-                    on_attempt=on_attempt,
-                )
+                return await self._attempt(call, number)
             except _Retry as retry:
                 wait = Wait("retry_backoff", self.clock.now() + retry.delay, self.label)
             except (CircuitOpenError, BudgetExhaustedError) as refusal:
-                wait = self._capacity_wait(
-                    refusal,
-                    deadline=deadline,
-                    wait_for_breaker=wait_for_breaker,
-                    wait_for_budget=wait_for_budget,
-                )
+                wait = self._capacity_wait(refusal, call)
                 if wait is None:
                     raise
                 number -= 1  # nothing was sent: not an attempt
@@ -189,64 +196,48 @@ class Guard:
             await self.clock.sleep(max(0.0, wait.until - self.clock.now()))
 
     def _capacity_wait(
-        self,
-        refusal: CircuitOpenError | BudgetExhaustedError,
-        *,
-        deadline: float | None,
-        wait_for_breaker: bool,
-        wait_for_budget: bool,
+        self, refusal: CircuitOpenError | BudgetExhaustedError, call: _Call
     ) -> Wait | None:
         """Until when to wait before asking again after ``refusal``; None to give up now."""
         if isinstance(refusal, CircuitOpenError):
-            if not wait_for_breaker:
+            if not call.wait_for_breaker:
                 return None
             until = refusal.retry_at or self.clock.now() + FORCED_OPEN_RECHECK_SECONDS
             wait = Wait("breaker", until, self.label)
         else:
-            if not wait_for_budget or refusal.available_at is None:
+            if not call.wait_for_budget or refusal.available_at is None:
                 return None
             wait = Wait("rate_budget", refusal.available_at, self.label)
-        if deadline is not None and wait.until >= deadline:
+        if call.deadline is not None and wait.until >= call.deadline:
             return None
         return wait
 
-    async def _attempt(
-        self,
-        fn: Callable[[Attempt], Awaitable[T]],
-        *,
-        number: int,
-        estimate: TokenEstimate,
-        deadline: float | None,
-        analysis_tokens_used: int | None,
-        on_wait: Callable[[Wait], None] | None,
-        on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None,
-    ) -> T:
-        permit, reservation = await self._admit_and_reserve(
-            estimate=estimate, deadline=deadline, analysis_tokens_used=analysis_tokens_used
-        )
+    async def _attempt(self, call: _Call[T], number: int) -> T:
+        permit, reservation = await self._admit_and_reserve(call.ask)
+        on_wait = call.on_wait
         attempt: Attempt | None = None
         started = self.clock.monotonic()
         try:
             if reservation is not None:
                 reservation = await ratelimit.wait_for_slot(
                     reservation,
-                    reserve_again=lambda: self._reserve(estimate, deadline, analysis_tokens_used),
+                    reserve_again=lambda: self._reserve(call.ask),
                     on_wait=(lambda until: on_wait(Wait("rate_budget", until, self.label)))
                     if on_wait
                     else None,
                     clock=self.clock,
                 )
-            timeout = self._timeout_before(deadline)
+            timeout = self._timeout_before(call.deadline)
             attempt = Attempt(
                 number=number,
-                deadline=deadline,
+                deadline=call.deadline,
                 timeout=timeout,
                 slot_at=reservation.start_at if reservation is not None else None,
             )
             started = self.clock.monotonic()
             try:
                 async with asyncio.timeout(timeout):
-                    result = await fn(attempt)
+                    result = await call.fn(attempt)
             except TimeoutError as exc:
                 raise CallTimeoutError(target=self.target, timeout=timeout) from exc
         except BaseException as exc:
@@ -254,10 +245,10 @@ class Guard:
             called = attempt is not None
             duration = self.clock.monotonic() - started if called else 0.0
             will_retry, delay, refusal = self._retry_decision(
-                outcome, number=number, deadline=deadline, called=called
+                outcome, number=number, deadline=call.deadline, called=called
             )
             self._count(outcome, duration=duration, called=called)
-            used = _tokens_used(outcome, attempt, estimate)
+            used = _tokens_used(outcome, attempt, call.ask)
             await in_db_thread(
                 self._settle,
                 permit,
@@ -268,7 +259,7 @@ class Guard:
                 duration=duration,
                 called=called,
             )
-            await self._report(on_attempt, number, outcome, duration, attempt, used, will_retry)
+            await self._report(call, number, outcome, duration, attempt, used, will_retry)
             if will_retry:
                 raise _Retry(delay) from exc
             if refusal is not None:
@@ -276,7 +267,7 @@ class Guard:
             raise
         duration = self.clock.monotonic() - started
         self._count(SUCCESS, duration=duration, called=True)
-        used = _tokens_used(SUCCESS, attempt, estimate)
+        used = _tokens_used(SUCCESS, attempt, call.ask)
         settle = self._settle_success(permit, reservation, attempt, used, duration)
         if permit.is_probe:
             await settle  # a probe's success may close the breaker: record it before going on
@@ -284,7 +275,7 @@ class Guard:
             # A success in closed state decides nothing: record it without holding the caller
             # up (``drain`` waits for such records).
             self._in_background(settle)
-        await self._report(on_attempt, number, SUCCESS, duration, attempt, used, False)
+        await self._report(call, number, SUCCESS, duration, attempt, used, False)
         return result
 
     def _in_background(self, work: Awaitable[None]) -> None:
@@ -300,29 +291,18 @@ class Guard:
             await asyncio.gather(*list(pending), return_exceptions=True)
 
     async def _admit_and_reserve(
-        self, *, estimate: TokenEstimate, deadline: float | None, analysis_tokens_used: int | None
+        self, ask: ratelimit.Ask
     ) -> tuple[breaker.Permit, ratelimit.Reservation | None]:
         """On PostgreSQL the common case needs no thread (see ``fastpath``); else in a thread."""
         if self.budget is not None and fastpath.available():
             admitted = await fastpath.admit_and_reserve(
-                breaker_name=self.target,
-                budget_name=self.budget,
-                input_tokens=estimate.input_tokens,
-                output_tokens=estimate.output_tokens,
-                deadline=deadline,
-                analysis_tokens_used=analysis_tokens_used,
-                clock=self.clock,
+                breaker_name=self.target, budget_name=self.budget, ask=ask, clock=self.clock
             )
             if admitted is not None:
                 metrics.guard_admissions.labels(target=self.target, path="inline").inc()
                 return admitted
         metrics.guard_admissions.labels(target=self.target, path="thread").inc()
-        return await in_db_thread(
-            self._begin,
-            estimate=estimate,
-            deadline=deadline,
-            analysis_tokens_used=analysis_tokens_used,
-        )
+        return await in_db_thread(self._begin, ask)
 
     async def aclose(self) -> None:
         """Record what is left in the background and close this event loop's connection."""
@@ -340,28 +320,17 @@ class Guard:
             )
         return min(self.timeout, remaining)
 
-    def _reserve(
-        self, estimate: TokenEstimate, deadline: float | None, analysis_tokens_used: int | None
-    ) -> ratelimit.Reservation:
+    def _reserve(self, ask: ratelimit.Ask) -> ratelimit.Reservation:
         assert self.budget is not None
-        return ratelimit.reserve(
-            self.budget,
-            input_tokens=estimate.input_tokens,
-            output_tokens=estimate.output_tokens,
-            deadline=deadline,
-            analysis_tokens_used=analysis_tokens_used,
-            clock=self.clock,
-        )
+        return ratelimit.reserve(self.budget, ask, clock=self.clock)
 
-    def _begin(
-        self, *, estimate: TokenEstimate, deadline: float | None, analysis_tokens_used: int | None
-    ) -> tuple[breaker.Permit, ratelimit.Reservation | None]:
+    def _begin(self, ask: ratelimit.Ask) -> tuple[breaker.Permit, ratelimit.Reservation | None]:
         """Admission then budget, in one trip to the database thread."""
         permit = breaker.admit(self.target, clock=self.clock)
         if self.budget is None:
             return permit, None
         try:
-            return permit, self._reserve(estimate, deadline, analysis_tokens_used)
+            return permit, self._reserve(ask)
         except BaseException:
             # Not called: hand the permit back so a half-open probe slot is not lost.
             breaker.record(permit, BreakerVerdict.IGNORED, duration=0.0, clock=self.clock)
@@ -490,7 +459,7 @@ class Guard:
 
     async def _report(
         self,
-        on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None,
+        call: _Call,
         number: int,
         outcome: Outcome,
         duration: float,
@@ -498,7 +467,7 @@ class Guard:
         used: tuple[int, int],
         will_retry: bool,
     ) -> None:
-        if on_attempt is None or attempt is None:
+        if call.on_attempt is None or attempt is None:
             return
         report = AttemptReport(
             target=self.target,
@@ -509,7 +478,7 @@ class Guard:
             output_tokens=used[1],
             will_retry=will_retry,
         )
-        maybe_awaitable = on_attempt(report)
+        maybe_awaitable = call.on_attempt(report)
         if maybe_awaitable is not None:
             await maybe_awaitable
 
@@ -519,9 +488,7 @@ class _Retry(Exception):
         self.delay = delay
 
 
-def _tokens_used(
-    outcome: Outcome, attempt: Attempt | None, estimate: TokenEstimate
-) -> tuple[int, int]:
+def _tokens_used(outcome: Outcome, attempt: Attempt | None, ask: ratelimit.Ask) -> tuple[int, int]:
     """Tokens to charge: what the reply reported; none for a rejected request (it has a
     status); the input estimate when we cannot know (timeouts, dropped connections)."""
     if attempt is not None and attempt.input_tokens is not None:
@@ -529,8 +496,8 @@ def _tokens_used(
     if outcome.status is not None:
         return 0, 0
     if outcome.is_success:
-        return estimate.input_tokens, estimate.output_tokens
-    return estimate.input_tokens, 0
+        return ask.input_tokens, ask.output_tokens
+    return ask.input_tokens, 0
 
 
 _guards: dict[str, Guard] = {}

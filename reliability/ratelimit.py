@@ -23,16 +23,7 @@ from typing import Any, NoReturn
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db.models import (
-    Case,
-    CharField,
-    F,
-    FloatField,
-    IntegerField,
-    Q,
-    Value,
-    When,
-)
+from django.db.models import Case, F, FloatField, Q, Value, When
 from django.db.models.functions import Greatest
 from django.db.models.lookups import LessThanOrEqual
 
@@ -41,7 +32,15 @@ from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import BudgetExhaustedError, format_epoch
 from reliability.models import BUDGET_LIMIT_FIELDS, RateLimitBudget
 from reliability.ratelimit_headers import HEADER_DIMENSIONS, header_signals
-from reliability.sql import Param, prepared_select, prepared_update
+from reliability.sql import (
+    Param,
+    by_name,
+    counter,
+    int_param,
+    named_row,
+    prepared_select,
+    prepared_update,
+)
 
 logger = structlog.get_logger(__name__)
 
@@ -72,6 +71,21 @@ class Reservation:
     observed_limits: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one request asks of a budget: its estimated tokens, the latest its slot may start
+    (None: whenever), and the tokens its analysis has used so far (for the per-analysis cap)."""
+
+    input_tokens: int
+    output_tokens: int
+    deadline: float | None = None
+    analysis_tokens_used: int | None = None
+
+    @property
+    def cost(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
 @dataclass(frozen=True, kw_only=True)
 class Spacing:
     """Seconds each request and each token occupies, from the effective limits."""
@@ -96,23 +110,14 @@ def get_or_create_budget(name: str) -> RateLimitBudget:
 CONFIG_STATEMENT = "budget_config"
 
 
-def _select_config(name: str) -> dict[str, Any] | None:
-    return prepared_select(
+def _config(name: str) -> dict[str, Any]:
+    return named_row(
         CONFIG_STATEMENT,
         model=RateLimitBudget,
-        condition=lambda: Q(name=Param("name", CharField())),
+        name=name,
         fields=CONFIG_COLUMNS,
-        params={"name": name},
+        create=lambda: get_or_create_budget(name),
     )
-
-
-def _config(name: str) -> dict[str, Any]:
-    row = _select_config(name)
-    if row is None:
-        get_or_create_budget(name)
-        row = _select_config(name)
-    assert row is not None
-    return row
 
 
 def _effective_limit(configured: int, observed: int | None, window: float) -> float:
@@ -164,14 +169,6 @@ def _reservation_values() -> dict[str, Any]:
     new_day = Q(day_started_at__lt=Param("today"))
     new_window = Q(window_started_at__lte=Param("window_edge"))
 
-    def counter(field: str, amount: Param | Value, *, reset_when: Q) -> Case:
-        return Case(
-            When(reset_when, then=amount), default=F(field) + amount, output_field=IntegerField()
-        )
-
-    def integer(name: str) -> Param:
-        return Param(name, IntegerField())
-
     return {
         "next_request_at": start + Param("request_seconds"),
         "next_input_at": start + Param("input_seconds"),
@@ -182,7 +179,7 @@ def _reservation_values() -> dict[str, Any]:
             output_field=FloatField(),
         ),
         "day_requests": counter("day_requests", Value(1), reset_when=new_day),
-        "day_tokens": counter("day_tokens", integer("cost"), reset_when=new_day),
+        "day_tokens": counter("day_tokens", int_param("cost"), reset_when=new_day),
         "window_started_at": Case(
             When(new_window, then=Param("now")),
             default=F("window_started_at"),
@@ -190,23 +187,23 @@ def _reservation_values() -> dict[str, Any]:
         ),
         "window_requests": counter("window_requests", Value(1), reset_when=new_window),
         "window_input_tokens": counter(
-            "window_input_tokens", integer("input_tokens"), reset_when=new_window
+            "window_input_tokens", int_param("input_tokens"), reset_when=new_window
         ),
         "window_output_tokens": counter(
-            "window_output_tokens", integer("output_tokens"), reset_when=new_window
+            "window_output_tokens", int_param("output_tokens"), reset_when=new_window
         ),
         "total_requests": F("total_requests") + 1,
-        "total_input_tokens": F("total_input_tokens") + integer("input_tokens"),
-        "total_output_tokens": F("total_output_tokens") + integer("output_tokens"),
+        "total_input_tokens": F("total_input_tokens") + int_param("input_tokens"),
+        "total_output_tokens": F("total_output_tokens") + int_param("output_tokens"),
     }
 
 
 def _reservation_condition(*, has_token_cap: bool, has_deadline: bool) -> Q:
     """Admit only within the daily caps and, if the caller has one, before its deadline."""
     new_day = Q(day_started_at__lt=Param("today"))
-    condition = new_day | Q(day_requests__lt=Param("requests_per_day", IntegerField()))
+    condition = new_day | Q(day_requests__lt=int_param("requests_per_day"))
     if has_token_cap:
-        condition &= new_day | Q(day_tokens__lte=Param("tokens_left_today", IntegerField()))
+        condition &= new_day | Q(day_tokens__lte=int_param("tokens_left_today"))
     if has_deadline:
         condition &= Q(LessThanOrEqual(_next_free_slot(), Param("deadline")))
     return condition
@@ -252,23 +249,16 @@ class ReservationPlan:
 RESERVE_RETURNING = ("next_request_at",)
 
 
-def _exceeds_analysis_cap(cap: int | None, *, used: int | None, cost: int) -> bool:
-    """Whether ``cost`` more tokens would take an analysis (``used`` so far) over its cap."""
-    return cap is not None and used is not None and used + cost > cap
+def _exceeds_analysis_cap(cap: int | None, ask: Ask) -> bool:
+    """Whether the ask would take its analysis over its token cap."""
+    used = ask.analysis_tokens_used
+    return cap is not None and used is not None and used + ask.cost > cap
 
 
-def plan_reservation(
-    config: Mapping[str, Any],
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    deadline: float | None,
-    analysis_tokens_used: int | None,
-    now: float,
-) -> ReservationPlan | None:
+def plan_reservation(config: Mapping[str, Any], ask: Ask, *, now: float) -> ReservationPlan | None:
     """The reservation's statement and parameters; None when the analysis token cap forbids it."""
-    cost = input_tokens + output_tokens
-    if _exceeds_analysis_cap(config["tokens_per_analysis"], used=analysis_tokens_used, cost=cost):
+    cost = ask.cost
+    if _exceeds_analysis_cap(config["tokens_per_analysis"], ask):
         return None
     spacing = spacing_of(config)
     has_token_cap = config["tokens_per_day"] is not None
@@ -276,52 +266,37 @@ def plan_reservation(
         name=config["name"],
         config=config,
         spacing=spacing,
-        statement_key=("budget_reserve", has_token_cap, deadline is not None),
+        statement_key=("budget_reserve", has_token_cap, ask.deadline is not None),
         params={
             "pk": config["id"],
             "now": now,
             "today": utc_day_start(now),
             "window_edge": now - config["window_seconds"],
             "request_seconds": spacing.request,
-            "input_seconds": input_tokens * spacing.input_token,
-            "output_seconds": output_tokens * spacing.output_token,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
+            "input_seconds": ask.input_tokens * spacing.input_token,
+            "output_seconds": ask.output_tokens * spacing.output_token,
+            "input_tokens": ask.input_tokens,
+            "output_tokens": ask.output_tokens,
             "cost": cost,
             "requests_per_day": config["requests_per_day"],
             "tokens_left_today": (config["tokens_per_day"] or 0) - cost,
-            "deadline": deadline,
+            "deadline": ask.deadline,
         },
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
+        input_tokens=ask.input_tokens,
+        output_tokens=ask.output_tokens,
     )
 
 
-def reserve(
-    name: str,
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    deadline: float | None = None,
-    analysis_tokens_used: int | None = None,
-    clock: Clock = SYSTEM_CLOCK,
-) -> Reservation:
+def reserve(name: str, ask: Ask, *, clock: Clock = SYSTEM_CLOCK) -> Reservation:
     """Reserve the next slot of budget ``name`` for one request: one atomic UPDATE.
 
-    Raises ``BudgetExhaustedError`` (reserving nothing) when the slot would start after
-    ``deadline``, or a daily or per-analysis cap would be exceeded. The limits are read first
-    (a short indexed read) so that the UPDATE itself stays short: every process applies an
-    operator's change from its next request.
+    Raises ``BudgetExhaustedError`` (reserving nothing) when the slot would start after the
+    ask's ``deadline``, or a daily or per-analysis cap would be exceeded. The limits are read
+    first (a short indexed read) so that the UPDATE itself stays short: every process applies
+    an operator's change from its next request.
     """
     now = clock.now()
-    plan = plan_reservation(
-        _config(name),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        deadline=deadline,
-        analysis_tokens_used=analysis_tokens_used,
-        now=now,
-    )
+    plan = plan_reservation(_config(name), ask, now=now)
     row = None
     if plan is not None:
         row = prepared_update(
@@ -335,34 +310,22 @@ def reserve(
             returning=RESERVE_RETURNING,
         )
     if row is None:
-        _raise_refusal(
-            name,
-            cost=input_tokens + output_tokens,
-            deadline=deadline,
-            analysis_tokens_used=analysis_tokens_used,
-            now=now,
-        )
+        _raise_refusal(name, ask, now=now)
     metrics.ratelimit_requests.labels(budget=name).inc()
     return plan.reservation(row["next_request_at"])
 
 
-def _raise_refusal(
-    name: str,
-    *,
-    cost: int,
-    deadline: float | None,
-    analysis_tokens_used: int | None,
-    now: float,
-) -> NoReturn:
+def _raise_refusal(name: str, ask: Ask, *, now: float) -> NoReturn:
     """Say why ``reserve`` admitted nothing."""
+    cost = ask.cost
     budget = RateLimitBudget.objects.get(name=name)
     tomorrow = utc_day_start(now) + DAY_SECONDS
     same_day = budget.day_started_at >= utc_day_start(now)
     cap = budget.tokens_per_analysis
-    if _exceeds_analysis_cap(cap, used=analysis_tokens_used, cost=cost):
+    if _exceeds_analysis_cap(cap, ask):
         reason, available_at = (
             f"the analysis token cap of {cap} would be exceeded "
-            f"({analysis_tokens_used} used, {cost} more estimated)",
+            f"({ask.analysis_tokens_used} used, {cost} more estimated)",
             None,
         )
     elif same_day and budget.day_requests >= budget.requests_per_day:
@@ -386,7 +349,7 @@ def _raise_refusal(
         )
         reason = (
             f"the next free slot ({format_epoch(available_at)}) is after the caller's "
-            f"deadline ({format_epoch(deadline or now)})"
+            f"deadline ({format_epoch(ask.deadline or now)})"
         )
     metrics.ratelimit_rejections.labels(budget=name, reason=reason.split(" (")[0][:40]).inc()
     logger.warning("ratelimit_refused", budget=name, reason=reason)
@@ -397,7 +360,7 @@ def paused_until(name: str) -> float:
     row = prepared_select(
         "budget_paused_until",
         model=RateLimitBudget,
-        condition=lambda: Q(name=Param("name", CharField())),
+        condition=by_name,
         fields=["paused_until"],
         params={"name": name},
     )
@@ -435,21 +398,18 @@ def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
         values=lambda: {
             "next_input_at": F("next_input_at") + Param("input_seconds"),
             "next_output_at": F("next_output_at") + Param("output_seconds"),
-            "day_requests": Greatest(F("day_requests") + Param("requests", IntegerField()), 0),
-            "day_tokens": Greatest(F("day_tokens") + Param("tokens", IntegerField()), 0),
-            "window_requests": Greatest(
-                F("window_requests") + Param("requests", IntegerField()), 0
-            ),
+            "day_requests": Greatest(F("day_requests") + int_param("requests"), 0),
+            "day_tokens": Greatest(F("day_tokens") + int_param("tokens"), 0),
+            "window_requests": Greatest(F("window_requests") + int_param("requests"), 0),
             "window_input_tokens": Greatest(
-                F("window_input_tokens") + Param("input_tokens", IntegerField()), 0
+                F("window_input_tokens") + int_param("input_tokens"), 0
             ),
             "window_output_tokens": Greatest(
-                F("window_output_tokens") + Param("output_tokens", IntegerField()), 0
+                F("window_output_tokens") + int_param("output_tokens"), 0
             ),
-            "total_requests": F("total_requests") + Param("requests", IntegerField()),
-            "total_input_tokens": F("total_input_tokens") + Param("input_tokens", IntegerField()),
-            "total_output_tokens": F("total_output_tokens")
-            + Param("output_tokens", IntegerField()),
+            "total_requests": F("total_requests") + int_param("requests"),
+            "total_input_tokens": F("total_input_tokens") + int_param("input_tokens"),
+            "total_output_tokens": F("total_output_tokens") + int_param("output_tokens"),
         },
         params=adjustment_params(reservation, **adjustment),
     )
@@ -533,7 +493,7 @@ def _record_observed_limits(budget_id: int, observed: Mapping[str, int]) -> None
     def changed() -> Q:
         differs = Q()
         for field in fields:
-            differs |= ~Q(**{field: Param(field, IntegerField())})
+            differs |= ~Q(**{field: int_param(field)})
         return differs
 
     # One conditional UPDATE, which writes nothing when the limits are as already recorded.
@@ -541,7 +501,7 @@ def _record_observed_limits(budget_id: int, observed: Mapping[str, int]) -> None
         ("budget_observed", fields),
         model=RateLimitBudget,
         condition=changed,
-        values=lambda: {field: Param(field, IntegerField()) for field in fields},
+        values=lambda: {field: int_param(field) for field in fields},
         params={"pk": budget_id, **observed},
     )
 

@@ -24,7 +24,19 @@ from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
-from django.db.models import Expression, Field, FloatField, Model, Q, QuerySet
+from django.db.models import (
+    Case,
+    CharField,
+    Expression,
+    F,
+    Field,
+    FloatField,
+    IntegerField,
+    Model,
+    Q,
+    QuerySet,
+    When,
+)
 from django.db.models.sql import UpdateQuery
 from django.db.models.sql.constants import ROW_COUNT
 
@@ -46,6 +58,23 @@ class Param(Expression):
 
     def get_group_by_cols(self) -> list:
         return []
+
+
+def int_param(name: str) -> Param:
+    return Param(name, IntegerField())
+
+
+def by_name() -> Q:
+    """The row whose ``name`` is the ``name`` parameter (breakers and budgets are named)."""
+    return Q(name=Param("name", CharField()))
+
+
+def counter(field: str, amount: Expression, *, reset_when: Q) -> Case:
+    """``field`` counting ``amount`` more; counting from ``amount`` afresh where ``reset_when``
+    holds (a new window, a new day)."""
+    return Case(
+        When(reset_when, then=amount), default=F(field) + amount, output_field=IntegerField()
+    )
 
 
 @dataclass(frozen=True)
@@ -285,6 +314,30 @@ def prepared_update(
         _execute(cursor, f"{statement.sql} {_returning(model, returning, using)}", bound)
         row = cursor.fetchone()
     return None if row is None else row_dict(model, returning, row)
+
+
+def named_row(
+    key: Hashable,
+    *,
+    model: type[Model],
+    name: str,
+    fields: Sequence[str],
+    create: Callable[[], object],
+) -> dict[str, Any]:
+    """The ``fields`` of the ``model`` row named ``name`` (a prepared select), the row made by
+    ``create`` first if there is none (breakers and budgets are made on first use)."""
+
+    def select() -> dict[str, Any] | None:
+        return prepared_select(
+            key, model=model, condition=by_name, fields=fields, params={"name": name}
+        )
+
+    row = select()
+    if row is None:
+        create()
+        row = select()
+    assert row is not None
+    return row
 
 
 def update_returning(

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from asgiref.sync import sync_to_async
 
 from reliability.clock import SYSTEM_CLOCK, Clock
-from reliability.ratelimit import Reservation, reserve, wait_for_slot
+from reliability.ratelimit import Ask, Reservation, reserve, wait_for_slot
 
 
 async def acquire(
@@ -22,13 +22,7 @@ async def acquire(
     """Wait until budget ``name`` admits one request, as the guard does; return the reservation."""
 
     def reserve_slot() -> Reservation:
-        return reserve(
-            name,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            deadline=deadline,
-            clock=clock,
-        )
+        return reserve(name, Ask(input_tokens, output_tokens, deadline=deadline), clock=clock)
 
     reservation = await sync_to_async(reserve_slot)()
     return await wait_for_slot(

@@ -232,7 +232,7 @@ class AnthropicProvider:
     ) -> _Reply:
         """One guarded call (retried by the guard), its records, and what its reply said."""
         call = _GuardedCall(
-            self,
+            provider=self,
             messages=messages,
             unit=request.unit,
             purpose=purpose,
@@ -315,26 +315,17 @@ class AnthropicProvider:
         return text
 
 
+@dataclass(eq=False, slots=True, kw_only=True)
 class _GuardedCall:
     """The function the guard calls for one request, and the record of each of its attempts."""
 
-    def __init__(
-        self,
-        provider: AnthropicProvider,
-        *,
-        messages: list[dict[str, Any]],
-        unit: Unit,
-        purpose: str,
-        exchange: _Exchange,
-        on_call: CallCallback | None,
-    ) -> None:
-        self.provider = provider
-        self.messages = messages
-        self.unit = unit
-        self.purpose = purpose
-        self.exchange = exchange
-        self.on_call = on_call
-        self.note = _AttemptNote()
+    provider: AnthropicProvider
+    messages: list[dict[str, Any]]
+    unit: Unit
+    purpose: str
+    exchange: _Exchange
+    on_call: CallCallback | None
+    note: _AttemptNote = field(default_factory=_AttemptNote, init=False)
 
     async def send(self, attempt: Attempt) -> _Reply:
         self.note = note = _AttemptNote()

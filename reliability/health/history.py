@@ -20,7 +20,7 @@ from django.db import Error as DBError
 from django.db import close_old_connections, transaction
 
 from reliability.health.checks import OVERALL
-from reliability.health.report import HealthReport
+from reliability.health.report import ComponentReport, HealthReport
 from reliability.models import (
     HealthComponentState,
     HealthSample,
@@ -44,6 +44,9 @@ def monitor_stale_after(interval: float | None = None) -> dt.timedelta:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Observation:
+    """What a round saw of something that is not a checked component (``overall``); a
+    component's ``ComponentReport`` has the same fields."""
+
     name: str
     status: str
     critical: bool
@@ -52,76 +55,65 @@ class Observation:
     latency_ms: float | None
 
 
-def observations_of(report: HealthReport) -> list[Observation]:
-    observed = [
-        Observation(
-            name=c.name,
-            status=c.status,
-            critical=c.critical,
-            message=c.message,
-            detail=c.detail,
-            latency_ms=c.latency_ms,
-        )
-        for c in report.components.values()
-    ]
-    observed.append(
-        Observation(
-            name=OVERALL,
-            status=report.status,
-            critical=True,
-            message=report.summary(),
-            detail="",
-            latency_ms=report.duration_ms,
-        )
+def observations_of(report: HealthReport) -> list[ComponentReport | Observation]:
+    """What the round saw: each component's report, and the overall status."""
+    overall = Observation(
+        name=OVERALL,
+        status=report.status,
+        critical=True,
+        message=report.summary(),
+        detail="",
+        latency_ms=report.duration_ms,
     )
-    return observed
+    return [*report.components.values(), overall]
 
 
 def _apply_observation(
     state: HealthComponentState,
-    seen: Observation,
+    seen: ComponentReport | Observation,
     *,
     at: dt.datetime,
     stale_after: dt.timedelta | None,
 ) -> list[HealthTransition]:
     """Update ``state`` (unsaved) with what was seen ``at``; return the transitions it makes."""
     transitions = []
-    previous = state.status
     if (
         stale_after is not None
         and state.checked_at is not None
-        and previous != HealthStatus.UNKNOWN
+        and state.status != HealthStatus.UNKNOWN
         and at - state.checked_at > stale_after
     ):
+        # Nobody watched since the last observation: unknown from then on.
         transitions.append(
-            HealthTransition(
-                component=state,
-                from_status=previous,
-                to_status=HealthStatus.UNKNOWN,
-                message=STALE_MONITOR_MESSAGE,
-                created_at=state.checked_at,
-            )
+            _move(state, HealthStatus.UNKNOWN, message=STALE_MONITOR_MESSAGE, at=state.checked_at)
         )
-        previous = HealthStatus.UNKNOWN
-    if seen.status != previous:
+    if seen.status != state.status:
         transitions.append(
-            HealthTransition(
-                component=state,
-                from_status=previous,
-                to_status=seen.status,
-                message=seen.message,
-                detail=seen.detail,
-                created_at=at,
-            )
+            _move(state, seen.status, message=seen.message, detail=seen.detail, at=at)
         )
         state.since = at
-    state.status = seen.status
     state.critical = seen.critical
     state.message = seen.message
     state.detail = seen.detail
     state.latency_ms = seen.latency_ms
     state.checked_at = at
     return transitions
+
+
+def _move(
+    state: HealthComponentState, to_status: str, *, message: str, detail: str = "", at: dt.datetime
+) -> HealthTransition:
+    """Move ``state`` (unsaved) to ``to_status``; return the transition that records it."""
+    change = HealthTransition(
+        component=state,
+        from_status=state.status,
+        to_status=to_status,
+        message=message,
+        detail=detail,
+        created_at=at,
+    )
+    state.status = to_status
+    return change
 
 
 def record_report(

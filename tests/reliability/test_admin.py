@@ -17,7 +17,7 @@ from reliability.models import (
     RateLimitBudget,
 )
 from reliability.outcomes import BreakerVerdict
-from reliability.ratelimit import pause, reserve
+from reliability.ratelimit import Ask, pause, reserve
 from tests.anthropic_support import open_anthropic_breaker
 from tests.processes import run_manage, subprocess_environment
 
@@ -183,7 +183,7 @@ class TestBreakerPages:
 @pytest.mark.django_db
 class TestBudgetPages:
     def test_budgets_show_limits_usage_and_pause(self, client):
-        reserve("anthropic", input_tokens=100, output_tokens=50)
+        reserve("anthropic", Ask(input_tokens=100, output_tokens=50))
         pause("anthropic", until=time.time() + 120, reason="http_429: retry-after 120 s")
         client.force_login(staff_user("op", "view_ratelimitbudget", "change_ratelimitbudget"))
         body = client.get("/admin/reliability/ratelimitbudget/").content.decode()

@@ -13,6 +13,7 @@ import pytest
 from reliability.exceptions import BudgetExhaustedError
 from reliability.models import RateLimitBudget
 from reliability.ratelimit import (
+    Ask,
     get_or_create_budget,
     observe_headers,
     pause,
@@ -49,7 +50,7 @@ def make_budget():
 
 
 def take(clock: FakeClock, name: str = "api", *, tokens_in: int = 0, tokens_out: int = 0, **kw):
-    return reserve(name, input_tokens=tokens_in, output_tokens=tokens_out, clock=clock, **kw)
+    return reserve(name, Ask(tokens_in, tokens_out, **kw), clock=clock)
 
 
 @pytest.mark.django_db
@@ -240,7 +241,7 @@ class TestWaiting:
 
         def reserve_from_another_connection() -> None:
             began = time.monotonic()
-            reserve("api", input_tokens=0, output_tokens=0)
+            reserve("api", Ask(input_tokens=0, output_tokens=0))
             elapsed.append(time.monotonic() - began)
 
         thread = threading.Thread(target=reserve_from_another_connection)

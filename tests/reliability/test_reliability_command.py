@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from reliability.models import BreakerState, BreakerTransition, CircuitBreaker, RateLimitBudget
-from reliability.ratelimit import pause, reserve
+from reliability.ratelimit import Ask, pause, reserve
 from tests.anthropic_support import open_anthropic_breaker
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +29,7 @@ def open_anthropic():
 
 class TestShow:
     def test_json__lists_every_breaker_and_budget(self, open_anthropic):
-        reserve("anthropic", input_tokens=10, output_tokens=5)
+        reserve("anthropic", Ask(input_tokens=10, output_tokens=5))
         snapshot = json.loads(run("show", "--json"))
         (breaker,) = snapshot["breakers"]
         (budget,) = snapshot["budgets"]

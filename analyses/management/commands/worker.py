@@ -22,7 +22,6 @@ import threading
 from types import FrameType
 
 import structlog
-from django.conf import settings
 from django.db import Error as DBError
 from django.db import close_old_connections, connections
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
@@ -31,6 +30,7 @@ from django_tasks_db.management.commands import db_worker
 from analyses.services import resume_stale_analyses
 from analyses.tasks import WORKER_SHUTDOWN
 from reliability.health.heartbeats import worker_heartbeat, worker_stopped
+from reliability.management.options import add_setting_option
 
 logger = structlog.get_logger(__name__)
 
@@ -86,18 +86,15 @@ class Command(db_worker.Command):
 
     def add_arguments(self, parser) -> None:
         super().add_arguments(parser)
-        parser.add_argument(
-            "--threads",
-            type=int,
-            default=settings.EIDOLON_WORKER_ANALYSES,
-            help="Tasks run at once (default: EIDOLON_WORKER_ANALYSES, %(default)s)",
+        add_setting_option(
+            parser, "--threads", "EIDOLON_WORKER_ANALYSES", type=int, help="Tasks run at once"
         )
-        parser.add_argument(
+        add_setting_option(
+            parser,
             "--heartbeat",
+            "EIDOLON_WORKER_HEARTBEAT_SECONDS",
             type=float,
-            default=settings.EIDOLON_WORKER_HEARTBEAT_SECONDS,
-            help="Seconds between heartbeats (default: EIDOLON_WORKER_HEARTBEAT_SECONDS, "
-            "%(default)s)",
+            help="Seconds between heartbeats",
         )
 
     def handle(self, *args, heartbeat: float, threads: int, **options) -> None:

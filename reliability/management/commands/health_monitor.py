@@ -13,33 +13,36 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from reliability.health.monitor import monitor_until_signalled
+from reliability.management.options import add_setting_option
 
 
 class Command(BaseCommand):
     help = "Sample every health check periodically and keep the health history (transitions)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
+        add_setting_option(
+            parser,
             "--interval",
+            "EIDOLON_HEALTH_MONITOR_INTERVAL",
             type=float,
-            default=settings.EIDOLON_HEALTH_MONITOR_INTERVAL,
-            help="Seconds between rounds (default: EIDOLON_HEALTH_MONITOR_INTERVAL, %(default)s)",
+            help="Seconds between rounds",
         )
-        parser.add_argument(
+        add_setting_option(
+            parser,
             "--sample-retention-days",
+            "EIDOLON_HEALTH_SAMPLE_RETENTION_DAYS",
             type=float,
-            default=settings.EIDOLON_HEALTH_SAMPLE_RETENTION_DAYS,
-            help="Keep samples this many days (default: %(default)s)",
+            help="Keep samples this many days",
         )
-        parser.add_argument(
+        add_setting_option(
+            parser,
             "--transition-retention-days",
+            "EIDOLON_HEALTH_TRANSITION_RETENTION_DAYS",
             type=float,
-            default=settings.EIDOLON_HEALTH_TRANSITION_RETENTION_DAYS,
-            help="Keep transitions this many days (default: %(default)s)",
+            help="Keep transitions this many days",
         )
         parser.add_argument("--once", action="store_true", help="Run one round and exit.")
 

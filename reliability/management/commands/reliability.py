@@ -10,9 +10,11 @@ manage.py reliability budget NAME [--rpm N] [--input-tpm N] [--output-tpm N] [--
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -65,6 +67,16 @@ def validation_message(error: ValidationError) -> str:
     if hasattr(error, "message_dict"):
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items())
     return " ".join(error.messages)
+
+
+@contextlib.contextmanager
+def refused_as_command_error(what: str) -> Iterator[None]:
+    """A change refused inside (a ``ValidationError``) ends the command: ``what`` not changed, and
+    why."""
+    try:
+        yield
+    except ValidationError as error:
+        raise CommandError(f"{what} not changed: {validation_message(error)}") from None
 
 
 class Command(BaseCommand):
@@ -158,13 +170,9 @@ class Command(BaseCommand):
         actor = operator_name()
         if set:
             breaker = get_or_create_breaker(name)
-            try:
+            with refused_as_command_error(f"breaker {name!r}"):
                 assign_fields(breaker, parse_assignments(set), allowed=CONFIG_FIELDS)
                 save_breaker_settings(breaker, actor=actor)
-            except ValidationError as error:
-                raise CommandError(
-                    f"breaker {name!r} not changed: {validation_message(error)}"
-                ) from None
             self.stdout.write(f"breaker {name}: settings saved")
             return
         action = next(action for action in OPERATOR_ACTIONS if flags[action])
@@ -193,13 +201,9 @@ class Command(BaseCommand):
         actor = operator_name()
         budget = ratelimit.get_or_create_budget(name)
         if changes:
-            try:
+            with refused_as_command_error(f"budget {name!r}"):
                 assign_fields(budget, changes, allowed=BUDGET_OPTIONS.values())
                 save_budget_limits(budget, actor=actor)
-            except ValidationError as error:
-                raise CommandError(
-                    f"budget {name!r} not changed: {validation_message(error)}"
-                ) from None
             self.stdout.write(f"budget {name}: limits saved")
         if resume:
             budget_resume(name=name, actor=actor)
