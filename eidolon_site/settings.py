@@ -224,6 +224,11 @@ else:
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Live progress WebSockets (/ws/analyses/<id>/): a keep-alive message this often; without a
+# shared (Redis) layer each web process polls the persisted events of watched analyses this often.
+EIDOLON_WS_KEEPALIVE_SECONDS = env_float("EIDOLON_WS_KEEPALIVE_SECONDS", 20.0, minimum=0.1)
+EIDOLON_WS_TAIL_SECONDS = env_float("EIDOLON_WS_TAIL_SECONDS", 0.05, minimum=0.01)
+
 # --- background tasks -------------------------------------------------------
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
