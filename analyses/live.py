@@ -107,7 +107,9 @@ def authorise_watch(
 def opening(*, analysis_id: int, after: int) -> tuple[Message, bool]:
     """The snapshot, and whether the analysis had finished as of event ``after`` (the client
     has then seen its end: it gets only what came since, and the close)."""
-    analysis = Analysis.objects.get(pk=analysis_id)
+    analysis = Analysis.objects.filter(pk=analysis_id).first()
+    if analysis is None:  # deleted since it was authorised
+        raise Refused(CLOSE_NOT_FOUND, "no such analysis")
     snapshot = {"type": SNAPSHOT, "data": analysis_detail(analysis), "at": now_iso()}
     if not analysis.is_finished:
         return snapshot, False
@@ -219,14 +221,16 @@ class AnalysisWatch:
 
     async def open(self) -> None:
         try:
-            after = requested_after(self.scope.get("query_string", b""))
-            await database_sync_to_async(authorise_watch)(
-                user=self.scope.get("user"), analysis_id=self.analysis_id, after=after
-            )
+            await self._open()
         except Refused as refusal:
             self._log.info("websocket_refused", code=refusal.code, reason=refusal.reason)
             await self.close(refusal.code, refusal.reason)
-            return
+
+    async def _open(self) -> None:
+        after = requested_after(self.scope.get("query_string", b""))
+        await database_sync_to_async(authorise_watch)(
+            user=self.scope.get("user"), analysis_id=self.analysis_id, after=after
+        )
         # Subscribe first: whatever is published from now on reaches this socket, and whatever
         # was published before is in the database the catch-up reads next.
         await self.layer.group_add(analysis_group(self.analysis_id), self.channel_name)

@@ -24,7 +24,6 @@ from typing import Any
 import structlog
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import DatabaseError
 
 from analyses.events import CHANNEL_MESSAGE_TYPE, analysis_group
 from analyses.models import Analysis
@@ -87,10 +86,10 @@ class EventTailer:
         while True:
             try:
                 read = await self.poll()
-            except DatabaseError as error:
+            except Exception as error:  # the database, mostly; the sockets' keep-alives catch up
                 if not failing:
                     logger.warning(
-                        "event_tailer_read_failed",
+                        "event_tailer_failed",
                         analysis_id=self.analysis_id,
                         error=type(error).__name__,
                     )
