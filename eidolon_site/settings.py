@@ -212,7 +212,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{EIDOLON_CHANNEL_PREFIX}:asgi"},
+            "CONFIG": {
+                # redis-py 8 gives up on a read after 5 s by default: exactly how long
+                # channels-redis blocks waiting for a message, so every idle WebSocket
+                # crashed. 10 s lets the blocking read return and still bounds a hung Redis.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
+                "prefix": f"{EIDOLON_CHANNEL_PREFIX}:asgi",
+            },
         }
     }
 else:
