@@ -166,6 +166,12 @@ async def refusal(connect, analysis_id: int, headers: list, *, after=None) -> in
 
 
 class TestRefusals:
+    @pytest.fixture(autouse=True)
+    def in_memory_layer(self, settings):
+        # Refusals do not depend on the layer; on Redis a consumer refused before it used the
+        # layer takes seconds to stop (channels-redis' blocking read), which CI need not wait.
+        settings.CHANNEL_LAYERS = IN_MEMORY_LAYER
+
     async def test_no_credentials__4401(self, connect, alice):
         analysis = await sync_to_async(new_analysis)(alice.user)
         assert await refusal(connect, analysis.pk, handshake()) == 4401
