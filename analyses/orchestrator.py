@@ -313,13 +313,15 @@ async def _analyse(run: _Run, *, resumed: bool) -> None:
             await _review_unit(run, queue.popleft())
 
     workers = min(run.analysis.concurrency, max(1, len(queue)))
-    flusher = asyncio.create_task(_flush_periodically(run))
+    stop_flushing = asyncio.Event()
+    flusher = asyncio.create_task(_flush_periodically(run, stop=stop_flushing))
     try:
         await asyncio.gather(*(review_next() for _ in range(workers)))
     finally:
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
+        # Stopped between two batches, never inside one: a batch cancelled while it is written
+        # is still written (the call goes on in its thread), but its events are never sent.
+        stop_flushing.set()
+        await flusher
         await _settle_background(run)
 
 
@@ -443,11 +445,13 @@ def _failed(run: _Run, code_unit_id: int, unit: Unit, reason: str) -> None:
     )
 
 
-async def _flush_periodically(run: _Run) -> None:
-    """Write outcomes in batches while the units' workers go on reviewing."""
-    while True:
-        await asyncio.sleep(FLUSH_SECONDS)
-        await _flush(run)
+async def _flush_periodically(run: _Run, *, stop: asyncio.Event) -> None:
+    """Write outcomes in batches while the units' workers go on reviewing, until ``stop``."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
+        if not stop.is_set():
+            await _flush(run)
 
 
 async def _flush(run: _Run, *, force: bool = False) -> None:

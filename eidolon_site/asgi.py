@@ -9,17 +9,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eidolon_site.settings")
 # Initialise Django (apps, settings) before importing anything that uses models.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from eidolon_site.routing import websocket_urlpatterns  # noqa: E402
+from eidolon_site.websocket_auth import HandshakeCredentialsRouter  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        # Session (browsers, Origin checked) or bearer token (CLIs): see websocket_auth.
+        "websocket": HandshakeCredentialsRouter(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -1,3 +1,5 @@
 """WebSocket URL patterns of every app, gathered for the ASGI router."""
 
-websocket_urlpatterns: list = []
+from analyses.routing import websocket_urlpatterns as analyses_websocket_urlpatterns
+
+websocket_urlpatterns: list = [*analyses_websocket_urlpatterns]

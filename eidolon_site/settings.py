@@ -220,7 +220,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{EIDOLON_CHANNEL_PREFIX}:asgi"},
+            "CONFIG": {
+                # redis-py 8 gives up on a read after 5 s by default: exactly how long
+                # channels-redis blocks waiting for a message, so every idle WebSocket
+                # crashed. 10 s lets the blocking read return and still bounds a hung Redis.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
+                "prefix": f"{EIDOLON_CHANNEL_PREFIX}:asgi",
+            },
         }
     }
 else:
@@ -231,6 +237,11 @@ else:
         }
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Live progress WebSockets (/ws/analyses/<id>/): a keep-alive message this often; without a
+# shared (Redis) layer each web process polls the persisted events of watched analyses this often.
+EIDOLON_WS_KEEPALIVE_SECONDS = env_float("EIDOLON_WS_KEEPALIVE_SECONDS", 20.0, minimum=0.1)
+EIDOLON_WS_TAIL_SECONDS = env_float("EIDOLON_WS_TAIL_SECONDS", 0.05, minimum=0.01)
 
 # --- background tasks -------------------------------------------------------
 

@@ -6,6 +6,7 @@ import ast
 import asyncio
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import django
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connections, transaction
 
 from analyses import store
 from analyses.events import analysis_group
 from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card, CodeUnit, UnitStatus
-from analyses.orchestrator import run_analysis
+from analyses.orchestrator import FLUSH_SECONDS, run_analysis
+from analyses.providers.static import StaticProvider
 from analyses.selectors import events_after
 from analyses.services import InvalidAnalysisRequest, analysis_cancel, analysis_create
 from tests.processes import run_manage, subprocess_environment
@@ -188,6 +191,50 @@ class TestEvents:
             received.extend(message["events"])
         assert [event["seq"] for event in received] == [event["seq"] for event in stored]
         assert stored[-1]["data"]["status"] == AnalysisStatus.COMPLETED
+
+    async def test_a_batch_being_written_when_the_reviews_end_is_still_announced(self, tmp_path):
+        root = write_tree(tmp_path, {"m.py": "def first():\n    pass\n\n\ndef last():\n    pass\n"})
+        analysis = await create(source=str(root), concurrency=1)
+        provider = LastReviewWhileTheRowIsHeld(analysis_id=analysis.pk, last_qualname="last")
+        await run_analysis(analysis.pk, provider=provider)
+
+        assert provider.held_during_the_last_review
+        stored = await sync_to_async(events_after)(analysis.pk, 0)
+        announced = {e["data"]["qualname"] for e in stored if e["type"] == "unit.finished"}
+        units = CodeUnit.objects.filter(analysis=analysis).values_list("qualname", flat=True)
+        assert announced == set(await sync_to_async(list)(units))  # none without its event
+
+
+class LastReviewWhileTheRowIsHeld(StaticProvider):
+    """The offline rules; during the last review another transaction holds the analysis's row,
+    so the flusher is in the middle of writing a batch when the reviews end."""
+
+    def __init__(self, *, analysis_id: int, last_qualname: str) -> None:
+        self.analysis_id = analysis_id
+        self.last_qualname = last_qualname
+        self.held_during_the_last_review = False
+
+    async def review(self, request, **callbacks):
+        if request.unit.qualname == self.last_qualname:
+            held, release = threading.Event(), threading.Event()
+            holder = threading.Thread(
+                target=hold_the_analysis_row, args=(self.analysis_id, held, release)
+            )
+            holder.start()
+            self.held_during_the_last_review = held.wait(timeout=5)
+            await asyncio.sleep(3 * FLUSH_SECONDS)  # a flush starts and waits for the row
+            threading.Timer(0.5, release.set).start()  # after the reviews have ended
+        return await super().review(request, **callbacks)
+
+
+def hold_the_analysis_row(analysis_id: int, held: threading.Event, release: threading.Event):
+    try:
+        with transaction.atomic():
+            Analysis.objects.select_for_update().get(pk=analysis_id)
+            held.set()
+            release.wait(timeout=10)
+    finally:
+        connections.close_all()
 
 
 class TestRerunsAndResumes:

@@ -1,0 +1,56 @@
+"""The WebSocket of one analysis's live events: a thin caller of ``analyses.live``."""
+
+from __future__ import annotations
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from analyses.events import CHANNEL_MESSAGE_TYPE
+from analyses.live import AnalysisWatch, Message
+from analyses.tailing import tailers_for
+
+
+class AnalysisEventsConsumer(AsyncJsonWebsocketConsumer):
+    """``/ws/analyses/<id>/?after=SEQ``: a snapshot, the events after ``after``, then live ones.
+
+    Reads ``scope["user"]`` (set by the session or bearer-token middleware of the site).
+    """
+
+    watch: AnalysisWatch | None = None
+
+    async def connect(self) -> None:
+        # Accepted first, even when it is refused next: a close before the accept reaches a
+        # browser as an HTTP 403 whose reason it cannot read; after it, as a close code.
+        await self.accept()
+        self.watch = AnalysisWatch(
+            scope=self.scope,
+            layer=self.channel_layer,
+            channel_name=self.channel_name,
+            send=self.send_json,
+            close=self._close,
+            keepalive_seconds=settings.EIDOLON_WS_KEEPALIVE_SECONDS,
+            tailers=tailers_for(),
+        )
+        await self.watch.open()
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.close(code=code, reason=reason)
+
+    async def dispatch(self, message: Message) -> None:
+        # Channels hops to its one sync thread before every handler (close_old_connections):
+        # a thousand hops a second for fifty sockets at twenty batches a second. A live batch
+        # reads the database only through database_sync_to_async (which tidies the connections
+        # itself), so it goes straight to its handler.
+        if message["type"] == CHANNEL_MESSAGE_TYPE:
+            await self.analysis_events(message)
+            return
+        await super().dispatch(message)
+
+    async def analysis_events(self, message: Message) -> None:
+        """A batch of events (``analyses.events.CHANNEL_MESSAGE_TYPE``)."""
+        if self.watch is not None:
+            await self.watch.deliver(message["events"])
+
+    async def disconnect(self, code: int) -> None:
+        if self.watch is not None:
+            await self.watch.leave()

@@ -1,0 +1,312 @@
+"""Live events of one analysis over one WebSocket: who may watch, what is sent first, and the
+cursor that keeps the stream free of gaps and duplicates across any number of reconnects.
+
+The protocol (``/ws/analyses/<id>/?after=SEQ``, ``after`` defaults to 0); each message is a JSON
+object:
+
+* first ``{"type": "analysis.snapshot", "data": analysis_detail(...), "at": ISO}`` (no ``seq``);
+* then every persisted event with ``seq > after``, oldest first, then the live ones:
+  ``{"seq": n, "type": ..., "data": {...}, "at": ISO}``, ``seq`` consecutive per analysis;
+* ``{"type": "keepalive", "at": ISO}`` every ``EIDOLON_WS_KEEPALIVE_SECONDS``;
+* once ``analysis.finished`` has been sent the server closes with 1000 (a reconnect to a
+  finished analysis gets the snapshot, what it had not seen yet, and the same close).
+
+Refusals are sent after the handshake was accepted, so that every client can read the code:
+4401 no (valid) credentials, 4404 no such analysis *or another user's* (as the API's 404: an id
+reveals nothing about other users' work), 4400 a malformed or impossible ``after``. 4403 is
+never sent for an analysis: there is no analysis a signed-in user may know of but not watch.
+
+No gap, no duplicate: a watch subscribes to the analysis's group *before* it reads the snapshot
+and the catch-up from the database, so every event is either read or received (or both); the
+cursor sends only ``last_sent + 1``: what it has sent is dropped, and a batch that starts beyond
+the next expected event has the missing range read from the database first (events are always
+persisted before they are published, and committed in ``seq`` order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import structlog
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from analyses.events import analysis_group
+from analyses.models import Analysis, AnalysisEvent
+from analyses.selectors import analyses_visible_to, analysis_detail, events_after
+from analyses.tailing import EventTailers
+
+logger = structlog.get_logger(__name__)
+
+CLOSE_FINISHED = 1000
+CLOSE_BAD_REQUEST = 4400
+CLOSE_NO_CREDENTIALS = 4401
+CLOSE_NOT_ALLOWED = 4403  # part of the protocol's vocabulary; see the module's docstring
+CLOSE_NOT_FOUND = 4404
+
+SNAPSHOT = "analysis.snapshot"
+KEEPALIVE = "keepalive"
+FINISHED = "analysis.finished"
+# The events that say whether an analysis is running: the last one sent decides the close.
+LIFECYCLE = ("analysis.started", "analysis.resumed", FINISHED)
+# Events read from the database at a time (catch-up and gap filling).
+PAGE = 500
+_SEQ = re.compile(r"\d{1,18}")
+_LARGEST_ID = 2**63 - 1
+
+Message = dict[str, Any]
+ReadAfter = Callable[..., Awaitable[list[Message]]]
+
+
+class Refused(Exception):
+    """The watch cannot start: the socket is closed with ``code`` (and ``reason``)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def now_iso() -> str:
+    return datetime.now(tz=UTC).isoformat()
+
+
+def requested_after(query_string: bytes) -> int:
+    """The ``after`` of a handshake's query string (0 when absent)."""
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("after")
+    if values is None:
+        return 0
+    if len(values) != 1 or not _SEQ.fullmatch(values[0]):
+        raise Refused(CLOSE_BAD_REQUEST, "after must be a sequence number (an integer >= 0)")
+    return int(values[0])
+
+
+def authorise_watch(
+    *, user: AbstractBaseUser | AnonymousUser | None, analysis_id: int, after: int
+) -> None:
+    """Refuse unless ``user`` may watch the analysis from ``after``."""
+    if user is None or not user.is_authenticated:
+        raise Refused(CLOSE_NO_CREDENTIALS, "sign in or send Authorization: Bearer <token>")
+    last_seq = (
+        analyses_visible_to(user).filter(pk=analysis_id).values_list("event_seq", flat=True).first()
+        if 0 < analysis_id <= _LARGEST_ID
+        else None
+    )
+    if last_seq is None:
+        raise Refused(CLOSE_NOT_FOUND, "no such analysis")
+    if after > last_seq:
+        raise Refused(CLOSE_BAD_REQUEST, f"after={after} is beyond the last event ({last_seq})")
+
+
+def opening(*, analysis_id: int, after: int) -> tuple[Message, bool]:
+    """The snapshot, and whether the analysis had finished as of event ``after`` (the client
+    has then seen its end: it gets only what came since, and the close)."""
+    analysis = Analysis.objects.filter(pk=analysis_id).first()
+    if analysis is None:  # deleted since it was authorised
+        raise Refused(CLOSE_NOT_FOUND, "no such analysis")
+    snapshot = {"type": SNAPSHOT, "data": analysis_detail(analysis), "at": now_iso()}
+    if not analysis.is_finished:
+        return snapshot, False
+    latest = (
+        AnalysisEvent.objects.filter(analysis_id=analysis_id, seq__lte=after, type__in=LIFECYCLE)
+        .order_by("-seq")
+        .values_list("type", flat=True)
+        .first()
+    )
+    return snapshot, latest == FINISHED
+
+
+class EventCursor:
+    """One socket's place in its analysis's events: ``last_sent``, and whether the last lifecycle
+    event it sent (or its client saw before it reconnected) says the analysis finished."""
+
+    def __init__(
+        self,
+        *,
+        analysis_id: int,
+        last_sent: int,
+        finished: bool = False,
+        read_after: ReadAfter | None = None,
+    ) -> None:
+        self.analysis_id = analysis_id
+        self.last_sent = last_sent
+        self.finished = finished
+        self._read_after = read_after or database_sync_to_async(events_after)
+
+    def _take(self, events: Sequence[Message]) -> list[Message]:
+        """The leading run of ``events`` that continues the stream; the cursor moves past it."""
+        taken = []
+        for event in events:
+            if event["seq"] <= self.last_sent:
+                continue
+            if event["seq"] != self.last_sent + 1:
+                break
+            taken.append(event)
+            self.last_sent = event["seq"]
+            if event["type"] in LIFECYCLE:
+                self.finished = event["type"] == FINISHED
+        return taken
+
+    async def admit(self, events: Sequence[Message]) -> list[Message]:
+        """What to send of a batch that arrived, in order: nothing sent before, and whatever is
+        missing before it read from the database."""
+        pending = sorted((e for e in events if e["seq"] > self.last_sent), key=lambda e: e["seq"])
+        admitted: list[Message] = []
+        while pending:
+            admitted += self._take(pending)
+            pending = [event for event in pending if event["seq"] > self.last_sent]
+            if not pending:
+                break
+            missing = pending[0]["seq"] - self.last_sent - 1
+            filled = self._take(
+                await self._read_after(self.analysis_id, self.last_sent, limit=min(missing, PAGE))
+            )
+            if not filled:
+                # Cannot happen while events are persisted before they are published; a gap
+                # is then better than a socket that sends nothing more.
+                logger.warning(
+                    "websocket_event_gap_unfilled",
+                    analysis_id=self.analysis_id,
+                    after=self.last_sent,
+                    next_seq=pending[0]["seq"],
+                )
+                self.last_sent = pending[0]["seq"] - 1
+            admitted += filled
+        return admitted
+
+    async def catch_up(self) -> list[Message]:
+        """One page of the persisted events after ``last_sent`` (empty when there is none)."""
+        return self._take(await self._read_after(self.analysis_id, self.last_sent, limit=PAGE))
+
+
+class AnalysisWatch:
+    """One WebSocket's watch over one analysis, from the accepted handshake to the close.
+
+    The consumer calls ``open`` once, ``deliver`` for each batch the channel layer brings, and
+    ``leave`` when the socket is gone; ``send`` and ``close`` are the consumer's.
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: dict[str, Any],
+        layer: Any,
+        channel_name: str,
+        send: Callable[[Message], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
+        keepalive_seconds: float,
+        tailers: EventTailers | None,
+    ) -> None:
+        self.scope = scope
+        self.layer = layer
+        self.channel_name = channel_name
+        self._send = send
+        self._close = close
+        self.keepalive_seconds = keepalive_seconds
+        self.tailers = tailers
+        self.analysis_id: int = scope["url_route"]["kwargs"]["analysis_id"]
+        self.cursor: EventCursor | None = None
+        self.closed = False
+        self._in_group = False
+        self._tailed = False
+        self._sending = asyncio.Lock()  # deliveries and keep-alives: one at a time, in order
+        self._keepalive: asyncio.Task | None = None
+        self._log = logger.bind(analysis_id=self.analysis_id)
+
+    async def open(self) -> None:
+        try:
+            await self._open()
+        except Refused as refusal:
+            self._log.info("websocket_refused", code=refusal.code, reason=refusal.reason)
+            await self.close(refusal.code, refusal.reason)
+
+    async def _open(self) -> None:
+        after = requested_after(self.scope.get("query_string", b""))
+        await database_sync_to_async(authorise_watch)(
+            user=self.scope.get("user"), analysis_id=self.analysis_id, after=after
+        )
+        # Subscribe first: whatever is published from now on reaches this socket, and whatever
+        # was published before is in the database the catch-up reads next.
+        await self.layer.group_add(analysis_group(self.analysis_id), self.channel_name)
+        self._in_group = True
+        if self.tailers is not None:
+            await self.tailers.watch(self.analysis_id, layer=self.layer)
+            self._tailed = True
+        snapshot, finished = await database_sync_to_async(opening)(
+            analysis_id=self.analysis_id, after=after
+        )
+        self.cursor = EventCursor(analysis_id=self.analysis_id, last_sent=after, finished=finished)
+        self._log.info("websocket_watch_opened", after=after, last_seq=snapshot["data"]["last_seq"])
+        async with self._sending:
+            await self._send(snapshot)
+            await self._catch_up()
+            await self._close_if_finished()
+        if not self.closed:
+            self._keepalive = asyncio.create_task(self._keep_alive())
+
+    async def deliver(self, events: Sequence[Message]) -> None:
+        """A batch from the channel layer (the worker's publish, or this process's tailer)."""
+        if self.cursor is None or self.closed:
+            return
+        async with self._sending:
+            for event in await self.cursor.admit(events):
+                await self._send(event)
+            await self._close_if_finished()
+
+    async def _catch_up(self) -> None:
+        assert self.cursor is not None
+        while page := await self.cursor.catch_up():
+            for event in page:
+                await self._send(event)
+            if len(page) < PAGE:
+                break
+
+    async def _close_if_finished(self) -> None:
+        if self.cursor is not None and self.cursor.finished and not self.closed:
+            await self.close(CLOSE_FINISHED, "analysis finished")
+
+    async def _keep_alive(self) -> None:
+        """A keep-alive now and then; first a catch-up, in case a full channel dropped a batch
+        (both layers drop rather than block when a slow socket's channel is full)."""
+        while not self.closed:
+            await asyncio.sleep(self.keepalive_seconds)
+            try:
+                async with self._sending:
+                    if self.closed:
+                        return
+                    await self._catch_up()
+                    await self._send({"type": KEEPALIVE, "at": now_iso()})
+                    await self._close_if_finished()
+            except Exception as error:
+                self._log.warning("websocket_keepalive_failed", error=type(error).__name__)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self._close(code, reason)
+        await self.leave()
+
+    async def leave(self) -> None:
+        """Unsubscribe (idempotent): called when the socket closes, from either end."""
+        self.closed = True
+        if self._keepalive is not None and self._keepalive is not asyncio.current_task():
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+        self._keepalive = None
+        if self._tailed:
+            self._tailed = False
+            self.tailers.unwatch(self.analysis_id)
+        if self._in_group:
+            self._in_group = False
+            await self.layer.group_discard(analysis_group(self.analysis_id), self.channel_name)
+            self._log.info(
+                "websocket_watch_closed", last_sent=self.cursor.last_sent if self.cursor else None
+            )
