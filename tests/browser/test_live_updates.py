@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Page, WebSocketRoute, expect
 
 from analyses.models import AnalysisStatus, Card, CardStatus
+from analyses.orchestrator import _card_payload
 from tests.analyses.page_support import (
     IMAGE,
     PASSWORD,
@@ -100,17 +101,8 @@ def progress(done: int, *, waiting: str = "") -> dict:
 
 
 def card_created(card: Card) -> dict:
-    return {
-        "id": card.pk,
-        "unit": card.unit_id,
-        "kind": card.kind,
-        "severity": card.severity,
-        "title": card.title,
-        "path": card.path,
-        "line_start": card.line_start,
-        "line_end": card.line_end,
-        "source": card.source,
-    }
+    """A card.created event's data, as the orchestrator writes it."""
+    return _card_payload(card)
 
 
 def stats(page: Page) -> dict[str, str]:

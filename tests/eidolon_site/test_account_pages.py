@@ -19,11 +19,6 @@ def alice():
     return make_user("alice")
 
 
-@pytest.fixture
-def bob():
-    return make_user("bob")
-
-
 def signed_in(user) -> Client:
     client = Client()
     client.force_login(user)
@@ -87,7 +82,8 @@ class TestLogout:
 
 
 class TestTokens:
-    def test_settings__lists_ones_own_tokens_only_with_prefix_and_dates(self, alice, bob):
+    def test_settings__lists_ones_own_tokens_only_with_prefix_and_dates(self, alice):
+        bob = make_user("bob")
         own, _ = token_create(user=alice, name="laptop")
         token_create(user=bob, name="bobs-ci")
         response = signed_in(alice).get("/accounts/settings/")
@@ -122,7 +118,8 @@ class TestTokens:
         page = response.content.decode()
         assert "Token old (" in page and "is revoked" in page and "revoked 20" in page
 
-    def test_revoke__another_users_token_is_404_and_keeps_working(self, alice, bob):
+    def test_revoke__another_users_token_is_404_and_keeps_working(self, alice):
+        bob = make_user("bob")
         token, raw = token_create(user=bob, name="bobs")
         response = signed_in(alice).post(f"/accounts/settings/tokens/{token.pk}/revoke/")
         assert response.status_code == 404
