@@ -141,11 +141,6 @@ export class EventStream {
     clearTimeout(this.silenceTimer);
     this.silenceTimer = setTimeout(() => socket.close(RECONNECT_NOW, "silent"), SILENCE_LIMIT_MS);
   }
-
-  // Drop the current socket as a network failure would (the page's test hook uses it).
-  drop() {
-    this.socket?.close(RECONNECT_NOW, "dropped");
-  }
 }
 
 // Fetches HTML fragments a few at a time, retrying each a few times.
@@ -472,8 +467,6 @@ function main() {
     // duplicates ignored, gaps healed.
     onStats: (lastSeq, stats) => Object.assign(root.dataset, { lastSeq }, stats),
   });
-  // For tests and the curious: drop the socket as a network failure would.
-  root.addEventListener("eidolon:drop-socket", () => stream.drop());
   stream.start();
 }
 
