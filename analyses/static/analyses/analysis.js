@@ -20,7 +20,7 @@ const REFUSALS = {
   4404: "this analysis no longer exists",
 };
 const NORMAL_CLOSURE = 1000;
-const RECONNECT_NOW = 4000; // our own close, to reopen at once (a gap, or a silent socket)
+const CLIENT_CLOSE = 4000; // our own close: a gap, or a silent socket
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const SILENCE_LIMIT_MS = 60000;
@@ -42,6 +42,7 @@ export class EventStream {
     this.onState = onState;
     this.onStats = onStats;
     this.attempt = 0;
+    this.gapStreak = 0;
     this.finished = false;
     this.stopped = false;
     this.socket = null;
@@ -66,7 +67,7 @@ export class EventStream {
   }
 
   receive(socket, message) {
-    if (socket !== this.socket) return;
+    if (socket !== this.socket || socket.closedFor) return;
     this.watchSilence(socket);
     let event;
     try {
@@ -89,7 +90,7 @@ export class EventStream {
       this.stats.duplicates += 1;
     } else if (event.seq > this.lastSeq + 1) {
       this.stats.gaps += 1;
-      socket.close(RECONNECT_NOW, "gap");
+      this.abandon(socket, "gap");
     } else {
       this.apply(event);
     }
@@ -104,6 +105,7 @@ export class EventStream {
     }
     this.lastSeq = event.seq;
     this.stats.applied += 1;
+    this.gapStreak = 0;
     if (event.type === "analysis.finished") this.finished = true;
   }
 
@@ -112,21 +114,36 @@ export class EventStream {
     this.socket = null;
     clearTimeout(this.silenceTimer);
     if (this.stopped) return;
-    if (event.code === NORMAL_CLOSURE && this.finished) {
+    if (socket.closedFor === "gap") {
+      this.reconnectSoon(this.gapDelay());
+    } else if (event.code === NORMAL_CLOSURE && this.finished) {
       this.stopped = true;
       this.onState("finished");
     } else if (REFUSALS[event.code]) {
       this.stopped = true;
       this.onState("refused", REFUSALS[event.code]);
     } else {
-      this.reconnectSoon(event.code === RECONNECT_NOW ? 0 : this.backoff());
+      this.reconnectSoon(this.backoff());
     }
+  }
+
+  // Stop listening to a socket and close it; its close event decides what comes next.
+  abandon(socket, why) {
+    socket.closedFor = why;
+    socket.close(CLIENT_CLOSE, why);
   }
 
   backoff() {
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
     this.attempt += 1;
     return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  // The first gap is filled at once; a gap that comes back without progress waits longer.
+  gapDelay() {
+    this.gapStreak += 1;
+    if (this.gapStreak === 1) return 0;
+    return Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.gapStreak);
   }
 
   reconnectSoon(delay) {
@@ -139,7 +156,7 @@ export class EventStream {
   // A socket that says nothing (not even a keep-alive) for too long is presumed dead.
   watchSilence(socket) {
     clearTimeout(this.silenceTimer);
-    this.silenceTimer = setTimeout(() => socket.close(RECONNECT_NOW, "silent"), SILENCE_LIMIT_MS);
+    this.silenceTimer = setTimeout(() => this.abandon(socket, "silent"), SILENCE_LIMIT_MS);
   }
 }
 
