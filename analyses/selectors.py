@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from analyses.events import event_dict
-from analyses.models import Analysis, AnalysisEvent, Card
+from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card
 
 
 def analyses_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Analysis]:
@@ -102,3 +102,25 @@ def card_detail(card: Card) -> dict[str, Any]:
         "status": card.status,
         "created_at": _iso(card.created_at),
     }
+
+
+def recent_activity(analysis_id: int, *, up_to: int, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest events up to ``up_to`` worth a line in an activity log (progress ticks are
+    not), newest first."""
+    events = (
+        AnalysisEvent.objects.filter(analysis_id=analysis_id, seq__lte=up_to)
+        .exclude(type="analysis.progress")
+        .order_by("-seq")[:limit]
+    )
+    return [event_dict(event) for event in events]
+
+
+def status_counts(analyses: QuerySet[Analysis]) -> dict[str, int]:
+    """How many of ``analyses`` are in each status (every status present, zeros included)."""
+    counted = dict(
+        analyses.order_by()
+        .values_list("status")
+        .annotate(count=Count("id"))
+        .values_list("status", "count")
+    )
+    return {status: counted.get(status, 0) for status in AnalysisStatus.values}

@@ -127,6 +127,7 @@ MIDDLEWARE = [
     # probes use the pod IP).
     "reliability.health.middleware.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "eidolon_site.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -255,7 +256,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "analyses:list"
+LOGOUT_REDIRECT_URL = "accounts:login"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -283,6 +286,15 @@ CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Pages run only our own scripts and styles (eidolon_site.middleware adds the header to HTML;
+# WebSockets to this host are allowed). Paths whose third-party pages need inline code (the
+# admin's inline styles, django-health-check's page, the API's interactive docs) are exempt.
+EIDOLON_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' {websocket_origins}; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+EIDOLON_CSP_EXEMPT_PATHS = ["/admin/", "/ht/", "/api/docs"]
 if EIDOLON_HTTPS:
     SECURE_SSL_REDIRECT = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

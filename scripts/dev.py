@@ -89,10 +89,12 @@ def manage(*args: str, env: dict[str, str] | None = None, check: bool = True) ->
 
 
 def development_environment() -> dict[str, str]:
-    """The embedded defaults, in development mode unless the caller chose otherwise."""
+    """The embedded defaults, in development mode unless the caller chose otherwise; the web
+    form may analyse the directories beside this checkout (and the checkout itself)."""
     env = dict(os.environ)
     env.setdefault("EIDOLON_DEBUG", "true")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("EIDOLON_SOURCE_ROOTS", str(ROOT.parent))
     return env
 
 
@@ -158,7 +160,8 @@ def serve(*, host: str, port: int, env: dict[str, str]) -> int:
         for name, command in service_commands(host=host, port=port).items():
             processes[name] = subprocess.Popen(command, cwd=ROOT, env=env)
         say(f"Eidolon is running: http://{host}:{port}/  (admin: http://{host}:{port}/admin/)")
-        say("create an admin user with: python3 scripts/dev.py manage createsuperuser")
+        say("create a user with: python3 scripts/dev.py manage createsuperuser")
+        say(f"the web form may analyse directories under: {env.get('EIDOLON_SOURCE_ROOTS')}")
         say("press Ctrl+C to stop")
         exited: tuple[str, int] | None = None
         while not stopping and exited is None:

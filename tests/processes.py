@@ -145,6 +145,29 @@ class ManagedProcess:
         return self.process.returncode
 
 
+def start_worker(env: dict[str, str], name: str) -> ManagedProcess:
+    """``manage.py worker`` (one thread, polling fast) under its own worker id."""
+    return ManagedProcess(
+        [
+            sys.executable,
+            "manage.py",
+            "worker",
+            "--no-reload",
+            "--interval",
+            "0.2",
+            "--no-startup-delay",
+            "--queue-name",
+            "*",
+            "--threads",
+            "1",
+            "--worker-id",
+            name,
+        ],
+        env=env,
+        name=name,
+    )
+
+
 FAKE_ANTHROPIC_LISTENING = "Fake Anthropic API listening on "
 
 

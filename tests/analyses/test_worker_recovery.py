@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import sys
 import time
 from collections import Counter
 
@@ -16,34 +15,12 @@ from analyses.review_responder import review_responder
 from analyses.services import analysis_create, analysis_enqueue
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
 from tests.anthropic_support import generous_anthropic_limits, write_project
-from tests.processes import ManagedProcess, subprocess_environment, wait_until
+from tests.processes import start_worker, subprocess_environment, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LEASE_SECONDS = 3
 HEADER = re.compile(r"^Function: (\S+) \(", re.MULTILINE)
-
-
-def start_worker(env: dict[str, str], name: str) -> ManagedProcess:
-    return ManagedProcess(
-        [
-            sys.executable,
-            "manage.py",
-            "worker",
-            "--no-reload",
-            "--interval",
-            "0.2",
-            "--no-startup-delay",
-            "--queue-name",
-            "*",
-            "--threads",
-            "1",
-            "--worker-id",
-            name,
-        ],
-        env=env,
-        name=name,
-    )
 
 
 def requests_per_function(fake: FakeAnthropic) -> Counter[str]:
