@@ -28,6 +28,9 @@ logger = structlog.get_logger(__name__)
 
 PROVIDERS = ("anthropic", "static")
 MAX_CONCURRENCY = 64
+# A submission takes the user's next slot if it is free within this many seconds ("now": the
+# budget's clock reads a little later than ours, and a deadline of exactly now would refuse all).
+SUBMISSION_SLACK_SECONDS = 1.0
 
 
 class SubmissionRateLimited(Exception):
@@ -123,7 +126,11 @@ def submission_admit(*, user, clock: Clock = SYSTEM_CLOCK) -> None:
     now = clock.now()
     try:
         ratelimit.reserve(
-            f"submissions:{user.pk}", input_tokens=0, output_tokens=0, deadline=now, clock=clock
+            f"submissions:{user.pk}",
+            input_tokens=0,
+            output_tokens=0,
+            deadline=now + SUBMISSION_SLACK_SECONDS,
+            clock=clock,
         )
     except BudgetExhaustedError as error:
         retry_after = max(1.0, (error.available_at or now + 60.0) - now)
@@ -131,6 +138,29 @@ def submission_admit(*, user, clock: Clock = SYSTEM_CLOCK) -> None:
             f"too many analyses submitted: try again in {math.ceil(retry_after)} s",
             retry_after=retry_after,
         ) from None
+
+
+def analysis_submit(
+    *,
+    user,
+    source: str,
+    ref: str | None = None,
+    provider: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Analysis:
+    """A user's submission (web form or API): counted against their budget, then stored and
+    handed to the workers together (an analysis is never stored without its task).
+
+    Raises ``SubmissionRateLimited`` or ``InvalidAnalysisRequest``; only directories inside
+    ``EIDOLON_SOURCE_ROOTS`` may be analysed.
+    """
+    submission_admit(user=user, clock=clock)
+    with transaction.atomic():
+        analysis = analysis_create(
+            source=source, ref=ref, provider=provider, created_by=user, allow_any_path=False
+        )
+        analysis_enqueue(analysis)
+    return analysis
 
 
 def _previous_commit(source: str) -> str:
