@@ -10,6 +10,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
+from django.urls import reverse
 
 from analyses.events import event_dict
 from analyses.models import Analysis, AnalysisEvent, Card
@@ -29,6 +30,29 @@ def cards_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Card]:
     if user.is_staff:
         return Card.objects.all()
     return Card.objects.filter(analysis__created_by=user)
+
+
+def analyses_filtered(
+    user: AbstractBaseUser | AnonymousUser, *, status: str | None = None
+) -> QuerySet[Analysis]:
+    """The analyses ``user`` may see, newest first, optionally only those in ``status``."""
+    analyses = analyses_visible_to(user)
+    return analyses.filter(status=status) if status else analyses
+
+
+def cards_filtered(
+    analysis: Analysis,
+    *,
+    severity: str | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    path: str | None = None,
+) -> QuerySet[Card]:
+    """An analysis's cards by file and line, optionally narrowed by each criterion given."""
+    criteria = {"severity": severity, "kind": kind, "status": status, "path": path}
+    return Card.objects.filter(
+        analysis=analysis, **{name: value for name, value in criteria.items() if value}
+    )
 
 
 def events_after(analysis_id: int, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]:
@@ -76,7 +100,7 @@ def analysis_detail(analysis: Analysis) -> dict[str, Any]:
         "started_at": _iso(analysis.started_at),
         "finished_at": _iso(analysis.finished_at),
         "url": f"/analyses/{analysis.pk}/",
-        "events_url": f"/api/analyses/{analysis.pk}/events",
+        "events_url": reverse("api:analysis_events", kwargs={"analysis_id": analysis.pk}),
         "websocket_url": f"/ws/analyses/{analysis.pk}/",
     }
 

@@ -105,6 +105,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "django_prometheus",
     "django_structlog",
+    "ninja",  # the API docs' static files (no CDN)
     "health_check",
     "eidolon_site",
     "reliability",

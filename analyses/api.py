@@ -1,0 +1,200 @@
+"""The JSON API of analyses and cards (django-ninja, async): thin handlers over
+``analyses.services`` (writes) and ``analyses.selectors`` (reads).
+
+The site's API (``eidolon_site.api``) authenticates every request (``request.auth`` is the
+user) and turns the services' exceptions into statuses: ``InvalidAnalysisRequest`` -> 400 (409
+when the analysis has already finished), ``SubmissionRateLimited`` -> 429 with ``Retry-After``,
+a missing or foreign object -> 404. Each operation declares the error statuses it can answer;
+the site documents their ``{"detail": ...}`` body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from ninja import Path, Query, Router
+from ninja.responses import Status
+
+from analyses.models import Analysis
+from analyses.schemas import (
+    AnalysisFilterIn,
+    AnalysisIn,
+    AnalysisOut,
+    AnalysisPageOut,
+    CardFilterIn,
+    CardOut,
+    CardPageOut,
+    CardStatusIn,
+    EventsIn,
+    EventsOut,
+    ObjectId,
+    PageIn,
+)
+from analyses.selectors import (
+    analyses_filtered,
+    analyses_visible_to,
+    analysis_detail,
+    card_detail,
+    cards_filtered,
+    cards_visible_to,
+    events_after,
+)
+from analyses.services import analysis_cancel, analysis_resume, analysis_submit, card_set_status
+
+router = Router()
+
+
+def _actor(request: HttpRequest) -> str:
+    return request.auth.get_username()  # type: ignore[attr-defined]
+
+
+async def _visible_analysis(request: HttpRequest, analysis_id: int) -> Analysis:
+    """The analysis if the caller may see it; ``Analysis.DoesNotExist`` (404) otherwise."""
+    return await analyses_visible_to(request.auth).aget(pk=analysis_id)
+
+
+async def _page(
+    queryset: QuerySet, page: PageIn, serialize: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    window = queryset[page.offset : page.offset + page.limit]
+    return {
+        "items": [serialize(item) async for item in window],
+        "count": await queryset.acount(),
+        "limit": page.limit,
+        "offset": page.offset,
+    }
+
+
+@router.post(
+    "/analyses",
+    response={202: AnalysisOut, 400: None, 429: None},
+    url_name="analyses",
+    tags=["analyses"],
+    summary="Submit an analysis",
+)
+async def submit_analysis(request: HttpRequest, response: HttpResponse, payload: AnalysisIn):
+    """Queue an analysis of a git URL (or a directory inside ``EIDOLON_SOURCE_ROOTS``); the
+    task workers run it. ``Location`` names the new analysis."""
+    analysis = await sync_to_async(analysis_submit)(
+        user=request.auth, source=payload.source, ref=payload.ref, provider=payload.provider
+    )
+    response["Location"] = reverse("api:analysis", kwargs={"analysis_id": analysis.pk})
+    return Status(202, analysis_detail(analysis))
+
+
+@router.get("/analyses", response=AnalysisPageOut, tags=["analyses"], summary="List analyses")
+async def list_analyses(request: HttpRequest, filters: Query[AnalysisFilterIn]):
+    """The caller's analyses (everyone's for staff), newest first."""
+    analyses = analyses_filtered(request.auth, status=filters.status)
+    return await _page(analyses, filters, analysis_detail)
+
+
+@router.get(
+    "/analyses/{analysis_id}",
+    response={200: AnalysisOut, 404: None},
+    url_name="analysis",
+    tags=["analyses"],
+    summary="Get an analysis",
+)
+async def get_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
+    """Status, counters, percentage, waiting reason, summary and score."""
+    return analysis_detail(await _visible_analysis(request, analysis_id))
+
+
+@router.post(
+    "/analyses/{analysis_id}/cancel",
+    response={202: AnalysisOut, 404: None, 409: None},
+    tags=["analyses"],
+    summary="Cancel an analysis",
+)
+async def cancel_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
+    """A queued analysis stops at once, a running one within seconds (what is done is kept).
+    409 when it has already finished."""
+    analysis = await _visible_analysis(request, analysis_id)
+    analysis = await sync_to_async(analysis_cancel)(analysis_id=analysis.pk, actor=_actor(request))
+    return Status(202, analysis_detail(analysis))
+
+
+@router.post(
+    "/analyses/{analysis_id}/resume",
+    response={202: AnalysisOut, 404: None, 409: None},
+    tags=["analyses"],
+    summary="Resume an analysis",
+)
+async def resume_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
+    """Review what a failed, cancelled or timed-out analysis left (finished units are not paid
+    for again). 409 when it completed; a queued or running one is handed to the workers again
+    (its lease keeps it to one run)."""
+    analysis = await _visible_analysis(request, analysis_id)
+    await sync_to_async(analysis_resume)(analysis_id=analysis.pk, actor=_actor(request))
+    await analysis.arefresh_from_db()
+    return Status(202, analysis_detail(analysis))
+
+
+@router.get(
+    "/analyses/{analysis_id}/events",
+    response={200: EventsOut, 404: None},
+    url_name="analysis_events",
+    tags=["analyses"],
+    summary="Events of an analysis",
+)
+async def analysis_events(
+    request: HttpRequest, analysis_id: Path[ObjectId], query: Query[EventsIn]
+):
+    """The events the WebSocket sends, oldest first, from ``after`` on: poll with the last
+    ``seq`` received."""
+    analysis = await _visible_analysis(request, analysis_id)
+    events = await sync_to_async(events_after)(analysis.pk, query.after, limit=query.limit)
+    return {"events": events, "last_seq": analysis.event_seq, "finished": analysis.is_finished}
+
+
+@router.get(
+    "/analyses/{analysis_id}/cards",
+    response={200: CardPageOut, 404: None},
+    tags=["cards"],
+    summary="Cards of an analysis",
+)
+async def list_cards(
+    request: HttpRequest, analysis_id: Path[ObjectId], filters: Query[CardFilterIn]
+):
+    """Findings by file and line, filtered by severity, kind, status and file."""
+    analysis = await _visible_analysis(request, analysis_id)
+    cards = cards_filtered(
+        analysis,
+        severity=filters.severity,
+        kind=filters.kind,
+        status=filters.status,
+        path=filters.file,
+    )
+    return await _page(cards, filters, card_detail)
+
+
+@router.get(
+    "/cards/{card_id}",
+    response={200: CardOut, 404: None},
+    url_name="card",
+    tags=["cards"],
+    summary="Get a card",
+)
+async def get_card(request: HttpRequest, card_id: Path[ObjectId]):
+    return card_detail(await cards_visible_to(request.auth).aget(pk=card_id))
+
+
+@router.patch(
+    "/cards/{card_id}",
+    response={200: CardOut, 404: None},
+    tags=["cards"],
+    summary="Set a card's status",
+)
+async def set_card_status(request: HttpRequest, card_id: Path[ObjectId], payload: CardStatusIn):
+    """new, acknowledged, dismissed or fixed."""
+    card = await cards_visible_to(request.auth).aget(pk=card_id)
+    card = await sync_to_async(card_set_status)(
+        card=card, status=payload.status, actor=_actor(request)
+    )
+    return card_detail(card)
