@@ -20,7 +20,6 @@ from django.urls import reverse
 from ninja import Path, Query, Router
 from ninja.responses import Status
 
-from analyses.models import Analysis
 from analyses.schemas import (
     AnalysisFilterIn,
     AnalysisIn,
@@ -37,14 +36,15 @@ from analyses.schemas import (
 )
 from analyses.selectors import (
     analyses_filtered,
-    analyses_visible_to,
     analysis_detail,
+    analysis_for,
     card_detail,
+    card_for,
     cards_filtered,
-    cards_visible_to,
     events_after,
 )
 from analyses.services import analysis_cancel, analysis_resume, analysis_submit, card_set_status
+from reliability.dbthread import in_db_thread
 
 router = Router()
 
@@ -53,21 +53,40 @@ def _actor(request: HttpRequest) -> str:
     return request.auth.get_username()  # type: ignore[attr-defined]
 
 
-async def _visible_analysis(request: HttpRequest, analysis_id: int) -> Analysis:
-    """The analysis if the caller may see it; ``Analysis.DoesNotExist`` (404) otherwise."""
-    return await analyses_visible_to(request.auth).aget(pk=analysis_id)
+# Reads run in the process's database thread (reliability.dbthread), one hop a request: they are
+# the API's hot path. Each raises the model's DoesNotExist (404) for what the user may not see.
 
 
-async def _page(
+def _page(
     queryset: QuerySet, page: PageIn, serialize: Callable[[Any], dict[str, Any]]
 ) -> dict[str, Any]:
     window = queryset[page.offset : page.offset + page.limit]
     return {
-        "items": [serialize(item) async for item in window],
-        "count": await queryset.acount(),
+        "items": [serialize(item) for item in window],
+        "count": queryset.count(),
         "limit": page.limit,
         "offset": page.offset,
     }
+
+
+def _events_page(user, analysis_id: int, query: EventsIn) -> dict[str, Any]:
+    analysis = analysis_for(user, analysis_id)
+    return {
+        "events": events_after(analysis.pk, query.after, limit=query.limit),
+        "last_seq": analysis.event_seq,
+        "finished": analysis.is_finished,
+    }
+
+
+def _cards_page(user, analysis_id: int, filters: CardFilterIn) -> dict[str, Any]:
+    cards = cards_filtered(
+        analysis_for(user, analysis_id),
+        severity=filters.severity,
+        kind=filters.kind,
+        status=filters.status,
+        path=filters.file,
+    )
+    return _page(cards, filters, card_detail)
 
 
 @router.post(
@@ -91,7 +110,7 @@ async def submit_analysis(request: HttpRequest, response: HttpResponse, payload:
 async def list_analyses(request: HttpRequest, filters: Query[AnalysisFilterIn]):
     """The caller's analyses (everyone's for staff), newest first."""
     analyses = analyses_filtered(request.auth, status=filters.status)
-    return await _page(analyses, filters, analysis_detail)
+    return await in_db_thread(_page, analyses, filters, analysis_detail)
 
 
 @router.get(
@@ -103,7 +122,7 @@ async def list_analyses(request: HttpRequest, filters: Query[AnalysisFilterIn]):
 )
 async def get_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
     """Status, counters, percentage, waiting reason, summary and score."""
-    return analysis_detail(await _visible_analysis(request, analysis_id))
+    return analysis_detail(await in_db_thread(analysis_for, request.auth, analysis_id))
 
 
 @router.post(
@@ -115,7 +134,7 @@ async def get_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
 async def cancel_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
     """A queued analysis stops at once, a running one within seconds (what is done is kept).
     409 when it has already finished."""
-    analysis = await _visible_analysis(request, analysis_id)
+    analysis = await in_db_thread(analysis_for, request.auth, analysis_id)
     analysis = await sync_to_async(analysis_cancel)(analysis_id=analysis.pk, actor=_actor(request))
     return Status(202, analysis_detail(analysis))
 
@@ -130,7 +149,7 @@ async def resume_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
     """Review what a failed, cancelled or timed-out analysis left (finished units are not paid
     for again). 409 when it completed; a queued or running one is handed to the workers again
     (its lease keeps it to one run)."""
-    analysis = await _visible_analysis(request, analysis_id)
+    analysis = await in_db_thread(analysis_for, request.auth, analysis_id)
     await sync_to_async(analysis_resume)(analysis_id=analysis.pk, actor=_actor(request))
     await analysis.arefresh_from_db()
     return Status(202, analysis_detail(analysis))
@@ -148,9 +167,7 @@ async def analysis_events(
 ):
     """The events the WebSocket sends, oldest first, from ``after`` on: poll with the last
     ``seq`` received."""
-    analysis = await _visible_analysis(request, analysis_id)
-    events = await sync_to_async(events_after)(analysis.pk, query.after, limit=query.limit)
-    return {"events": events, "last_seq": analysis.event_seq, "finished": analysis.is_finished}
+    return await in_db_thread(_events_page, request.auth, analysis_id, query)
 
 
 @router.get(
@@ -163,15 +180,7 @@ async def list_cards(
     request: HttpRequest, analysis_id: Path[ObjectId], filters: Query[CardFilterIn]
 ):
     """Findings by file and line, filtered by severity, kind, status and file."""
-    analysis = await _visible_analysis(request, analysis_id)
-    cards = cards_filtered(
-        analysis,
-        severity=filters.severity,
-        kind=filters.kind,
-        status=filters.status,
-        path=filters.file,
-    )
-    return await _page(cards, filters, card_detail)
+    return await in_db_thread(_cards_page, request.auth, analysis_id, filters)
 
 
 @router.get(
@@ -182,7 +191,7 @@ async def list_cards(
     summary="Get a card",
 )
 async def get_card(request: HttpRequest, card_id: Path[ObjectId]):
-    return card_detail(await cards_visible_to(request.auth).aget(pk=card_id))
+    return card_detail(await in_db_thread(card_for, request.auth, card_id))
 
 
 @router.patch(
@@ -193,7 +202,7 @@ async def get_card(request: HttpRequest, card_id: Path[ObjectId]):
 )
 async def set_card_status(request: HttpRequest, card_id: Path[ObjectId], payload: CardStatusIn):
     """new, acknowledged, dismissed or fixed."""
-    card = await cards_visible_to(request.auth).aget(pk=card_id)
+    card = await in_db_thread(card_for, request.auth, card_id)
     card = await sync_to_async(card_set_status)(
         card=card, status=payload.status, actor=_actor(request)
     )

@@ -4,7 +4,8 @@ Outputs mirror ``analyses.selectors.analysis_detail`` and ``card_detail`` field 
 one shape shared with the WebSocket snapshot and the pages). Inputs are bounded so that no
 request reaches the database with a value it would refuse: text has a length cap and no control
 characters (PostgreSQL rejects NUL in text), integers fit a signed 64-bit column, and filters are
-enumerations.
+enumerations. Outputs are plain pydantic models: ninja's ``Schema`` reads every field through
+a Django-aware getter, which costs more than the rest of a request's validation.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import StringConstraints
+from pydantic import BaseModel, StringConstraints
 
 from analyses.findings import FINDING_KINDS, SEVERITIES
 from analyses.models import AnalysisStatus, CardStatus
@@ -85,7 +86,7 @@ class CardStatusIn(Schema):
     status: CardStatusName
 
 
-class AnalysisOut(Schema):
+class AnalysisOut(BaseModel):
     id: int
     source: str
     source_kind: str
@@ -118,7 +119,7 @@ class AnalysisOut(Schema):
     websocket_url: str
 
 
-class CardOut(Schema):
+class CardOut(BaseModel):
     id: int
     analysis_id: int
     kind: str
@@ -138,28 +139,28 @@ class CardOut(Schema):
     created_at: str | None
 
 
-class EventOut(Schema):
+class EventOut(BaseModel):
     seq: int
     type: str
     data: dict[str, Any]
     at: str | None
 
 
-class AnalysisPageOut(Schema):
+class AnalysisPageOut(BaseModel):
     items: list[AnalysisOut]
     count: int
     limit: int
     offset: int
 
 
-class CardPageOut(Schema):
+class CardPageOut(BaseModel):
     items: list[CardOut]
     count: int
     limit: int
     offset: int
 
 
-class EventsOut(Schema):
+class EventsOut(BaseModel):
     events: list[EventOut]
     last_seq: int = Field(description="The analysis's latest sequence number so far.")
     finished: bool

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import BigIntegerField, QuerySet
 from django.urls import reverse
 
 from analyses.events import event_dict
 from analyses.models import Analysis, AnalysisEvent, Card
+from reliability.sql import Param, prepared_instances
 
 
 def analyses_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Analysis]:
@@ -30,6 +31,32 @@ def cards_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Card]:
     if user.is_staff:
         return Card.objects.all()
     return Card.objects.filter(analysis__created_by=user)
+
+
+def analysis_for(user: AbstractBaseUser | AnonymousUser, analysis_id: int) -> Analysis:
+    """The analysis ``user`` may see, or ``Analysis.DoesNotExist``: ``analyses_visible_to``
+    for one id, with statements compiled once (every API request for an analysis reads one)."""
+    return _visible_one(Analysis, "created_by", user, analysis_id)
+
+
+def card_for(user: AbstractBaseUser | AnonymousUser, card_id: int) -> Card:
+    """The card ``user`` may see, or ``Card.DoesNotExist`` (as ``cards_visible_to``)."""
+    return _visible_one(Card, "analysis__created_by", user, card_id)
+
+
+def _visible_one(model, owner_path: str, user, pk: int):
+    if not user.is_authenticated:
+        raise model.DoesNotExist(f"{model.__name__} {pk} not found")
+    owner = {} if user.is_staff else {owner_path: Param("owner", BigIntegerField())}
+    rows = prepared_instances(
+        ("visible_one", bool(owner)),
+        model=model,
+        queryset=lambda: model.objects.filter(pk=Param("pk", BigIntegerField()), **owner),
+        params={"pk": pk, "owner": user.pk},
+    )
+    if not rows:
+        raise model.DoesNotExist(f"{model.__name__} {pk} not found")
+    return rows[0]
 
 
 def analyses_filtered(

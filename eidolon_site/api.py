@@ -16,7 +16,6 @@ import math
 from typing import Any
 
 import structlog
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ObjectDoesNotExist
@@ -31,6 +30,7 @@ from analyses.services import InvalidAnalysisRequest, SubmissionRateLimited
 from eidolon_site.accounts import bearer_token, user_for_token
 from reliability.api import router as reliability_router
 from reliability.controls import BreakerActionError
+from reliability.dbthread import in_db_thread
 
 logger = structlog.get_logger(__name__)
 
@@ -45,7 +45,7 @@ class BearerTokenAuth(HttpBearer):
         return None if raw is None else await self.authenticate(request, raw)
 
     async def authenticate(self, request: HttpRequest, token: str) -> AbstractBaseUser | None:
-        user = await sync_to_async(user_for_token)(token)
+        user = await in_db_thread(user_for_token, token)
         if user is not None:
             request.user = user  # the request log names the token's owner
         return user

@@ -13,11 +13,25 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient
 
 from eidolon_site.checks import protective_middleware
-from tests.api_support import caller
+from tests.api_support import analysis_with_cards, caller
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "a-long-password-for-tests"
+
+
+@pytest.fixture
+def thread_hops(monkeypatch) -> list[str]:
+    """The functions run through ``sync_to_async`` while the fixture is active."""
+    hops: list[str] = []
+    original = SyncToAsync.__call__
+
+    async def recording(self, *args, **kwargs):
+        hops.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", recording)
+    return hops
 
 
 class TestNoThreadPerHook:
@@ -27,6 +41,16 @@ class TestNoThreadPerHook:
         assert hooks
         for hook in hooks:
             assert iscoroutinefunction(hook) and not isinstance(hook, SyncToAsync), hook
+
+    async def test_an_api_request__only_django_s_own_hand_offs(self, thread_hops):
+        owner = await sync_to_async(caller)("alice")
+        analysis = await sync_to_async(analysis_with_cards)(owner=owner.user)
+        thread_hops.clear()
+        response = await owner.call("GET", f"/api/analyses/{analysis.pk}")
+        assert response.status_code == 200
+        # The request_started/finished signals and closing the response; the token and the
+        # analysis are read in the database thread (reliability.dbthread), not through here.
+        assert sorted(thread_hops) == ["HttpResponseBase.close", "Signal.asend.<locals>.sync_send"]
 
 
 class TestBehaviourKept:
