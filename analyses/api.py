@@ -78,6 +78,14 @@ def _events_page(user, analysis_id: int, query: EventsIn) -> dict[str, Any]:
     }
 
 
+async def _act_on(request: HttpRequest, analysis_id: int, service: Callable[..., Any]) -> Status:
+    """Cancel or resume, as the caller, an analysis the caller may see: 202 and its new state."""
+    analysis = await in_db_thread(analysis_for, request.auth, analysis_id)
+    await sync_to_async(service)(analysis_id=analysis.pk, actor=_actor(request))
+    await analysis.arefresh_from_db()
+    return Status(202, analysis_detail(analysis))
+
+
 def _cards_page(user, analysis_id: int, filters: CardFilterIn) -> dict[str, Any]:
     cards = cards_filtered(
         analysis_for(user, analysis_id),
@@ -92,7 +100,6 @@ def _cards_page(user, analysis_id: int, filters: CardFilterIn) -> dict[str, Any]
 @router.post(
     "/analyses",
     response={202: AnalysisOut, 400: None, 429: None},
-    url_name="analyses",
     tags=["analyses"],
     summary="Submit an analysis",
 )
@@ -134,9 +141,7 @@ async def get_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
 async def cancel_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
     """A queued analysis stops at once, a running one within seconds (what is done is kept).
     409 when it has already finished."""
-    analysis = await in_db_thread(analysis_for, request.auth, analysis_id)
-    analysis = await sync_to_async(analysis_cancel)(analysis_id=analysis.pk, actor=_actor(request))
-    return Status(202, analysis_detail(analysis))
+    return await _act_on(request, analysis_id, analysis_cancel)
 
 
 @router.post(
@@ -149,10 +154,7 @@ async def resume_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
     """Review what a failed, cancelled or timed-out analysis left (finished units are not paid
     for again). 409 when it completed; a queued or running one is handed to the workers again
     (its lease keeps it to one run)."""
-    analysis = await in_db_thread(analysis_for, request.auth, analysis_id)
-    await sync_to_async(analysis_resume)(analysis_id=analysis.pk, actor=_actor(request))
-    await analysis.arefresh_from_db()
-    return Status(202, analysis_detail(analysis))
+    return await _act_on(request, analysis_id, analysis_resume)
 
 
 @router.get(
@@ -186,7 +188,6 @@ async def list_cards(
 @router.get(
     "/cards/{card_id}",
     response={200: CardOut, 404: None},
-    url_name="card",
     tags=["cards"],
     summary="Get a card",
 )
