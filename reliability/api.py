@@ -37,7 +37,7 @@ BreakerAction = Literal[tuple(BREAKER_ACTIONS)]  # type: ignore[valid-type]
 
 class TransitionOut(Schema):
     at: str
-    from_: str = Field(alias="from")
+    from_: str = Field(alias="from")  # "from" is a Python keyword; the routes dump by alias
     to: str
     reason: str
     actor: str
@@ -94,7 +94,9 @@ def _snapshot() -> dict[str, Any]:
     return {**reliability_snapshot(now=time.time()), "health": health_components()}
 
 
-@router.get("", response={200: ReliabilityOut, 403: None}, summary="Reliability state")
+@router.get(
+    "", response={200: ReliabilityOut, 403: None}, by_alias=True, summary="Reliability state"
+)
 async def reliability_state(request: HttpRequest):
     """Breakers (state, failure rate, open until), budgets (usage, pause) and the health of
     each component as the health monitor last saw it."""
@@ -117,6 +119,7 @@ def _operate(*, user: Any, name: str, action: str) -> dict[str, Any]:
 @router.post(
     "/breakers/{name}/{action}",
     response={200: BreakerOut, 403: None, 404: None, 409: None},
+    by_alias=True,
     summary="Operate a breaker",
 )
 async def operate_breaker(

@@ -63,6 +63,7 @@ class TestState:
         body = response.json()
         breakers = {breaker["name"]: breaker for breaker in body["breakers"]}
         assert breakers["anthropic"]["state"] == "open"
+        assert breakers["anthropic"]["last_transition"]["from"] == "closed"
         assert breakers["anthropic"]["last_transition"]["to"] == "open"
         assert breakers["anthropic"]["open_until"] is not None
         assert breakers["git"]["state"] == "closed"
