@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, QuerySet
+from django.db.models import BigIntegerField, Count, QuerySet
+from django.urls import reverse
 
 from analyses.events import event_dict
 from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card
+from reliability.sql import Param, prepared_instances
 
 
 def analyses_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Analysis]:
@@ -29,6 +31,55 @@ def cards_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Card]:
     if user.is_staff:
         return Card.objects.all()
     return Card.objects.filter(analysis__created_by=user)
+
+
+def analysis_for(user: AbstractBaseUser | AnonymousUser, analysis_id: int) -> Analysis:
+    """The analysis ``user`` may see, or ``Analysis.DoesNotExist``: ``analyses_visible_to``
+    for one id, with statements compiled once (every API request for an analysis reads one)."""
+    return _visible_one(Analysis, "created_by", user, analysis_id)
+
+
+def card_for(user: AbstractBaseUser | AnonymousUser, card_id: int) -> Card:
+    """The card ``user`` may see, or ``Card.DoesNotExist`` (as ``cards_visible_to``)."""
+    return _visible_one(Card, "analysis__created_by", user, card_id)
+
+
+def _visible_one(model, owner_path: str, user, pk: int):
+    if not user.is_authenticated:
+        raise model.DoesNotExist(f"{model.__name__} {pk} not found")
+    owner = {} if user.is_staff else {owner_path: Param("owner", BigIntegerField())}
+    rows = prepared_instances(
+        ("visible_one", bool(owner)),
+        model=model,
+        queryset=lambda: model.objects.filter(pk=Param("pk", BigIntegerField()), **owner),
+        params={"pk": pk, "owner": user.pk},
+    )
+    if not rows:
+        raise model.DoesNotExist(f"{model.__name__} {pk} not found")
+    return rows[0]
+
+
+def analyses_filtered(
+    user: AbstractBaseUser | AnonymousUser, *, status: str | None = None
+) -> QuerySet[Analysis]:
+    """The analyses ``user`` may see, newest first, optionally only those in ``status``."""
+    analyses = analyses_visible_to(user)
+    return analyses.filter(status=status) if status else analyses
+
+
+def cards_filtered(
+    analysis: Analysis,
+    *,
+    severity: str | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    path: str | None = None,
+) -> QuerySet[Card]:
+    """An analysis's cards by file and line, optionally narrowed by each criterion given."""
+    criteria = {"severity": severity, "kind": kind, "status": status, "path": path}
+    return Card.objects.filter(
+        analysis=analysis, **{name: value for name, value in criteria.items() if value}
+    )
 
 
 def events_after(analysis_id: int, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]:
@@ -76,7 +127,7 @@ def analysis_detail(analysis: Analysis) -> dict[str, Any]:
         "started_at": _iso(analysis.started_at),
         "finished_at": _iso(analysis.finished_at),
         "url": f"/analyses/{analysis.pk}/",
-        "events_url": f"/api/analyses/{analysis.pk}/events",
+        "events_url": reverse("api:analysis_events", kwargs={"analysis_id": analysis.pk}),
         "websocket_url": f"/ws/analyses/{analysis.pk}/",
     }
 

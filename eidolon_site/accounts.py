@@ -11,9 +11,12 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import CharField
 
 from eidolon_site.models import ApiToken
+from reliability.sql import Param, prepared_instances
 
 logger = structlog.get_logger(__name__)
 
@@ -54,20 +57,38 @@ def token_revoke(*, token: ApiToken, actor: str) -> ApiToken:
 
 
 def user_for_token(raw: str, *, now: datetime | None = None) -> AbstractBaseUser | None:
-    """The active user whose active token ``raw`` is, or None; notes when it was last used."""
+    """The active user whose active token ``raw`` is, or None; notes when it was last used.
+
+    Every API request asks, so both reads are statements compiled once (``reliability.sql``).
+    """
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > _MAX_TOKEN_LENGTH:
         return None
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(digest=token_digest(raw), revoked_at__isnull=True, user__is_active=True)
-        .first()
+    tokens = prepared_instances(
+        "active_token_by_digest",
+        model=ApiToken,
+        queryset=lambda: ApiToken.objects.filter(
+            digest=Param("digest", CharField()), revoked_at__isnull=True
+        )[:1],
+        params={"digest": token_digest(raw)},
     )
-    if token is None:
+    if not tokens:
+        return None
+    token = tokens[0]
+    user_model = get_user_model()
+    users = prepared_instances(
+        "active_user_by_pk",
+        model=user_model,
+        queryset=lambda: user_model._default_manager.filter(
+            pk=Param("pk", user_model._meta.pk), is_active=True
+        ),
+        params={"pk": token.user_id},
+    )
+    if not users:
         return None
     now = now or datetime.now(tz=UTC)
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    return users[0]
 
 
 def bearer_token(authorization: str | None) -> str | None:

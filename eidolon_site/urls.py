@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from analyses import urls as analyses_urls
 from eidolon_site import views
+from eidolon_site.api import api
 from reliability import views as reliability_views
 
 account_urlpatterns = [
@@ -19,6 +20,7 @@ urlpatterns = [
     path("analyses/", include("analyses.urls")),
     path("operations/", include((analyses_urls.operations_urlpatterns, "operations"))),
     path("admin/", admin.site.urls),
+    path("api/", api.urls),
     path("metrics", reliability_views.metrics, name="metrics"),
     path("", include("reliability.health.urls")),
 ]

@@ -101,13 +101,14 @@ def _compile(key: Hashable, build: Callable[[], tuple[str, Sequence[Any]]]) -> _
 
 
 @contextlib.contextmanager
-def _cursor(using: str) -> Iterator[Any]:
+def _cursor(using: str, *, reads_only: bool = False) -> Iterator[Any]:
     """A cursor for a prepared statement.
 
     On PostgreSQL, a psycopg cursor with server-side binding, asking the server to prepare the
     statement: these UPDATEs are long, and parsing and planning them anew on every call (as
     Django's client-side binding does) costs more than running them. It shares the Django
-    connection, so it takes part in any transaction Django has open.
+    connection, so it takes part in any transaction Django has open (``reads_only`` statements
+    always use it: they have nothing to commit).
     """
     connection = connections[using]
     connection.ensure_connection()
@@ -115,7 +116,7 @@ def _cursor(using: str) -> Iterator[Any]:
         import psycopg
 
         raw = connection.connection
-        if not connection.in_atomic_block:
+        if not connection.in_atomic_block and not reads_only:
             raw = _unsynchronised_connection(connection)
         try:
             with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
@@ -256,6 +257,62 @@ def prepared_select(
         _execute(cursor, statement.sql, statement.bind(params))
         row = cursor.fetchone()
     return None if row is None else row_dict(model, fields, row)
+
+
+@dataclass(frozen=True)
+class _RowPlan:
+    """How a compiled SELECT's rows become instances: the fields' names, and the converters
+    the ORM applies to each column (bound to the connection of the thread that made them)."""
+
+    statement: _Compiled
+    attnames: tuple[str, ...]
+    converters: dict[int, tuple[list[Callable], Any]]
+
+
+_row_plans = threading.local()
+
+
+def _row_plan(key: Hashable, using: str, queryset: Callable[[], QuerySet]) -> _RowPlan:
+    plans = _row_plans.__dict__.setdefault("plans", {})
+    plan = plans.get((using, key))
+    if plan is None:
+        compiler = queryset().query.get_compiler(using)
+        compiled = compiler.as_sql()  # also sets up compiler.select
+        statement = _compile(("instances", using, key), lambda: compiled)
+        columns = [expression for expression, _, _ in compiler.select]
+        plan = plans[(using, key)] = _RowPlan(
+            statement=statement,
+            attnames=tuple(column.target.attname for column in columns),
+            converters=compiler.get_converters(columns),
+        )
+    return plan
+
+
+def prepared_instances(
+    key: Hashable,
+    *,
+    model: type[Model],
+    queryset: Callable[[], QuerySet],
+    params: Mapping[str, Any],
+    using: str = "default",
+) -> list[Model]:
+    """The ``model`` instances ``queryset()`` (filtered with ``Param``) selects, its SQL and its
+    columns' converters worked out once, then run with new values: each row is converted and
+    built as the ORM does (``Model.from_db``), without building and compiling the query again.
+    For reads on hot paths (an API request's token and object)."""
+    plan = _row_plan((model._meta.label, key), using, queryset)
+    with _cursor(using, reads_only=True) as cursor:
+        _execute(cursor, plan.statement.sql, plan.statement.bind(params))
+        rows = cursor.fetchall()
+    connection = connections[using]
+    instances = []
+    for row in rows:
+        values = list(row)
+        for position, (converters, expression) in plan.converters.items():
+            for convert in converters:
+                values[position] = convert(values[position], expression, connection)
+        instances.append(model.from_db(using, plan.attnames, values))
+    return instances
 
 
 def prepared_update(

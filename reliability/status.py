@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from reliability.breaker import window_stats
-from reliability.models import BUDGET_LIMIT_FIELDS, CircuitBreaker, RateLimitBudget
+from reliability.models import (
+    BUDGET_LIMIT_FIELDS,
+    CircuitBreaker,
+    HealthComponentState,
+    RateLimitBudget,
+)
 from reliability.ratelimit import utc_day_start
 
 
@@ -82,3 +87,21 @@ def reliability_snapshot(*, now: float) -> dict[str, Any]:
         "breakers": [breaker_status(b, now=now) for b in CircuitBreaker.objects.all()],
         "budgets": [budget_status(b, now=now) for b in RateLimitBudget.objects.all()],
     }
+
+
+def health_components() -> list[dict[str, Any]]:
+    """Each checked component's status as the health monitor last recorded it (for staff:
+    ``detail`` holds the redacted error)."""
+    return [
+        {
+            "name": component.name,
+            "status": component.status,
+            "critical": component.critical,
+            "message": component.message,
+            "detail": component.detail,
+            "latency_ms": component.latency_ms,
+            "since": component.since.isoformat(),
+            "checked_at": component.checked_at.isoformat() if component.checked_at else None,
+        }
+        for component in HealthComponentState.objects.all()
+    ]

@@ -1,0 +1,166 @@
+"""The JSON API's shapes for analyses and cards: what a client may send, and what it receives.
+
+Outputs mirror ``analyses.selectors.analysis_detail`` and ``card_detail`` field for field (the
+one shape shared with the WebSocket snapshot and the pages). Inputs are bounded so that no
+request reaches the database with a value it would refuse: text has a length cap and no control
+characters (PostgreSQL rejects NUL in text), integers fit a signed 64-bit column, and filters are
+enumerations. Outputs are plain pydantic models: ninja's ``Schema`` reads every field through
+a Django-aware getter, which costs more than the rest of a request's validation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from ninja import Field, Schema
+from pydantic import BaseModel, StringConstraints
+
+from analyses.findings import FINDING_KINDS, SEVERITIES
+from analyses.models import AnalysisStatus, CardStatus
+from analyses.services import PROVIDERS
+
+# Text without C0 control characters or DEL (NUL included); pydantic also refuses lone
+# surrogates, which no database encoding accepts.
+PRINTABLE_TEXT = r"^[^\x00-\x1f\x7f]*$"
+MAX_ID = 2**63 - 1  # a signed 64-bit primary key
+MAX_PAGE_SIZE = 200
+MAX_OFFSET = 1_000_000
+MAX_EVENTS_PER_PAGE = 1000
+
+
+def printable_text(*, max_length: int, min_length: int = 0) -> Any:
+    """A string type with a length cap and no control characters."""
+    return Annotated[
+        str,
+        StringConstraints(min_length=min_length, max_length=max_length, pattern=PRINTABLE_TEXT),
+    ]
+
+
+ObjectId = Annotated[int, Field(ge=1, le=MAX_ID)]
+Provider = Literal[PROVIDERS]  # type: ignore[valid-type]
+AnalysisStatusName = Literal[tuple(AnalysisStatus.values)]  # type: ignore[valid-type]
+CardStatusName = Literal[tuple(CardStatus.values)]  # type: ignore[valid-type]
+Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
+FindingKind = Literal[FINDING_KINDS]  # type: ignore[valid-type]
+
+
+class AnalysisIn(Schema):
+    source: printable_text(min_length=1, max_length=2048) = Field(  # type: ignore[valid-type]
+        description="A git URL (https, ssh or user@host:path) or a directory inside "
+        "EIDOLON_SOURCE_ROOTS."
+    )
+    ref: printable_text(max_length=255) | None = Field(  # type: ignore[valid-type]
+        None, description="Branch, tag or commit (git URLs only)."
+    )
+    provider: Provider | None = Field(
+        None,
+        description="Who reviews: Claude, or the offline rules (default: Claude when a key "
+        "is configured).",
+    )
+
+
+class PageIn(Schema):
+    limit: int = Field(50, ge=1, le=MAX_PAGE_SIZE, description="Items per page.")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Items to skip.")
+
+
+class AnalysisFilterIn(PageIn):
+    status: AnalysisStatusName | None = Field(None, description="Only analyses in this status.")
+
+
+class CardFilterIn(PageIn):
+    severity: Severity | None = None
+    kind: FindingKind | None = None
+    status: CardStatusName | None = None
+    file: printable_text(min_length=1, max_length=1024) | None = Field(  # type: ignore[valid-type]
+        None, description="Only cards of this file (its path as shown on a card)."
+    )
+
+
+class EventsIn(Schema):
+    after: int = Field(0, ge=0, le=MAX_ID, description="Events after this sequence number.")
+    limit: int = Field(MAX_EVENTS_PER_PAGE, ge=1, le=MAX_EVENTS_PER_PAGE)
+
+
+class CardStatusIn(Schema):
+    status: CardStatusName
+
+
+class AnalysisOut(BaseModel):
+    id: int
+    source: str
+    source_kind: str
+    ref: str
+    commit_sha: str
+    provider: str
+    model: str
+    status: str
+    status_reason: str
+    waiting_reason: str
+    finished: bool
+    total: int
+    done: int
+    analyzed: int
+    cached: int
+    failed: int
+    cards: int
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    percentage: float
+    health_score: int | None
+    summary: dict[str, Any]
+    last_seq: int
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    url: str
+    events_url: str
+    websocket_url: str
+
+
+class CardOut(BaseModel):
+    id: int
+    analysis_id: int
+    kind: str
+    severity: str
+    title: str
+    explanation: str
+    fix: str
+    path: str
+    line_start: int
+    line_end: int
+    excerpt: str
+    excerpt_start: int
+    confidence: float
+    source: str
+    rule: str
+    status: str
+    created_at: str | None
+
+
+class EventOut(BaseModel):
+    seq: int
+    type: str
+    data: dict[str, Any]
+    at: str | None
+
+
+class AnalysisPageOut(BaseModel):
+    items: list[AnalysisOut]
+    count: int
+    limit: int
+    offset: int
+
+
+class CardPageOut(BaseModel):
+    items: list[CardOut]
+    count: int
+    limit: int
+    offset: int
+
+
+class EventsOut(BaseModel):
+    events: list[EventOut]
+    last_seq: int = Field(description="The analysis's latest sequence number so far.")
+    finished: bool
