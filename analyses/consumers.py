@@ -26,8 +26,8 @@ class AnalysisEventsConsumer(AsyncJsonWebsocketConsumer):
             scope=self.scope,
             layer=self.channel_layer,
             channel_name=self.channel_name,
-            send=self.send_json,
-            close=self._close,
+            send_message=self.send_json,
+            close_socket=self._close,
             keepalive_seconds=settings.EIDOLON_WS_KEEPALIVE_SECONDS,
             tailers=tailers_for(),
         )

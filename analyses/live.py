@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -185,32 +186,24 @@ class EventCursor:
         return self._take(await self._read_after(self.analysis_id, self.last_sent, limit=PAGE))
 
 
+@dataclass(kw_only=True, eq=False)
 class AnalysisWatch:
     """One WebSocket's watch over one analysis, from the accepted handshake to the close.
 
     The consumer calls ``open`` once, ``deliver`` for each batch the channel layer brings, and
-    ``leave`` when the socket is gone; ``send`` and ``close`` are the consumer's.
+    ``leave`` when the socket is gone; ``send_message`` and ``close_socket`` are the consumer's.
     """
 
-    def __init__(
-        self,
-        *,
-        scope: dict[str, Any],
-        layer: Any,
-        channel_name: str,
-        send: Callable[[Message], Awaitable[None]],
-        close: Callable[[int, str], Awaitable[None]],
-        keepalive_seconds: float,
-        tailers: EventTailers | None,
-    ) -> None:
-        self.scope = scope
-        self.layer = layer
-        self.channel_name = channel_name
-        self._send = send
-        self._close = close
-        self.keepalive_seconds = keepalive_seconds
-        self.tailers = tailers
-        self.analysis_id: int = scope["url_route"]["kwargs"]["analysis_id"]
+    scope: dict[str, Any]
+    layer: Any
+    channel_name: str
+    send_message: Callable[[Message], Awaitable[None]]
+    close_socket: Callable[[int, str], Awaitable[None]]
+    keepalive_seconds: float
+    tailers: EventTailers | None
+
+    def __post_init__(self) -> None:
+        self.analysis_id: int = self.scope["url_route"]["kwargs"]["analysis_id"]
         self.cursor: EventCursor | None = None
         self.closed = False
         self._in_group = False
@@ -244,7 +237,7 @@ class AnalysisWatch:
         self.cursor = EventCursor(analysis_id=self.analysis_id, last_sent=after, finished=finished)
         self._log.info("websocket_watch_opened", after=after, last_seq=snapshot["data"]["last_seq"])
         async with self._sending:
-            await self._send(snapshot)
+            await self.send_message(snapshot)
             await self._catch_up()
             await self._close_if_finished()
         if not self.closed:
@@ -256,14 +249,14 @@ class AnalysisWatch:
             return
         async with self._sending:
             for event in await self.cursor.admit(events):
-                await self._send(event)
+                await self.send_message(event)
             await self._close_if_finished()
 
     async def _catch_up(self) -> None:
         assert self.cursor is not None
         while page := await self.cursor.catch_up():
             for event in page:
-                await self._send(event)
+                await self.send_message(event)
             if len(page) < PAGE:
                 break
 
@@ -281,7 +274,7 @@ class AnalysisWatch:
                     if self.closed:
                         return
                     await self._catch_up()
-                    await self._send({"type": KEEPALIVE, "at": now_iso()})
+                    await self.send_message({"type": KEEPALIVE, "at": now_iso()})
                     await self._close_if_finished()
             except Exception as error:
                 self._log.warning("websocket_keepalive_failed", error=type(error).__name__)
@@ -290,7 +283,7 @@ class AnalysisWatch:
         if self.closed:
             return
         self.closed = True
-        await self._close(code, reason)
+        await self.close_socket(code, reason)
         await self.leave()
 
     async def leave(self) -> None:

@@ -105,6 +105,19 @@ class Analysis(models.Model):
             return 100.0 if self.is_finished else 0.0
         return round(100.0 * self.functions_done / self.functions_total, 1)
 
+    def progress_counts(self) -> dict[str, int | float]:
+        """The counters a progress report shows (the API, the WebSocket and the terminal)."""
+        return {
+            "total": self.functions_total,
+            "done": self.functions_done,
+            "analyzed": self.functions_analyzed,
+            "cached": self.functions_cached,
+            "failed": self.functions_failed,
+            "cards": self.cards_count,
+            "requests": self.llm_requests,
+            "percentage": self.progress_percent,
+        }
+
 
 class UnitStatus(models.TextChoices):
     PENDING = "pending", "pending"

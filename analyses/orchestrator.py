@@ -526,14 +526,7 @@ async def _progress(run: _Run) -> dict[str, Any]:
             run.id, worker_id=run.worker_id, reason=waiting
         )
     return {
-        "total": analysis.functions_total,
-        "done": analysis.functions_done,
-        "analyzed": analysis.functions_analyzed,
-        "cached": analysis.functions_cached,
-        "failed": analysis.functions_failed,
-        "cards": analysis.cards_count,
-        "requests": analysis.llm_requests,
-        "percentage": analysis.progress_percent,
+        **analysis.progress_counts(),
         "current_unit": run.current_unit,
         "waiting_reason": waiting,
     }

@@ -17,20 +17,20 @@ from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card
 from reliability.sql import Param, prepared_instances
 
 
-def analyses_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Analysis]:
+def _visible_to(user: AbstractBaseUser | AnonymousUser, rows: QuerySet, owner: str) -> QuerySet:
     if not user.is_authenticated:
-        return Analysis.objects.none()
+        return rows.none()
     if user.is_staff:
-        return Analysis.objects.all()
-    return Analysis.objects.filter(created_by=user)
+        return rows
+    return rows.filter(**{owner: user})
+
+
+def analyses_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Analysis]:
+    return _visible_to(user, Analysis.objects.all(), "created_by")
 
 
 def cards_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Card]:
-    if not user.is_authenticated:
-        return Card.objects.none()
-    if user.is_staff:
-        return Card.objects.all()
-    return Card.objects.filter(analysis__created_by=user)
+    return _visible_to(user, Card.objects.all(), "analysis__created_by")
 
 
 def analysis_for(user: AbstractBaseUser | AnonymousUser, analysis_id: int) -> Analysis:
@@ -110,47 +110,46 @@ def analysis_detail(analysis: Analysis) -> dict[str, Any]:
         "status_reason": analysis.status_reason,
         "waiting_reason": analysis.waiting_reason,
         "finished": analysis.is_finished,
-        "total": analysis.functions_total,
-        "done": analysis.functions_done,
-        "analyzed": analysis.functions_analyzed,
-        "cached": analysis.functions_cached,
-        "failed": analysis.functions_failed,
-        "cards": analysis.cards_count,
-        "requests": analysis.llm_requests,
+        **analysis.progress_counts(),
         "input_tokens": analysis.input_tokens,
         "output_tokens": analysis.output_tokens,
-        "percentage": analysis.progress_percent,
         "health_score": analysis.health_score,
         "summary": analysis.summary,
         "last_seq": analysis.event_seq,
         "created_at": _iso(analysis.created_at),
         "started_at": _iso(analysis.started_at),
         "finished_at": _iso(analysis.finished_at),
-        "url": f"/analyses/{analysis.pk}/",
+        "url": reverse("analyses:detail", kwargs={"analysis_id": analysis.pk}),
         "events_url": reverse("api:analysis_events", kwargs={"analysis_id": analysis.pk}),
         "websocket_url": f"/ws/analyses/{analysis.pk}/",
     }
+
+
+# A card's fields as clients see them, in this order (``id`` and ``created_at`` around them).
+CARD_FIELDS = (
+    "analysis_id",
+    "kind",
+    "severity",
+    "title",
+    "explanation",
+    "fix",
+    "path",
+    "line_start",
+    "line_end",
+    "excerpt",
+    "excerpt_start",
+    "confidence",
+    "source",
+    "rule",
+    "status",
+)
 
 
 def card_detail(card: Card) -> dict[str, Any]:
     """A card as clients see it (model-written text as data, never markup)."""
     return {
         "id": card.pk,
-        "analysis_id": card.analysis_id,
-        "kind": card.kind,
-        "severity": card.severity,
-        "title": card.title,
-        "explanation": card.explanation,
-        "fix": card.fix,
-        "path": card.path,
-        "line_start": card.line_start,
-        "line_end": card.line_end,
-        "excerpt": card.excerpt,
-        "excerpt_start": card.excerpt_start,
-        "confidence": card.confidence,
-        "source": card.source,
-        "rule": card.rule,
-        "status": card.status,
+        **{field: getattr(card, field) for field in CARD_FIELDS},
         "created_at": _iso(card.created_at),
     }
 

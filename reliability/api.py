@@ -14,12 +14,12 @@ from typing import Annotated, Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
-from ninja import Field, Path, Router, Schema
+from ninja import Field, ModelSchema, Path, Router, Schema
 from ninja.errors import HttpError
 from pydantic import StringConstraints
 
 from reliability.controls import OPERATOR_ACTIONS
-from reliability.models import CircuitBreaker
+from reliability.models import HEALTH_COMPONENT_FIELDS, CircuitBreaker, HealthComponentState
 from reliability.status import breaker_status, health_components, reliability_snapshot
 
 router = Router(tags=["reliability"])
@@ -68,15 +68,13 @@ class BudgetOut(Schema):
     observed_limits: dict[str, int | None]
 
 
-class HealthComponentOut(Schema):
-    name: str
-    status: str
-    critical: bool
-    message: str
-    detail: str
-    latency_ms: float | None
-    since: str
+class HealthComponentOut(ModelSchema):
+    since: str  # ISO 8601, as everywhere in this API
     checked_at: str | None
+
+    class Meta:
+        model = HealthComponentState
+        fields = list(HEALTH_COMPONENT_FIELDS)
 
 
 class ReliabilityOut(Schema):

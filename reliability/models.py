@@ -255,6 +255,10 @@ class HealthStatus(models.TextChoices):
     UNKNOWN = "unknown", "unknown (no data)"
 
 
+# What a round of checks reports of each component (``HealthComponentState`` keeps the latest).
+HEALTH_COMPONENT_FIELDS = ("name", "status", "critical", "message", "detail", "latency_ms")
+
+
 class HealthComponentState(models.Model):
     """A checked component (``database``, ``disk`` ... and ``overall``): its current status.
 

@@ -45,6 +45,12 @@ _SECRET_TEXT_PATTERNS = (
         REDACTED,
     ),
 )
+# Text that none of the patterns above can match skips them (most log values): every pattern
+# needs one of these.
+_MIGHT_HOLD_A_SECRET = re.compile(
+    r"(?i)sk-ant-|authoriz|bearer|basic|key|passw|secret|token|cookie|session|csrf|://"
+    r"|gh[pousr]_|github_pat_|glpat-"
+)
 # A URL's whole user info ("https://x-access-token:...@host", "https://TOKEN@host"): in free
 # text whose URLs may carry a token as the user name (git's stderr).
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]+@")
@@ -82,6 +88,8 @@ def redact_text(
             text = text.replace(value, REDACTED)
     if url_userinfo:
         text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    if not _MIGHT_HOLD_A_SECRET.search(text):
+        return text
     for pattern, replacement in _SECRET_TEXT_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

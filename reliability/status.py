@@ -7,6 +7,7 @@ from typing import Any
 from reliability.breaker import window_stats
 from reliability.models import (
     BUDGET_LIMIT_FIELDS,
+    HEALTH_COMPONENT_FIELDS,
     CircuitBreaker,
     HealthComponentState,
     RateLimitBudget,
@@ -94,12 +95,7 @@ def health_components() -> list[dict[str, Any]]:
     ``detail`` holds the redacted error)."""
     return [
         {
-            "name": component.name,
-            "status": component.status,
-            "critical": component.critical,
-            "message": component.message,
-            "detail": component.detail,
-            "latency_ms": component.latency_ms,
+            **{field: getattr(component, field) for field in HEALTH_COMPONENT_FIELDS},
             "since": component.since.isoformat(),
             "checked_at": component.checked_at.isoformat() if component.checked_at else None,
         }

@@ -20,6 +20,7 @@ Decisions (callers and the cost view depend on them):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -350,17 +351,7 @@ class _GuardedCall:
         self.exchange.last_report = report
         call = self._call_record(report)
         self.exchange.calls.append(call)
-        logger.debug(
-            "anthropic_call_finished",
-            unit_id=self.unit.id,
-            purpose=call.purpose,
-            attempt=call.attempt,
-            status=call.status,
-            latency_ms=call.latency_ms,
-            input_tokens=call.input_tokens,
-            output_tokens=call.output_tokens,
-            request_id=call.request_id,
-        )
+        logger.debug("anthropic_call_finished", unit_id=self.unit.id, **dataclasses.asdict(call))
         if self.on_call is not None and inspect.isawaitable(awaitable := self.on_call(call)):
             await awaitable
 
