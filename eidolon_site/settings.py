@@ -172,7 +172,15 @@ EIDOLON_DB_STATEMENT_TIMEOUT = env_float("EIDOLON_DB_STATEMENT_TIMEOUT", 5.0, mi
 
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL.startswith(("postgres://", "postgresql://")):
-    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    # Under ASGI each request's synchronous database work runs in a thread of its own, so a
+    # persistent connection is left behind by every request (PostgreSQL's 100 connections went
+    # in seconds under load): close them at the end of each request unless told otherwise. The
+    # guard's and the API's database thread keep their own long-lived connection either way.
+    _database = dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=env_int("EIDOLON_DB_CONN_MAX_AGE", 0, minimum=0),
+        conn_health_checks=True,
+    )
     _database["ENGINE"] = "django_prometheus.db.backends.postgresql"
     _database.setdefault("OPTIONS", {})
     _database["OPTIONS"].setdefault(
