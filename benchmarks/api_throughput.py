@@ -6,7 +6,7 @@
 One daphne process serves ``benchmarks.bare_asgi:application`` on a fresh database (SQLite by
 default): ``/bare/`` (a trivial async view, no middleware), ``/stack/`` (the same view behind
 the whole middleware stack), ``GET /api/analyses/{id}`` with a personal token, and the home
-page ``/`` (a template page; the analysis pages live on another branch). Each target is
+page ``/`` (a template page, the same for anyone). Each target is
 measured for S seconds with C keep-alive connections, R rounds interleaved; the median round
 counts. Printed for each: requests/s and its ratio to the bare view's, and the CPU time the
 server process spent per request and the bare view's over it. On a machine shared with other
