@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from tests.anthropic_support import (
     provider_for,
     write_project,
 )
-from tests.processes import ManagedProcess, start_daphne, subprocess_environment
+from tests.processes import start_daphne, start_worker, subprocess_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -489,17 +488,6 @@ def stored_run(analysis_id: int) -> tuple[Analysis, Counter, int, list[AnalysisE
     )
 
 
-def start_worker(env: dict[str, str]) -> ManagedProcess:
-    return ManagedProcess(
-        [
-            *(sys.executable, "manage.py", "worker", "--no-reload", "--interval", "0.1"),
-            *("--no-startup-delay", "--queue-name", "*", "--threads", "1"),
-        ],
-        env=env,
-        name="worker",
-    )
-
-
 async def watch_a_run_by_another_process(connect, person: Person, fake, root: Path, **env):
     """An analysis run by ``manage.py worker``, watched with reconnects from this process."""
     analysis = await ai_analysis(root, person.user, functions=60, concurrency=3)
@@ -511,7 +499,7 @@ async def watch_a_run_by_another_process(connect, person: Person, fake, root: Pa
         **env,
     )
     await sync_to_async(analysis_enqueue)(analysis)
-    worker = start_worker(environment)
+    worker = start_worker(environment, "watched-worker")
     try:
         watched = await watch_with_reconnects(
             connect, analysis.pk, person.headers(by="token", origin=None), within=90
