@@ -135,9 +135,10 @@ class StaticFiles(WhiteNoiseMiddleware):
         return super().__call__(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        if self.autorefresh:
-            return await sync_to_async(super().__call__)(request)
-        static_file = self.files.get(request.path_info)
+        if self.autorefresh:  # development: looked up on disk at each request
+            static_file = await sync_to_async(self.find_file)(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
         if static_file is None:
             return await self.get_response(request)
         return await sync_to_async(self.serve)(static_file, request)

@@ -91,6 +91,15 @@ class TestBehaviourKept:
         assert response.status_code == 200
         assert response["Content-Type"].startswith("text/css")
 
+    async def test_development_mode__pages_and_static_files_served(self, settings):
+        # Debug mode looks static files up on disk at each request (WhiteNoise's autorefresh);
+        # a page, which is no static file, must still reach its view.
+        settings.WHITENOISE_AUTOREFRESH = True
+        page = await AsyncClient().get("/admin/login/")
+        assert page.status_code == 200
+        stylesheet = re.search(r'href="(/static/[^"]+\.css)"', page.content.decode())[1]
+        assert (await AsyncClient().get(stylesheet)).status_code == 200
+
     async def test_the_request_log_names_the_token_s_owner(self, caplog):
         owner = await sync_to_async(caller)("alice")
         await owner.call("GET", "/api/analyses")
