@@ -12,9 +12,10 @@ object:
   finished analysis gets the snapshot, what it had not seen yet, and the same close).
 
 Refusals are sent after the handshake was accepted, so that every client can read the code:
-4401 no (valid) credentials, 4404 no such analysis *or another user's* (as the API's 404: an id
-reveals nothing about other users' work), 4400 a malformed or impossible ``after``. 4403 is
-never sent for an analysis: there is no analysis a signed-in user may know of but not watch.
+4401 no (valid) credentials, 4403 an analysis the user may not watch (neither its owner nor
+staff), 4404 no such analysis, 4400 a malformed or impossible ``after``. (The API answers 404
+for another user's analysis; the socket's codes are the protocol's own. Analysis ids are
+consecutive, so that one exists is no secret; what it holds is.)
 
 No gap, no duplicate: a watch subscribes to the analysis's group *before* it reads the snapshot
 and the catch-up from the database, so every event is either read or received (or both); the
@@ -40,7 +41,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from analyses.events import analysis_group
 from analyses.models import Analysis, AnalysisEvent
-from analyses.selectors import analyses_visible_to, analysis_detail, events_after
+from analyses.selectors import analysis_detail, events_after, may_see
 from analyses.tailing import EventTailers
 
 logger = structlog.get_logger(__name__)
@@ -48,7 +49,7 @@ logger = structlog.get_logger(__name__)
 CLOSE_FINISHED = 1000
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NO_CREDENTIALS = 4401
-CLOSE_NOT_ALLOWED = 4403  # part of the protocol's vocabulary; see the module's docstring
+CLOSE_NOT_ALLOWED = 4403
 CLOSE_NOT_FOUND = 4404
 
 SNAPSHOT = "analysis.snapshot"
@@ -94,13 +95,16 @@ def authorise_watch(
     """Refuse unless ``user`` may watch the analysis from ``after``."""
     if user is None or not user.is_authenticated:
         raise Refused(CLOSE_NO_CREDENTIALS, "sign in or send Authorization: Bearer <token>")
-    last_seq = (
-        analyses_visible_to(user).filter(pk=analysis_id).values_list("event_seq", flat=True).first()
+    row = (
+        Analysis.objects.filter(pk=analysis_id).values_list("created_by_id", "event_seq").first()
         if 0 < analysis_id <= _LARGEST_ID
         else None
     )
-    if last_seq is None:
+    if row is None:
         raise Refused(CLOSE_NOT_FOUND, "no such analysis")
+    owner_id, last_seq = row
+    if not may_see(user, owner_id=owner_id):
+        raise Refused(CLOSE_NOT_ALLOWED, "only its owner and staff may watch this analysis")
     if after > last_seq:
         raise Refused(CLOSE_BAD_REQUEST, f"after={after} is beyond the last event ({last_seq})")
 

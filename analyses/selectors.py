@@ -25,6 +25,12 @@ def _visible_to(user: AbstractBaseUser | AnonymousUser, rows: QuerySet, owner: s
     return rows.filter(**{owner: user})
 
 
+def may_see(user: AbstractBaseUser | AnonymousUser, *, owner_id: int | None) -> bool:
+    """Whether ``user`` may see what the user ``owner_id`` owns: ``_visible_to``'s rule, for
+    one row already read."""
+    return user.is_authenticated and (user.is_staff or owner_id == user.pk)
+
+
 def analyses_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Analysis]:
     return _visible_to(user, Analysis.objects.all(), "created_by")
 

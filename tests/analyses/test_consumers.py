@@ -184,9 +184,9 @@ class TestRefusals:
         assert await refusal(connect, analysis.pk, headers) == 4401
 
     @pytest.mark.parametrize("by", ["cookie", "token"])
-    async def test_another_users_analysis__4404_as_the_api_hides_it(self, connect, alice, bob, by):
+    async def test_another_users_analysis__4403_not_allowed(self, connect, alice, bob, by):
         analysis = await sync_to_async(new_analysis)(alice.user)
-        assert await refusal(connect, analysis.pk, bob.headers(by=by)) == 4404
+        assert await refusal(connect, analysis.pk, bob.headers(by=by)) == 4403
 
     @pytest.mark.parametrize("analysis_id", [987654, 2**70])
     async def test_no_such_analysis__4404(self, connect, alice, analysis_id):
