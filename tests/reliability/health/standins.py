@@ -14,6 +14,7 @@ from health_check.base import HealthCheckResult
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
 from reliability.breaker import admit, record
+from reliability.clock import epoch_datetime
 from reliability.health.checks import DATABASE, ComponentCheck, DiskUsage
 from reliability.health.report import HealthReport, build_report
 from reliability.models import HealthStatus
@@ -21,6 +22,14 @@ from reliability.outcomes import BreakerVerdict
 from tests.clocks import FakeClock
 
 GB = 1024**3
+# Statuses by their initials, and a moment to count from, for timelines.
+H, D, U, UNK = (
+    HealthStatus.HEALTHY,
+    HealthStatus.DEGRADED,
+    HealthStatus.UNHEALTHY,
+    HealthStatus.UNKNOWN,
+)
+T0 = epoch_datetime(1_800_000_000.0)
 SECRET = "hunter2-s3cret-Passw0rd"
 API_KEY = "sk-ant-api03-" + "Z" * 40
 SECRET_ERROR = (

@@ -22,20 +22,11 @@ from reliability.health.runner import HealthRunner
 from reliability.models import (
     HealthComponentState,
     HealthSample,
-    HealthStatus,
     HealthTransition,
     WorkerHeartbeat,
 )
 from tests.clocks import FakeClock
-from tests.reliability.health.standins import GB, synthetic_report
-
-H, D, U, UNK = (
-    HealthStatus.HEALTHY,
-    HealthStatus.DEGRADED,
-    HealthStatus.UNHEALTHY,
-    HealthStatus.UNKNOWN,
-)
-T0 = epoch_datetime(1_800_000_000.0)
+from tests.reliability.health.standins import GB, T0, UNK, D, H, U, synthetic_report
 
 
 def transitions_of(name: str) -> list[tuple[str, str, dt.datetime]]:

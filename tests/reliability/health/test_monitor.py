@@ -23,6 +23,18 @@ H = HealthStatus.HEALTHY
 
 
 @dataclasses.dataclass
+async def monitor_fast(*, runner: HealthRunner, stop: asyncio.Event, **options) -> int:
+    """The monitor, a round every 50 ms, with the default retention."""
+    return await run_health_monitor(
+        interval=0.05,
+        stop=stop,
+        runner=runner,
+        sample_retention=dt.timedelta(days=7),
+        transition_retention=dt.timedelta(days=90),
+        **options,
+    )
+
+
 class StopsTheMonitor(ComponentCheck):
     """Sets the monitor's stop event in the middle of a round."""
 
@@ -40,13 +52,7 @@ class TestMonitorLoop:
     async def test_monitor__finishes_the_round_in_progress_when_told_to_stop(self):
         stop = asyncio.Event()
         runner = HealthRunner(checks_factory=lambda: [StopsTheMonitor(stop=stop)])
-        rounds = await run_health_monitor(
-            interval=0.05,
-            stop=stop,
-            runner=runner,
-            sample_retention=dt.timedelta(days=7),
-            transition_retention=dt.timedelta(days=90),
-        )
+        rounds = await monitor_fast(runner=runner, stop=stop)
         assert rounds == 1
         samples = await asyncio.to_thread(
             lambda: list(HealthSample.objects.values_list("component__name", flat=True))
@@ -60,14 +66,7 @@ class TestMonitorLoop:
         runner = HealthRunner(
             checks_factory=lambda: [DiskCheck(usage=lambda p: DiskUsage(10 * GB, GB, 9 * GB))]
         )
-        rounds = await run_health_monitor(
-            interval=0.05,
-            stop=stop,
-            runner=runner,
-            sample_retention=dt.timedelta(days=7),
-            transition_retention=dt.timedelta(days=90),
-            max_rounds=3,
-        )
+        rounds = await monitor_fast(runner=runner, stop=stop, max_rounds=3)
         samples = await asyncio.to_thread(
             lambda: list(HealthSample.objects.values_list("component__name", flat=True))
         )

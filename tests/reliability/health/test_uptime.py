@@ -9,17 +9,9 @@ import pytest
 from reliability.clock import epoch_datetime
 from reliability.health.history import record_report
 from reliability.health.uptime import Segment, component_uptime, status_segments, uptime_percent
-from reliability.models import HealthComponentState, HealthStatus
+from reliability.models import HealthComponentState
 from tests.clocks import FakeClock
-from tests.reliability.health.standins import synthetic_report
-
-H, D, U, UNK = (
-    HealthStatus.HEALTHY,
-    HealthStatus.DEGRADED,
-    HealthStatus.UNHEALTHY,
-    HealthStatus.UNKNOWN,
-)
-T0 = epoch_datetime(1_800_000_000.0)
+from tests.reliability.health.standins import T0, UNK, D, H, U, synthetic_report
 
 
 class TestUptimeArithmetic:
