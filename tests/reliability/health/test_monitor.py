@@ -22,7 +22,6 @@ from tests.reliability.health.standins import GB, synthetic_report
 H = HealthStatus.HEALTHY
 
 
-@dataclasses.dataclass
 async def monitor_fast(*, runner: HealthRunner, stop: asyncio.Event, **options) -> int:
     """The monitor, a round every 50 ms, with the default retention."""
     return await run_health_monitor(
@@ -35,6 +34,7 @@ async def monitor_fast(*, runner: HealthRunner, stop: asyncio.Event, **options) 
     )
 
 
+@dataclasses.dataclass
 class StopsTheMonitor(ComponentCheck):
     """Sets the monitor's stop event in the middle of a round."""
 
