@@ -69,8 +69,7 @@ class StartAnalysisForm(forms.ModelForm):
                 created_by=self.created_by,
             )
         except InvalidAnalysisRequest as error:
-            field = {"provider": "provider", "bad_ref": "ref"}.get(error.code, "source")
-            self.add_error(field, error.message)
+            self.add_error(error.field, error.message)
         return cleaned
 
 

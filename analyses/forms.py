@@ -1,8 +1,8 @@
 """The pages' forms: a new analysis, the list's filter, a card's status.
 
-The new-analysis form checks the source with the functions ``analysis_create`` uses, before
-the submission is counted against the user's budget; whatever the service still refuses, the
-view puts next to the field it concerns.
+The new-analysis form checks the fields' form only; the service (``analysis_submit``) checks
+the request before the submission is counted against the user's budget, and the view puts
+what it refuses next to the field it concerns.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from django.conf import settings
 
 from analyses.models import AnalysisStatus, CardStatus
 from analyses.services import PROVIDERS, default_provider
-from analyses.sources import SourceError, parse_source_spec, resolve_local_directory
 
 PROVIDER_LABELS = {
     "static": "Offline rules (no AI, instant)",
@@ -54,31 +53,6 @@ class AnalysisForm(forms.Form):
             if roots
             else "An https, ssh or scp-like git URL (no local directories are allowed here)."
         )
-
-    def clean(self) -> dict:
-        """What ``analysis_create`` would refuse, checked before the submission is counted
-        against the user's budget: a typo should not cost a submission."""
-        data = super().clean()
-        if data.get("provider") == "anthropic" and not settings.ANTHROPIC_API_KEY:
-            self.add_error("provider", "Claude is not configured here (no ANTHROPIC_API_KEY).")
-        if data.get("source") is not None:
-            self._check_source(data["source"], data.get("ref") or None)
-        return data
-
-    def _check_source(self, source: str, ref: str | None) -> None:
-        insecure = settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP
-        try:
-            spec = parse_source_spec(source, allow_insecure_http=insecure)
-            if spec.kind == "local":
-                resolve_local_directory(spec.location, allowed_roots=settings.EIDOLON_SOURCE_ROOTS)
-        except SourceError as error:
-            self.add_error("source", error.message)
-            return
-        if ref is not None:
-            try:
-                parse_source_spec(source, ref=ref, allow_insecure_http=insecure)
-            except SourceError as error:
-                self.add_error("ref", error.message)
 
 
 class AnalysisFilterForm(forms.Form):

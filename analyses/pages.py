@@ -11,7 +11,13 @@ from django.core.paginator import Paginator
 
 from analyses.findings import FINDING_KINDS, SEVERITIES
 from analyses.models import Analysis, AnalysisStatus, Card
-from analyses.selectors import analyses_visible_to, analysis_detail, recent_activity, status_counts
+from analyses.selectors import (
+    analyses_filtered,
+    analyses_visible_to,
+    analysis_detail,
+    recent_activity,
+    status_counts,
+)
 
 # The analysis page renders at most this many cards (every one is highlighted on the server);
 # the JSON API lists them all.
@@ -80,9 +86,8 @@ def analysis_page(analysis: Analysis) -> dict:
 
 def analysis_list_page(user: AbstractBaseUser, *, status: str, page_number: str | None) -> dict:
     """One page of the analyses ``user`` sees, newest first, optionally of one status."""
-    visible = analyses_visible_to(user)
-    counts = status_counts(visible)
-    shown = visible.filter(status=status) if status else visible
+    counts = status_counts(analyses_visible_to(user))
+    shown = analyses_filtered(user, status=status)
     page = Paginator(shown.select_related("created_by"), LIST_PAGE_SIZE).get_page(page_number)
     return {
         "page": page,

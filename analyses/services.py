@@ -4,6 +4,7 @@ all call."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
@@ -19,7 +20,12 @@ from analyses.models import (
     CodeUnit,
     UnitStatus,
 )
-from analyses.sources import SourceError, parse_source_spec, resolve_local_directory
+from analyses.sources import (
+    SourceError,
+    SourceSpec,
+    parse_source_spec,
+    resolve_local_directory,
+)
 from reliability import ratelimit
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import BudgetExhaustedError
@@ -43,12 +49,19 @@ class SubmissionRateLimited(Exception):
 
 
 class InvalidAnalysisRequest(ValueError):
-    """Input a user can fix: ``message`` says what and how."""
+    """Input a user can fix: ``message`` says what and how; ``field`` which input it is about
+    (a form shows it there)."""
 
     def __init__(self, message: str, *, code: str = "invalid") -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+
+    @property
+    def field(self) -> str:
+        return {"bad_ref": "ref", "provider": "provider", "concurrency": "concurrency"}.get(
+            self.code, "source"
+        )
 
 
 def default_provider() -> str:
@@ -56,21 +69,26 @@ def default_provider() -> str:
     return "anthropic" if settings.ANTHROPIC_API_KEY else "static"
 
 
-def analysis_create(
+@dataclass(frozen=True)
+class ValidRequest:
+    """What an analysis request asks for, checked: ``analysis_request_check``'s answer."""
+
+    spec: SourceSpec
+    provider: str
+    concurrency: int
+    allow_any_path: bool
+
+
+def analysis_request_check(
     *,
     source: str,
     ref: str | None = None,
     provider: str | None = None,
     concurrency: int | None = None,
     allow_any_path: bool = False,
-    fallback_to_static: bool | None = None,
-    max_duration: float | None = None,
-    created_by=None,
-) -> Analysis:
-    """Validate the request and store a queued analysis (nothing is fetched or parsed yet).
-
-    Raises ``InvalidAnalysisRequest`` with a message for the user.
-    """
+) -> ValidRequest:
+    """The request, checked (nothing is stored); raises ``InvalidAnalysisRequest`` with a
+    message for the user."""
     try:
         spec = parse_source_spec(
             source, ref=ref or None, allow_insecure_http=settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP
@@ -97,15 +115,58 @@ def analysis_create(
             f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}",
             code="concurrency",
         )
+    return ValidRequest(
+        spec=spec, provider=provider, concurrency=concurrency, allow_any_path=allow_any_path
+    )
+
+
+def analysis_create(
+    *,
+    source: str,
+    ref: str | None = None,
+    provider: str | None = None,
+    concurrency: int | None = None,
+    allow_any_path: bool = False,
+    fallback_to_static: bool | None = None,
+    max_duration: float | None = None,
+    created_by=None,
+) -> Analysis:
+    """Validate the request and store a queued analysis (nothing is fetched or parsed yet).
+
+    Raises ``InvalidAnalysisRequest`` with a message for the user.
+    """
+    request = analysis_request_check(
+        source=source,
+        ref=ref,
+        provider=provider,
+        concurrency=concurrency,
+        allow_any_path=allow_any_path,
+    )
+    return _store(
+        request,
+        fallback_to_static=fallback_to_static,
+        max_duration=max_duration,
+        created_by=created_by,
+    )
+
+
+def _store(
+    request: ValidRequest,
+    *,
+    fallback_to_static: bool | None = None,
+    max_duration: float | None = None,
+    created_by=None,
+) -> Analysis:
+    spec, provider = request.spec, request.provider
     analysis = Analysis.objects.create(
         source=spec.display,
         source_kind=spec.kind,
         ref=spec.ref or "",
         base_commit=_previous_commit(spec.display) if spec.kind == "git" else "",
-        allow_any_path=allow_any_path,
+        allow_any_path=request.allow_any_path,
         provider=provider,
         model=settings.EIDOLON_AI_MODEL if provider == "anthropic" else "rules",
-        concurrency=concurrency,
+        concurrency=request.concurrency,
         fallback_to_static=(
             settings.EIDOLON_AI_FALLBACK_STATIC
             if fallback_to_static is None
@@ -146,17 +207,17 @@ def analysis_submit(
     provider: str | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Analysis:
-    """A user's submission (web form or API): counted against their budget, then stored and
-    handed to the workers together (an analysis is never stored without its task).
+    """A user's submission (web form or API): checked first (a typo costs no submission), then
+    counted against their budget, then stored and handed to the workers together (an analysis
+    is never stored without its task).
 
-    Raises ``SubmissionRateLimited`` or ``InvalidAnalysisRequest``; only directories inside
+    Raises ``InvalidAnalysisRequest`` or ``SubmissionRateLimited``; only directories inside
     ``EIDOLON_SOURCE_ROOTS`` may be analysed.
     """
+    request = analysis_request_check(source=source, ref=ref, provider=provider)
     submission_admit(user=user, clock=clock)
     with transaction.atomic():
-        analysis = analysis_create(
-            source=source, ref=ref, provider=provider, created_by=user, allow_any_path=False
-        )
+        analysis = _store(request, created_by=user)
         analysis_enqueue(analysis)
     return analysis
 

@@ -38,8 +38,6 @@ from reliability.controls import OPERATOR_ACTIONS, BreakerActionError, budget_re
 from reliability.dashboard import dashboard_snapshot
 from reliability.models import CircuitBreaker, RateLimitBudget
 
-# The form field a service's error is about (by its code); anything else is about the source.
-FIELD_OF_ERROR = {"bad_ref": "ref", "provider": "provider"}
 # Sent by analysis.js when it wants a card back as a fragment rather than a redirect.
 FRAGMENT_HEADER = "X-Eidolon-Fragment"
 
@@ -88,7 +86,7 @@ def analysis_new(request: HttpRequest) -> HttpResponse:
         response["Retry-After"] = str(math.ceil(limited.retry_after))
         return response
     except InvalidAnalysisRequest as invalid:
-        form.add_error(FIELD_OF_ERROR.get(invalid.code, "source"), invalid.message)
+        form.add_error(invalid.field, invalid.message)
         return _new_analysis_page(request, form, status=400)
     messages.success(request, f"Analysis #{analysis.pk} is queued.")
     return redirect("analyses:detail", analysis_id=analysis.pk)
