@@ -34,7 +34,7 @@ from analyses.services import (
     analysis_submit,
     card_set_status,
 )
-from reliability.controls import OPERATOR_ACTIONS, BreakerActionError, budget_resume
+from reliability.controls import ACTIONS_BY_SLUG, BreakerActionError, budget_resume
 from reliability.dashboard import dashboard_snapshot
 from reliability.models import CircuitBreaker, RateLimitBudget
 
@@ -190,7 +190,7 @@ def operations_dashboard(request: HttpRequest) -> HttpResponse:
 @require_POST
 def breaker_action_view(request: HttpRequest, name: str, action: str) -> HttpResponse:
     """Reset, force open, disable or enable a breaker (``action`` as in the URL: force-open)."""
-    operate = OPERATOR_ACTIONS.get(action.replace("-", "_"))
+    operate = ACTIONS_BY_SLUG.get(action)
     if operate is None or not CircuitBreaker.objects.filter(name=name).exists():
         raise Http404("no such breaker or action")
     try:

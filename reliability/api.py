@@ -18,21 +18,15 @@ from ninja import Field, ModelSchema, Path, Router, Schema
 from ninja.errors import HttpError
 from pydantic import StringConstraints
 
-from reliability.controls import OPERATOR_ACTIONS
+from reliability.controls import ACTIONS_BY_SLUG
 from reliability.models import HEALTH_COMPONENT_FIELDS, CircuitBreaker, HealthComponentState
 from reliability.status import breaker_status, health_components, reliability_snapshot
 
 router = Router(tags=["reliability"])
 
 BreakerName = Annotated[str, StringConstraints(pattern=r"^[-a-zA-Z0-9_]{1,64}$")]
-# The actions' names in URLs, and the service each calls.
-BREAKER_ACTIONS = {
-    "reset": "reset",
-    "force-open": "force_open",
-    "disable": "disable",
-    "enable": "enable",
-}
-BreakerAction = Literal[tuple(BREAKER_ACTIONS)]  # type: ignore[valid-type]
+# The actions as URLs name them ("force-open").
+BreakerActionSlug = Literal[tuple(ACTIONS_BY_SLUG)]  # type: ignore[valid-type]
 
 
 class TransitionOut(Schema):
@@ -108,7 +102,7 @@ def _operate(*, user: Any, name: str, action: str) -> dict[str, Any]:
     if not CircuitBreaker.objects.filter(name=name).exists():
         raise HttpError(404, f"no breaker named {name!r}")
     actor = user.get_username()
-    breaker = OPERATOR_ACTIONS[BREAKER_ACTIONS[action]](
+    breaker = ACTIONS_BY_SLUG[action](
         name=name, actor=actor, reason=f"{action} through the API by {actor}"
     )
     return breaker_status(breaker, now=time.time())
@@ -121,7 +115,7 @@ def _operate(*, user: Any, name: str, action: str) -> dict[str, Any]:
     summary="Operate a breaker",
 )
 async def operate_breaker(
-    request: HttpRequest, name: Path[BreakerName], action: Path[BreakerAction]
+    request: HttpRequest, name: Path[BreakerName], action: Path[BreakerActionSlug]
 ):
     """reset (close, clear counts), force-open (reject every call), disable (admit every
     call) or enable (end forced-open or disabled). Staff with the permission to change

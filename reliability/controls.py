@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import structlog
 from django.core.exceptions import ValidationError
@@ -42,10 +43,17 @@ class BreakerAction:
     effect: str  # what it does, for operators choosing it: "reject every call"
     from_states: tuple[str, ...] = ()  # empty: every state
     refusal: str = ""  # why it does not apply to a breaker in another state
+    # Templates read its key, label and slug; they must not call it.
+    do_not_call_in_templates: ClassVar[bool] = True
 
     @property
     def label(self) -> str:
         return self.key.replace("_", " ").capitalize()
+
+    @property
+    def slug(self) -> str:
+        """As URLs name it (the staff API, the dashboard's buttons): "force-open"."""
+        return self.key.replace("_", "-")
 
     def __call__(
         self, *, name: str, actor: str, reason: str | None = None, clock: Clock = SYSTEM_CLOCK
@@ -89,6 +97,7 @@ OPERATOR_ACTIONS = {
     action.key: action
     for action in (breaker_reset, breaker_force_open, breaker_disable, breaker_enable)
 }
+ACTIONS_BY_SLUG = {action.slug: action for action in OPERATOR_ACTIONS.values()}
 
 
 def budget_resume(*, name: str, actor: str) -> None:

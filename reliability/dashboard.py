@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reliability.clock import epoch_datetime
+from reliability.controls import OPERATOR_ACTIONS, BreakerAction
 from reliability.health.uptime import component_uptime
 from reliability.models import BreakerState, CircuitBreaker, HealthComponentState, RateLimitBudget
 from reliability.status import breaker_status, budget_status
@@ -31,21 +32,6 @@ class Usage:
         return min(100.0, round(100.0 * self.used / self.limit, 1))
 
 
-@dataclass(frozen=True)
-class BreakerAction:
-    """An operator action (a key of ``reliability.controls.OPERATOR_ACTIONS``)."""
-
-    key: str
-
-    @property
-    def slug(self) -> str:
-        return self.key.replace("_", "-")
-
-    @property
-    def label(self) -> str:
-        return self.key.replace("_", " ").capitalize()
-
-
 def breaker_actions(state: str) -> list[BreakerAction]:
     """The operator actions that change something for a breaker in ``state``."""
     keys = ["reset"]
@@ -53,7 +39,7 @@ def breaker_actions(state: str) -> list[BreakerAction]:
         keys.append("force_open")
     stopped = state in (BreakerState.FORCED_OPEN, BreakerState.DISABLED)
     keys.append("enable" if stopped else "disable")
-    return [BreakerAction(key) for key in keys]
+    return [OPERATOR_ACTIONS[key] for key in keys]
 
 
 def breaker_panel(breaker: CircuitBreaker, *, now: float) -> dict[str, Any]:
