@@ -11,7 +11,13 @@ from typing import Any
 from reliability.clock import epoch_datetime
 from reliability.controls import OPERATOR_ACTIONS, BreakerAction
 from reliability.health.uptime import component_uptime
-from reliability.models import BreakerState, CircuitBreaker, HealthComponentState, RateLimitBudget
+from reliability.models import (
+    HEALTH_COMPONENT_FIELDS,
+    BreakerState,
+    CircuitBreaker,
+    HealthComponentState,
+    RateLimitBudget,
+)
 from reliability.status import breaker_status, budget_status
 
 UPTIME_WINDOW = dt.timedelta(hours=24)
@@ -80,13 +86,9 @@ def budget_panel(budget: RateLimitBudget, *, now: float) -> dict[str, Any]:
 def health_panel(component: HealthComponentState, *, at: dt.datetime) -> dict[str, Any]:
     uptime = component_uptime(component=component, now=at, windows=(UPTIME_WINDOW,))
     return {
-        "name": component.name,
-        "status": component.status,
-        "critical": component.critical,
-        "message": component.message,
+        **{field: getattr(component, field) for field in HEALTH_COMPONENT_FIELDS},
         "since": component.since,
         "checked_at": component.checked_at,
-        "latency_ms": component.latency_ms,
         "uptime_24h": uptime[UPTIME_WINDOW],
     }
 
