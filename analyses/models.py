@@ -78,6 +78,9 @@ class Analysis(models.Model):
     llm_requests = models.PositiveIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(
+        max_digits=14, decimal_places=8, default=0, help_text="The sum of its calls' costs."
+    )
     event_seq = models.PositiveBigIntegerField(default=0)
 
     file_errors = models.JSONField(default=list, blank=True)
@@ -260,6 +263,18 @@ class LLMCall(models.Model):
     latency_ms = models.PositiveIntegerField()
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
+    cache_read_input_tokens = models.PositiveIntegerField(default=0)
+    cache_creation_input_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(
+        max_digits=14,
+        decimal_places=8,
+        null=True,
+        blank=True,
+        help_text="Priced when recorded, from the price table then; empty if the model had none.",
+    )
+    error = models.CharField(
+        max_length=300, blank=True, default="", help_text="Why it failed (short, redacted)."
+    )
     request_id = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

@@ -237,12 +237,75 @@ class RateLimitBudget(models.Model):
     total_requests = models.BigIntegerField(default=0)
     total_input_tokens = models.BigIntegerField(default=0)
     total_output_tokens = models.BigIntegerField(default=0)
+    day_cost_usd = models.DecimalField(
+        max_digits=14, decimal_places=8, default=0, help_text="Spend this UTC day (US dollars)."
+    )
+    total_cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=0)
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+
+class ControlChange(models.Model):
+    """An operator's change to a breaker or a budget: a setting edited (old and new values) or
+    an action taken (with the reason given). The history beside the breaker's transitions."""
+
+    class Target(models.TextChoices):
+        BREAKER = "breaker", "breaker"
+        BUDGET = "budget", "budget"
+
+    target = models.CharField(max_length=8, choices=Target)
+    name = models.SlugField(max_length=64, help_text="The breaker's or budget's name.")
+    action = models.CharField(max_length=32, help_text="edit, reset, force_open, resume, ...")
+    changes = models.JSONField(
+        default=dict, blank=True, help_text='Edited settings: {"field": [old, new]}.'
+    )
+    reason = models.TextField(blank=True, default="")
+    actor = models.CharField(max_length=150)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["target", "name", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.target} {self.name}: {self.action} by {self.actor}"
+
+
+PRICE_FIELDS = ("input_per_mtok", "output_per_mtok", "cache_write_per_mtok", "cache_read_per_mtok")
+
+
+def _price_field(help_text: str) -> models.DecimalField:
+    return models.DecimalField(
+        max_digits=10, decimal_places=4, validators=[MinValueValidator(0)], help_text=help_text
+    )
+
+
+class ModelPrice(models.Model):
+    """What one model's tokens cost, in US dollars per million. A call's price is frozen on its
+    ``LLMCall`` row when it is recorded, so editing a price changes only calls made after."""
+
+    model = models.CharField(
+        max_length=100,
+        unique=True,
+        help_text="The model's name, or a prefix of it (claude-sonnet-4-5 prices "
+        "claude-sonnet-4-5-20250929); the longest matching prefix wins.",
+    )
+    input_per_mtok = _price_field("Input tokens, $ per million.")
+    output_per_mtok = _price_field("Output tokens, $ per million.")
+    cache_write_per_mtok = _price_field("Cache writes (5-minute), $ per million.")
+    cache_read_per_mtok = _price_field("Cache reads, $ per million.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+        verbose_name = "model price"
+
+    def __str__(self) -> str:
+        return self.model
 
 
 # --- health
