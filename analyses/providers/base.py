@@ -25,6 +25,9 @@ class LLMCallRecord:
     input_tokens: int
     output_tokens: int
     request_id: str = ""
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    error: str = ""  # why it failed: short and redacted
 
 
 WaitCallback = Callable[[Wait], None]
