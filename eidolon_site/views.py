@@ -14,10 +14,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from eidolon_site.accounts import token_create, token_revoke
 from eidolon_site.models import ApiToken
+from eidolon_site.status_strip import status_strip
 
 
-def home(request):
-    return TemplateResponse(request, "eidolon_site/home.html")
+def home(request: HttpRequest) -> HttpResponse:
+    """The front page, with the public status strip (no money, no budgets: see status_strip)."""
+    return TemplateResponse(
+        request, "eidolon_site/home.html", {"strip": status_strip(public=True)}
+    )
 
 
 login = auth_views.LoginView.as_view(
