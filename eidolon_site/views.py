@@ -19,9 +19,7 @@ from eidolon_site.status_strip import status_strip
 
 def home(request: HttpRequest) -> HttpResponse:
     """The front page, with the public status strip (no money, no budgets: see status_strip)."""
-    return TemplateResponse(
-        request, "eidolon_site/home.html", {"strip": status_strip(public=True)}
-    )
+    return TemplateResponse(request, "eidolon_site/home.html", {"strip": status_strip(public=True)})
 
 
 login = auth_views.LoginView.as_view(
