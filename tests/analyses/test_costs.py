@@ -9,6 +9,7 @@ import random
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -159,6 +160,30 @@ def fake():
         yield server
 
 
+class PromptCachingFake(FakeAnthropic):
+    """Reports a prompt cache as the real API does when a request marks a cached prefix: some
+    input tokens written to the cache or read from it, besides ``input_tokens``.
+    ``FakeAnthropic`` itself never caches."""
+
+    CACHE_READ, CACHE_WRITE = 1_000, 200
+
+    async def _reply(self, path: str, body: Any) -> tuple[dict[str, Any], tuple[int, int]]:
+        payload, usage = await super()._reply(path, body)
+        if "usage" in payload:
+            payload["usage"]["cache_read_input_tokens"] = self.CACHE_READ
+            payload["usage"]["cache_creation_input_tokens"] = self.CACHE_WRITE
+        return payload, usage
+
+
+class IndiscreetFake(FakeAnthropic):
+    """Answers errors with a long message holding the caller's key and another secret, to show
+    that what an LLM call keeps of an error is short and redacted."""
+
+    def _error(self, kind: str, *, request_id: str, message: str | None = None, **rest):
+        message = f"bad key test-key, try sk-ant-api03-{'x' * 24} instead. " + "Details. " * 60
+        return super()._error(kind, request_id=request_id, message=message, **rest)
+
+
 @pytest.fixture
 def reliability_rows():
     return sync_to_async(partial(generous_anthropic_limits, failure_threshold=1000))
@@ -205,6 +230,40 @@ class TestRealAnalysis:
         staff = await sync_to_async(caller)("operator", staff=True)
         detail = json.loads((await staff.call("GET", f"/api/analyses/{analysis.pk}")).content)
         assert Decimal(str(detail["cost_usd"])) == analysis.cost_usd
+
+    async def test_cache_tokens__recorded_from_the_reply_s_usage_and_priced(
+        self, reliability_rows, tmp_path
+    ):
+        await reliability_rows()
+        await sync_to_async(set_price)()
+        caching = PromptCachingFake(config=FakeConfig(seed=3), responder=review_responder)
+        with caching.running():
+            analysis = await analyse(caching, write_functions(tmp_path, functions=2, salt=7))
+
+        calls = await sync_to_async(calls_of)(analysis.pk)
+        assert calls and all(
+            (c.cache_read_input_tokens, c.cache_creation_input_tokens) == (1_000, 200)
+            for c in calls
+        )
+        price = await sync_to_async(price_for)(MODEL)
+        cache_part = (1_000 * price.cache_read_per_mtok + 200 * price.cache_write_per_mtok) / 10**6
+        for call in calls:
+            assert call.cost_usd == dollars(call, output_per_mtok=15) + cache_part
+        assert analysis.cost_usd == sum(c.cost_usd for c in calls)
+
+    async def test_an_error_text_holding_secrets__short_and_redacted(
+        self, reliability_rows, tmp_path
+    ):
+        await reliability_rows()
+        indiscreet = IndiscreetFake(config=FakeConfig(seed=3), responder=review_responder)
+        indiscreet.script("bad_request")
+        with indiscreet.running():
+            analysis = await analyse(indiscreet, write_functions(tmp_path, functions=2, salt=8))
+
+        (failed,) = [c for c in await sync_to_async(calls_of)(analysis.pk) if c.status != "ok"]
+        assert failed.status == "http_400" and "[REDACTED]" in failed.error
+        assert "test-key" not in failed.error and "sk-ant-api03" not in failed.error
+        assert len(failed.error) <= 200
 
     async def test_a_price_change__past_calls_keep_their_cost__new_calls_pay_the_new_price(
         self, fake, reliability_rows, tmp_path
