@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import OperationalError, connection
 
 from analyses.models import Analysis, AnalysisStatus, LLMCall
 from eidolon_site.status_strip import status_strip
@@ -186,6 +187,16 @@ class TestHomePage:
         body = client.get("/").content.decode()
         assert "Budgets and spend today in the admin" in body
         assert "0.0123" not in body  # the home page shows no money, even to staff
+
+    def test_database_unreadable__the_page_without_the_strip(self, client):
+        def refuse(execute, sql, params, many, context):
+            raise OperationalError("the database is down")
+
+        with connection.execute_wrapper(refuse):
+            response = client.get("/")
+        body = response.content.decode()
+        assert response.status_code == 200
+        assert "Status unavailable right now" in body and "strip-health" not in body
 
     def test_nothing_recorded_yet__unknown_and_no_breakers(self, client):
         body = client.get("/").content.decode()
