@@ -107,6 +107,10 @@ class AnalysisOut(BaseModel):
     requests: int
     input_tokens: int
     output_tokens: int
+    cost_usd: float = Field(
+        description="US dollars: the sum of its calls' costs, each priced when it was made "
+        "(a call whose model had no price adds nothing)."
+    )
     percentage: float
     health_score: int | None
     summary: dict[str, Any]

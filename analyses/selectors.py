@@ -6,6 +6,7 @@ found" (never "forbidden"), so ids reveal nothing about other users' work.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -13,7 +14,7 @@ from django.db.models import BigIntegerField, Count, QuerySet
 from django.urls import reverse
 
 from analyses.events import event_dict
-from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card
+from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card, LLMCall
 from reliability.sql import Param, prepared_instances
 
 
@@ -102,6 +103,16 @@ def _iso(moment) -> str | None:
     return moment.isoformat() if moment else None
 
 
+def analysis_cost(analysis: Analysis) -> Decimal | None:
+    """What the analysis's calls cost in US dollars; None when its calls had no price (the
+    model was not in the price table). Queries only when the counters cannot tell (calls made,
+    nothing spent), so not for async callers: ``analysis_detail`` gives the sum as it stands."""
+    if analysis.cost_usd or not analysis.llm_requests:
+        return analysis.cost_usd
+    unpriced = LLMCall.objects.filter(analysis_id=analysis.pk, cost_usd__isnull=True).exists()
+    return None if unpriced else analysis.cost_usd
+
+
 def analysis_detail(analysis: Analysis) -> dict[str, Any]:
     """An analysis as clients see it: the API's answer and the WebSocket's snapshot."""
     return {
@@ -119,6 +130,7 @@ def analysis_detail(analysis: Analysis) -> dict[str, Any]:
         **analysis.progress_counts(),
         "input_tokens": analysis.input_tokens,
         "output_tokens": analysis.output_tokens,
+        "cost_usd": float(analysis.cost_usd),  # read by async views: no query
         "health_score": analysis.health_score,
         "summary": analysis.summary,
         "last_seq": analysis.event_seq,

@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +30,8 @@ from analyses.models import (
 from analyses.parsing import Unit
 from analyses.providers.base import LLMCallRecord
 from reliability.clock import epoch_datetime
+from reliability.pricing import Price, model_call_cost, price_table
+from reliability.ratelimit import charge_spend
 
 _FINDING_FIELDS = tuple(f.name for f in fields(Finding))
 ACTIVE_STATUSES = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)
@@ -210,14 +213,24 @@ def write_outcomes(
             count = sum(1 for o in done if o.status == status and o.unit.is_function)
             if count:
                 counters[column] = F(column) + count
+        spend: dict[str, Decimal] = {}
         if calls:
-            LLMCall.objects.bulk_create(
-                [_llm_call(analysis_id, code_unit_id, record) for code_unit_id, record in calls]
-            )
+            prices = price_table()  # read now: each call is priced as the table stands
+            rows = [_llm_call(analysis_id, unit_id, record, prices) for unit_id, record in calls]
+            LLMCall.objects.bulk_create(rows)
+            for (_, record), row in zip(calls, rows, strict=True):
+                if row.cost_usd is not None and record.budget:
+                    spend[record.budget] = spend.get(record.budget, Decimal(0)) + row.cost_usd
             counters["llm_requests"] = F("llm_requests") + len(calls)
             counters["input_tokens"] = F("input_tokens") + sum(r.input_tokens for _, r in calls)
             counters["output_tokens"] = F("output_tokens") + sum(r.output_tokens for _, r in calls)
+            counters["cost_usd"] = F("cost_usd") + sum(
+                (row.cost_usd for row in rows if row.cost_usd is not None), Decimal(0)
+            )
         Analysis.objects.filter(pk=analysis_id).update(**counters)
+        # Last, so that the budget's row (which every admission updates) is locked briefly.
+        for budget, cost in sorted(spend.items()):
+            charge_spend(budget, cost_usd=cost)
     return Written(outcomes=done, cards=cards)
 
 
@@ -262,8 +275,19 @@ def _card(analysis_id: int, outcome: UnitOutcome, finding: Finding) -> Card:
     )
 
 
-def _llm_call(analysis_id: int, code_unit_id: int | None, record: LLMCallRecord) -> LLMCall:
+def _llm_call(
+    analysis_id: int, code_unit_id: int | None, record: LLMCallRecord, prices: Sequence[Price]
+) -> LLMCall:
+    tokens = {
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cache_read_input_tokens": record.cache_read_input_tokens,
+        "cache_creation_input_tokens": record.cache_creation_input_tokens,
+    }
     return LLMCall(
+        **tokens,
+        cost_usd=model_call_cost(record.model, prices=prices, **tokens),
+        error=record.error[:300],
         analysis_id=analysis_id,
         unit_id=code_unit_id,
         provider=record.provider,
@@ -273,8 +297,6 @@ def _llm_call(analysis_id: int, code_unit_id: int | None, record: LLMCallRecord)
         status=record.status[:40],
         http_status=record.http_status,
         latency_ms=record.latency_ms,
-        input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens,
         request_id=record.request_id[:100],
     )
 

@@ -160,6 +160,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "eidolon_site.status_strip.admin_status_strip",
             ],
         },
     },

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import structlog
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -14,10 +16,20 @@ from django.views.decorators.http import require_GET, require_POST
 
 from eidolon_site.accounts import token_create, token_revoke
 from eidolon_site.models import ApiToken
+from eidolon_site.status_strip import status_strip
+
+logger = structlog.get_logger(__name__)
 
 
-def home(request):
-    return TemplateResponse(request, "eidolon_site/home.html")
+def home(request: HttpRequest) -> HttpResponse:
+    """The front page, with the public status strip (no money, no budgets: see status_strip);
+    without the strip when the database cannot be read, rather than an error page."""
+    try:
+        strip = status_strip(public=True)
+    except DatabaseError as error:
+        logger.warning("status_strip_unavailable", error=type(error).__name__)
+        strip = None
+    return TemplateResponse(request, "eidolon_site/home.html", {"strip": strip})
 
 
 login = auth_views.LoginView.as_view(

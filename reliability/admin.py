@@ -309,3 +309,18 @@ class RateLimitBudgetAdmin(admin.ModelAdmin):
 admin.site.site_header = "Eidolon operations"
 admin.site.site_title = "Eidolon"
 admin.site.index_title = "Reliability controls and analyses"
+
+
+# --- prices (kept in one block: the price table's admin)
+from reliability.models import PRICE_FIELDS, ModelPrice  # noqa: E402
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    """The price table, $ per million tokens. An edit prices the calls recorded after it; a
+    call's cost is frozen when it is recorded. Prices below zero are refused (the model's
+    validators)."""
+
+    list_display = ["model", *PRICE_FIELDS, "updated_at"]
+    search_fields = ["model"]
+    readonly_fields = ["updated_at"]

@@ -18,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, NoReturn
 
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db.models import Case, F, FloatField, Q, Value, When
+from django.db.models import Case, DecimalField, F, FloatField, Q, Value, When
 from django.db.models.functions import Greatest
 from django.db.models.lookups import LessThanOrEqual
 
@@ -163,6 +164,9 @@ def _next_free_slot() -> Greatest:
     )
 
 
+_MONEY = DecimalField(max_digits=16, decimal_places=8)
+
+
 def _reservation_values() -> dict[str, Any]:
     """One request's reservation: every dimension's next slot moves on from the same start."""
     start = _next_free_slot()
@@ -180,6 +184,9 @@ def _reservation_values() -> dict[str, Any]:
         ),
         "day_requests": counter("day_requests", Value(1), reset_when=new_day),
         "day_tokens": counter("day_tokens", int_param("cost"), reset_when=new_day),
+        "day_cost_usd": Case(  # spend is charged after the call (``charge_spend``)
+            When(new_day, then=Value(Decimal(0))), default=F("day_cost_usd"), output_field=_MONEY
+        ),
         "window_started_at": Case(
             When(new_window, then=Param("now")),
             default=F("window_started_at"),
@@ -454,6 +461,32 @@ def reconcile(reservation: Reservation, *, input_tokens: int, output_tokens: int
     adjustment = correction(reservation, input_tokens=input_tokens, output_tokens=output_tokens)
     if adjustment is not None:
         _adjust_counts(reservation, **adjustment)
+
+
+def charge_spend(name: str, *, cost_usd: Decimal, clock: Clock = SYSTEM_CLOCK) -> bool:
+    """Add what calls cost to budget ``name``'s spend today and in total: one atomic UPDATE,
+    which starts a new UTC day (its requests, tokens and spend from zero) as a reservation
+    does. False when there is no such budget."""
+    today = utc_day_start(clock.now())
+    new_day = Q(day_started_at__lt=today)
+    amount = Value(cost_usd, output_field=_MONEY)
+    return bool(
+        RateLimitBudget.objects.filter(name=name).update(
+            day_started_at=Case(
+                When(new_day, then=Value(today)),
+                default=F("day_started_at"),
+                output_field=FloatField(),
+            ),
+            day_requests=counter("day_requests", Value(0), reset_when=new_day),
+            day_tokens=counter("day_tokens", Value(0), reset_when=new_day),
+            day_cost_usd=Case(
+                When(new_day, then=amount),
+                default=F("day_cost_usd") + amount,
+                output_field=_MONEY,
+            ),
+            total_cost_usd=F("total_cost_usd") + amount,
+        )
+    )
 
 
 def pause(name: str, *, until: float, reason: str) -> bool:

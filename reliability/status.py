@@ -71,6 +71,7 @@ def budget_status(budget: RateLimitBudget, *, now: float) -> dict[str, Any]:
         "today": {
             "requests": budget.day_requests if same_day else 0,
             "tokens": budget.day_tokens if same_day else 0,
+            "cost_usd": float(budget.day_cost_usd) if same_day else 0.0,
         },
         "next_slot_in_s": round(max(0.0, budget.next_request_at - now), 3),
         "paused_until": budget.paused_until if budget.paused_until > now else None,

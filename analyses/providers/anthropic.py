@@ -55,6 +55,7 @@ from analyses.providers.base import (
 )
 from reliability.exceptions import CallTimeoutError
 from reliability.guard import Attempt, AttemptReport, Guard, TokenEstimate, guard_for
+from reliability.outcomes import Outcome
 from reliability.redaction import redact_text, secret_values
 
 logger = structlog.get_logger(__name__)
@@ -135,6 +136,11 @@ class _AttemptNote:
     request_id: str = ""
     http_status: int | None = None
     invalid: bool = False
+    problem: str = ""  # why the reply could not be used
+    error: str = ""  # what the API or the SDK said went wrong
+    timeout: float = 0.0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -329,21 +335,28 @@ class _GuardedCall:
     note: _AttemptNote = field(default_factory=_AttemptNote, init=False)
 
     async def send(self, attempt: Attempt) -> _Reply:
-        self.note = note = _AttemptNote()
+        self.note = note = _AttemptNote(timeout=attempt.timeout)
         try:
             raw = await self.provider._create(self.messages, request_timeout=attempt.timeout)
+            note.request_id, note.http_status = raw.request_id or "", raw.status_code
+            message = await raw.parse()
         except anthropic.APIStatusError as exc:
             note.request_id, note.http_status = exc.request_id or "", exc.status_code
+            note.error = exc.api_message or exc.message
             raise
-        note.request_id, note.http_status = raw.request_id or "", raw.status_code
-        message = await raw.parse()
+        except Exception as exc:
+            note.error = str(exc) or type(exc).__name__
+            raise
+        usage = message.usage
         attempt.observe(
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
             headers=dict(raw.headers),
         )
+        note.cache_read_input_tokens = usage.cache_read_input_tokens or 0
+        note.cache_creation_input_tokens = usage.cache_creation_input_tokens or 0
         reply = _read_reply(message, unit=self.unit, max_tokens=self.provider.max_tokens)
-        note.invalid = reply.findings is None
+        note.invalid, note.problem = reply.findings is None, reply.problem
         return reply
 
     async def record(self, report: AttemptReport) -> None:
@@ -370,7 +383,21 @@ class _GuardedCall:
             input_tokens=report.input_tokens,
             output_tokens=report.output_tokens,
             request_id=self.note.request_id,
+            cache_read_input_tokens=self.note.cache_read_input_tokens,
+            cache_creation_input_tokens=self.note.cache_creation_input_tokens,
+            error=self.provider._redacted(self._error(outcome, invalid=invalid)),
+            budget=self.provider.guard.budget or "",
         )
+
+    def _error(self, outcome: Outcome, *, invalid: bool) -> str:
+        """Why the attempt failed, in a few words ("" when it did not)."""
+        if invalid:
+            return self.note.problem
+        if outcome.is_success:
+            return ""
+        if outcome.reason == "timeout":
+            return f"timed out after {self.note.timeout:g} s"
+        return self.note.error or outcome.reason
 
 
 # Failures of the call itself, once the guard has given up on them. The guard's refusals

@@ -28,6 +28,7 @@ class LLMCallRecord:
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
     error: str = ""  # why it failed: short and redacted
+    budget: str = ""  # the rate-limit budget the call counted against (and its spend is charged to)
 
 
 WaitCallback = Callable[[Wait], None]

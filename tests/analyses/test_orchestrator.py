@@ -285,10 +285,11 @@ class TestAnalyzeCommand:
             "llm_requests",
             "input_tokens",
             "output_tokens",
+            "cost_usd",
             "duration_s",
         }
         assert report["status"] == "completed" and report["functions_total"] == 2
-        assert report["llm_requests"] == 0
+        assert report["llm_requests"] == 0 and report["cost_usd"] == 0
 
     @pytest.mark.parametrize(
         ("args", "reason"),

@@ -160,6 +160,7 @@ class TestRequestId:
         assert replaced != incoming and len(replaced) == 32
         assert request_id_from(incoming) != replaced
 
+    @pytest.mark.django_db  # the home page reads the status strip
     def test_response_carries_the_request_id__test_client(self, client):
         response = client.get("/", HTTP_X_REQUEST_ID="abc-123")
         assert response["X-Request-ID"] == "abc-123"

@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 import time
+from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -23,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from analyses.models import Analysis, AnalysisStatus
 from analyses.orchestrator import run_analysis
+from analyses.selectors import analysis_cost
 from analyses.services import PROVIDERS, InvalidAnalysisRequest, analysis_cancel, analysis_create
 
 SUCCESS_STATUSES = (AnalysisStatus.COMPLETED, AnalysisStatus.COMPLETED_WITH_ERRORS)
@@ -41,8 +43,18 @@ def result_summary(analysis: Analysis, *, duration: float) -> dict[str, Any]:
         "llm_requests": analysis.llm_requests,
         "input_tokens": analysis.input_tokens,
         "output_tokens": analysis.output_tokens,
+        "cost_usd": _dollars(analysis_cost(analysis)),
         "duration_s": round(duration, 3),
     }
+
+
+def _dollars(cost: Decimal | None) -> float | None:
+    return None if cost is None else float(cost)
+
+
+def cost_text(cost_usd: float | None) -> str:
+    """The summary's words for the cost: "cost $0.0123" (four decimals), or why none."""
+    return "cost unknown (no price for the model)" if cost_usd is None else f"cost ${cost_usd:.4f}"
 
 
 def progress_line(progress: dict[str, Any]) -> str:
@@ -150,7 +162,8 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"  {summary['llm_requests']} AI requests, {summary['input_tokens']} input and"
-            f" {summary['output_tokens']} output tokens, {summary['duration_s']:.1f} s"
+            f" {summary['output_tokens']} output tokens, {cost_text(summary['cost_usd'])},"
+            f" {summary['duration_s']:.1f} s"
         )
         for error in analysis.file_errors[:10]:
             self.stdout.write(f"  file error: {error['path']}: {error['message']}")

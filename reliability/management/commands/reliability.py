@@ -32,7 +32,8 @@ from reliability.controls import (
     save_budget_limits,
 )
 from reliability.exceptions import format_epoch
-from reliability.models import CONFIG_FIELDS, CircuitBreaker, RateLimitBudget
+from reliability.models import CONFIG_FIELDS, PRICE_FIELDS, CircuitBreaker, RateLimitBudget
+from reliability.pricing import price_rows, price_table
 from reliability.status import reliability_snapshot
 
 BUDGET_OPTIONS = {
@@ -119,7 +120,7 @@ class Command(BaseCommand):
         {"show": self.show, "breaker": self.breaker, "budget": self.budget}[subcommand](**options)
 
     def show(self, *, as_json: bool = False, **_: Any) -> None:
-        snapshot = reliability_snapshot(now=time.time())
+        snapshot = {**reliability_snapshot(now=time.time()), "prices": price_rows(price_table())}
         if as_json:
             self.stdout.write(json.dumps(snapshot, indent=2, sort_keys=True, default=str))
             return
@@ -151,11 +152,21 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  {budget['name']:<12} {window['requests']}/{limits['requests_per_window']} req "
                 f"per {limits['window_seconds']:g} s, {today['requests']}/"
-                f"{limits['requests_per_day']} today, next slot in {budget['next_slot_in_s']:.1f} s"
-                f"{paused}"
+                f"{limits['requests_per_day']} today, {today['tokens']} tokens and "
+                f"${today['cost_usd']:.4f} spent today, next slot in "
+                f"{budget['next_slot_in_s']:.1f} s{paused}"
             )
         if not snapshot["budgets"]:
             self.stdout.write("  (none yet: budgets are created on first use)")
+        self.show_prices(snapshot["prices"])
+
+    def show_prices(self, prices: list[dict[str, Any]]) -> None:
+        self.stdout.write("Prices ($ per million tokens: input, output, cache write, cache read)")
+        for price in prices:
+            figures = " ".join(f"{price[field]:>8g}" for field in PRICE_FIELDS)
+            self.stdout.write(f"  {price['model']:<20} {figures}")
+        if not prices:
+            self.stdout.write("  (none: every call is unpriced)")
 
     def breaker(self, *, name: str, reason: str, set: list[str] | None, **flags: Any) -> None:
         known = CircuitBreaker.objects.filter(name=name).exists()
