@@ -243,3 +243,18 @@ class TestHistoryPages:
     def test_a_breaker_that_does_not_exist__the_admins_usual_answer(self, operator):
         response = operator.get(f"{BREAKERS}999999/change/")
         assert response.status_code == 302  # to the list, with "doesn't exist"
+
+
+class TestOtherDoors:
+    def test_the_operations_dashboards_buttons__recorded_too(self, client):
+        staff = User.objects.create_user("dora", password="pw-for-tests-only", is_staff=True)
+        client.force_login(staff)
+        get_or_create_breaker("git")
+        client.post("/operations/breakers/git/force-open/")
+        change = ControlChange.objects.get()
+        assert (change.target, change.name, change.action, change.actor) == (
+            "breaker",
+            "git",
+            "force_open",
+            "dora",
+        )
