@@ -8,7 +8,7 @@ import re
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
@@ -164,3 +164,21 @@ class TestFavicon:
         link = '<link rel="icon" href="/favicon.ico" type="image/svg+xml">'
         assert link in client.get("/accounts/login/").content.decode()
         assert link in admin_client.get("/admin/").content.decode()
+
+
+class TestClearingCachedResults:
+    def test_an_action_for_holders_of_the_delete_permission__not_a_delete_button(
+        self, client, admin_client
+    ):
+        entry = ResultCache.objects.create(
+            key="c" * 64, provider="static", last_used_at=timezone.now()
+        )
+        url = reverse("admin:analyses_resultcache_changelist")
+        viewer = User.objects.create_user("vera", password="pw-for-tests-only", is_staff=True)
+        viewer.user_permissions.set(Permission.objects.filter(codename="view_resultcache"))
+        client.force_login(viewer)
+        assert 'value="clear_selected"' not in client.get(url).content.decode()
+
+        assert 'value="clear_selected"' in admin_client.get(url).content.decode()
+        admin_client.post(url, {"action": "clear_selected", "_selected_action": [entry.pk]})
+        assert not ResultCache.objects.exists()
