@@ -7,21 +7,38 @@ from django.contrib import admin, messages
 
 from eidolon_site.accounts import token_create, token_revoke
 from eidolon_site.models import ApiToken
+from reliability.display import time_column
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_display = ["name", "user", "prefix", "created", "last_used", "revoked"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix", "user__username"]
     list_select_related = ["user"]
     autocomplete_fields = ["user"]
     actions = ["revoke"]
-    fields = ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    fields = ["user", "name", "prefix", "created", "last_used", "revoked"]
+    created = time_column("created_at", "created")
+    last_used = time_column("last_used_at", "last used", relative=True)
+    revoked = time_column("revoked_at", "revoked")
 
     def get_readonly_fields(self, request, obj=None) -> list[str]:
         # A token is created with a user and a name; afterwards it can only be revoked.
-        return self.fields if obj else ["prefix", "created_at", "last_used_at", "revoked_at"]
+        return self.fields if obj else ["prefix", "created", "last_used", "revoked"]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Nothing of a token can be edited: a Close link instead of Save, revoking instead of
+        # Delete (the list's action), so its use stays on record.
+        read_only = {
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "show_delete": False,
+        }
+        return super().change_view(
+            request, object_id, form_url, extra_context={**read_only, **(extra_context or {})}
+        )
 
     def get_fields(self, request, obj=None) -> list[str]:
         return self.fields if obj else ["user", "name"]

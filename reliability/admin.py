@@ -1,5 +1,10 @@
-"""Operator controls: tune breakers and budgets, reset / force open / disable / enable breakers,
-read transition history. Thin: every change goes through reliability's service functions."""
+"""Operator controls: tune breakers and budgets, reset / force open / disable / enable breakers
+(the drastic ones after a confirmation page with a reason), read their history. Thin: every change
+goes through ``reliability.controls``, which records it.
+
+Decisions: breakers and budgets are system-owned (created on first use), so they have no Add and
+no Delete; their change page keeps one Save, for their tunable settings only.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +12,45 @@ import time
 from collections.abc import Callable
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.shortcuts import redirect
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from reliability.breaker import window_stats
+from reliability.clock import epoch_datetime
 from reliability.controls import (
     OPERATOR_ACTIONS,
+    AlreadyInState,
     BreakerAction,
     BreakerActionError,
     budget_resume,
+    control_history,
+    describe_changes,
     save_breaker_settings,
     save_budget_limits,
 )
-from reliability.exceptions import format_epoch
+from reliability.dashboard import breaker_actions
+from reliability.display import (
+    format_time,
+    format_usd,
+    relative_time,
+    time_column,
+    time_with_relative,
+)
 from reliability.health.admin import ReadOnlyAdmin, register_health_pages
 from reliability.models import (
     BUDGET_LIMIT_FIELDS,
+    PRICE_FIELDS,
     BreakerState,
     BreakerTransition,
     CircuitBreaker,
+    ControlChange,
+    ModelPrice,
     RateLimitBudget,
 )
+from reliability.ratelimit import utc_day_start
 from reliability.status import budget_status
 
 # The health pages: components (status, uptime, timelines), transitions, samples, heartbeats.
@@ -39,13 +63,32 @@ STATE_COLOURS = {
     BreakerState.FORCED_OPEN: "#862e9c",
     BreakerState.DISABLED: "#868e96",
 }
+# Actions that stop or drop something: taken only after a confirmation page, with a reason.
+CONFIRMED_ACTIONS = frozenset({"reset", "force_open", "disable"})
+NO_SAVE_AND_CONTINUE = {"show_save_and_continue": False, "show_save_and_add_another": False}
+
+
+def state_badge_html(state: str, label: str) -> str:
+    return format_html(
+        '<span class="badge" style="background:{}">{}</span>',
+        STATE_COLOURS.get(state, "#868e96"),
+        label,
+    )
 
 
 def coloured_state(breaker: CircuitBreaker) -> str:
-    return format_html(
-        '<strong style="color:{}">{}</strong>',
-        STATE_COLOURS.get(breaker.state, "inherit"),
-        breaker.get_state_display(),
+    return state_badge_html(breaker.state, breaker.get_state_display())
+
+
+def epoch_with_relative(epoch: float) -> str:
+    """A time stored as epoch seconds, in the one format: ``... UTC (in 40 s)``."""
+    return time_with_relative(epoch_datetime(epoch))
+
+
+def history_table(*, target: str, name: str) -> str:
+    return render_to_string(
+        "admin/reliability/history.html",
+        {"entries": control_history(target=target, name=name)},
     )
 
 
@@ -53,31 +96,11 @@ def _admin_action(action: BreakerAction) -> Callable[..., None]:
     """``action`` as an admin action of the same name, on the selected breakers."""
 
     @admin.action(description=f"{action.label} ({action.effect})", permissions=["change"])
-    def operate(modeladmin: CircuitBreakerAdmin, request, queryset) -> None:
-        modeladmin._operate(request, queryset, action)
+    def operate(modeladmin: CircuitBreakerAdmin, request, queryset):
+        return modeladmin._operate(request, queryset, action)
 
     operate.__name__ = action.key  # the action's name in the admin's form
     return operate
-
-
-class BreakerTransitionInline(admin.TabularInline):
-    model = BreakerTransition
-    extra = 0
-    max_num = 0
-    can_delete = False
-    ordering = ["-created_at", "-id"]
-    fields = ["created_at", "from_state", "to_state", "actor", "reason"]
-    readonly_fields = fields
-    show_change_link = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).order_by("-created_at", "-id")
 
 
 @admin.register(CircuitBreaker)
@@ -85,16 +108,14 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "state_badge",
-        "consecutive_failures",
         "failure_rate",
+        "consecutive_failures",
         "calls",
-        "total_rejected",
         "last_transition",
         "open_until_display",
     ]
     list_display_links = ["name"]
     actions = [_admin_action(action) for action in OPERATOR_ACTIONS.values()]
-    inlines = [BreakerTransitionInline]
     search_fields = ["name"]
     readonly_fields = [
         "name",
@@ -107,22 +128,21 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         "calls",
         "total_rejected",
         "generation",
+        "history",
     ]
     fieldsets = [
         (
             "Live state",
             {
                 "fields": [
-                    "name",
-                    "state_badge",
-                    "open_until_display",
+                    ("name", "state_badge", "open_until_display"),
                     ("consecutive_failures", "failure_rate"),
                     ("half_open_in_flight", "half_open_successes"),
-                    ("calls", "total_rejected"),
-                    "generation",
+                    ("calls", "total_rejected", "generation"),
                 ]
             },
         ),
+        ("History (newest first)", {"fields": ["history"]}),
         ("Opening", {"fields": ["failure_threshold", "failure_rate_threshold", "minimum_calls"]}),
         ("Sliding window", {"fields": ["window_type", "window_size"]}),
         ("Slow calls", {"fields": ["slow_call_duration", "slow_call_rate_threshold"]}),
@@ -142,16 +162,27 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # breakers are created on first use, named by the code that calls out
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the code that calls out would create it again on its next call
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        breaker = self.get_object(request, object_id)
+        actions = []
+        if breaker is not None and self.has_change_permission(request, breaker):
+            actions = [a for a in breaker_actions(breaker.state) if a.to_state != breaker.state]
+        context = {**NO_SAVE_AND_CONTINUE, "breaker_actions": actions, **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
     @admin.display(description="state", ordering="state")
     def state_badge(self, breaker: CircuitBreaker) -> str:
         return coloured_state(breaker)
 
-    @admin.display(description="failure rate")
+    @admin.display(description="failure rate (window)")
     def failure_rate(self, breaker: CircuitBreaker) -> str:
         stats = window_stats(breaker, now=time.time())
         return f"{stats.failure_rate:.0f}% of {stats.calls:.0f} calls"
 
-    @admin.display(description="calls (ok / failed / ignored)")
+    @admin.display(description="calls ok / failed / ignored")
     def calls(self, breaker: CircuitBreaker) -> str:
         return f"{breaker.total_successes} / {breaker.total_failures} / {breaker.total_ignored}"
 
@@ -160,40 +191,107 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         transition = breaker.transitions.order_by("-created_at", "-id").first()
         if transition is None:
             return "-"
-        when = f"{transition.created_at:%Y-%m-%d %H:%M:%S}"
-        return f"{when} → {transition.to_state} ({transition.actor})"
+        return format_html(
+            '{} → {} ({})<br><small class="quiet nowrap">{} · {}</small>',
+            transition.from_state,
+            transition.to_state,
+            transition.actor,
+            format_time(transition.created_at),
+            relative_time(transition.created_at),
+        )
 
     @admin.display(description="open until")
     def open_until_display(self, breaker: CircuitBreaker) -> str:
         if breaker.state == BreakerState.FORCED_OPEN:
             return "until an operator enables it"
-        return format_epoch(breaker.open_until) if breaker.open_until else "-"
+        return epoch_with_relative(breaker.open_until) if breaker.open_until else "-"
+
+    @admin.display(description="transitions and operators' changes")
+    def history(self, breaker: CircuitBreaker) -> str:
+        return history_table(target=ControlChange.Target.BREAKER, name=breaker.name)
 
     def save_model(self, request, obj, form, change) -> None:
         save_breaker_settings(obj, actor=request.user.get_username())
 
-    def _operate(self, request, queryset, action: BreakerAction) -> None:
+    def construct_change_message(self, request, form, formsets, add=False):
+        return "Changed the settings (old and new values in the breaker's history)."
+
+    def _operate(self, request, queryset, action: BreakerAction):
+        if action.key in CONFIRMED_ACTIONS:
+            reason = request.POST.get("reason", "").strip()
+            if request.POST.get("confirm") != "yes" or not reason:
+                return self._confirmation_page(request, queryset, action)
+        else:
+            reason = ""
         actor = request.user.get_username()
         for breaker in queryset:
             try:
                 action(
-                    name=breaker.name, actor=actor, reason=f"{action.done} in the admin by {actor}"
+                    name=breaker.name,
+                    actor=actor,
+                    reason=reason or f"{action.done} in the admin by {actor}",
                 )
+            except AlreadyInState as error:
+                self.message_user(request, f"{error}: nothing done.", messages.INFO)
+                continue
             except BreakerActionError as error:
                 self.message_user(request, str(error), messages.WARNING)
                 continue
-            self.log_change(request, breaker, f"{action.done} the breaker")
+            self.log_change(request, breaker, f"{action.done} the breaker: {reason}".strip(": "))
             self.message_user(
                 request, f"Breaker '{breaker.name}': {action.done}.", messages.SUCCESS
             )
+        if request.POST.get("_from_change_page") and len(queryset) == 1:
+            return redirect("admin:reliability_circuitbreaker_change", queryset[0].pk)
+        return None
+
+    def _confirmation_page(self, request, queryset, action: BreakerAction) -> TemplateResponse:
+        """Like Django's delete confirmation: what will happen to which breakers, a reason to
+        give, and a button that repeats the action with ``confirm=yes``."""
+        asked = request.POST.get("confirm") == "yes"
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{action.label}: are you sure?",
+            "opts": self.model._meta,
+            "action": action,
+            "breakers": list(queryset),
+            "reason": request.POST.get("reason", ""),
+            "reason_missing": asked,
+            "from_change_page": bool(request.POST.get("_from_change_page")),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(
+            request, "admin/reliability/circuitbreaker/confirm_action.html", context
+        )
 
 
 @admin.register(BreakerTransition)
 class BreakerTransitionAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "breaker", "from_state", "to_state", "actor", "reason"]
+    list_display = ["when", "breaker_name", "from_state", "to_state", "actor", "reason"]
     list_filter = ["breaker", "to_state", "actor"]
     search_fields = ["reason", "actor"]
     date_hierarchy = "created_at"
+    list_select_related = ["breaker"]
+    fields = ["breaker_name", "when", "from_state", "to_state", "actor", "reason"]
+    when = time_column("created_at", "when", relative=True)
+
+    @admin.display(description="breaker", ordering="breaker__name")
+    def breaker_name(self, transition: BreakerTransition) -> str:
+        return transition.breaker.name  # its own name, not the breaker's current state
+
+
+@admin.register(ControlChange)
+class ControlChangeAdmin(ReadOnlyAdmin):
+    list_display = ["when", "target", "name", "action", "changed", "actor", "reason"]
+    list_filter = ["target", "name", "action", "actor"]
+    search_fields = ["name", "reason", "actor"]
+    date_hierarchy = "created_at"
+    fields = ["target", "name", "action", "changed", "actor", "reason", "when"]
+    when = time_column("created_at", "when", relative=True)
+
+    @admin.display(description="old → new")
+    def changed(self, change: ControlChange) -> str:
+        return describe_changes(change.changes) or "-"
 
 
 def _limits(requests: object, input_tokens: object, output_tokens: object, *, per: str) -> str:
@@ -210,43 +308,53 @@ def _usage(requests: object, input_tokens: object, output_tokens: object) -> str
 class RateLimitBudgetAdmin(admin.ModelAdmin):
     list_display = [
         "name",
-        "limits",
+        "paused",
         "usage_this_window",
         "usage_today",
+        "spend_today",
         "queue_ahead",
-        "paused",
     ]
     actions = ["resume_now"]
     readonly_fields = [
         "name",
+        "limits",
         "usage_this_window",
         "usage_today",
+        "spend_today",
         "queue_ahead",
         "paused",
-        "pause_reason",
+        "pause_reason_display",
         "observed_limits",
         "totals",
+        "history",
     ]
     fieldsets = [
         (
             "Live usage",
             {
                 "fields": [
-                    "name",
-                    "usage_this_window",
-                    "usage_today",
-                    "queue_ahead",
-                    ("paused", "pause_reason"),
+                    ("name", "paused", "pause_reason_display"),
+                    "limits",
+                    ("usage_this_window", "queue_ahead"),
+                    ("usage_today", "spend_today"),
                     "observed_limits",
                     "totals",
                 ]
             },
         ),
+        ("History (newest first)", {"fields": ["history"]}),
         ("Limits", {"fields": list(BUDGET_LIMIT_FIELDS)}),
     ]
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # created again on the next request under its name
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        context = {**NO_SAVE_AND_CONTINUE, **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context=context)
 
     @admin.display(description="limits per window / day")
     def limits(self, budget: RateLimitBudget) -> str:
@@ -271,15 +379,29 @@ class RateLimitBudgetAdmin(admin.ModelAdmin):
         requests = f"{today['requests']} of {budget.requests_per_day} requests"
         return f"{requests}, {today['tokens']}{cap} tokens"
 
+    @admin.display(description="spend today")
+    def spend_today(self, budget: RateLimitBudget) -> str:
+        same_day = budget.day_started_at >= utc_day_start(time.time())
+        return format_usd(budget.day_cost_usd if same_day else 0)
+
     @admin.display(description="queue ahead")
     def queue_ahead(self, budget: RateLimitBudget) -> str:
         ahead = budget_status(budget, now=time.time())["next_slot_in_s"]
         return f"next slot in {ahead:.1f} s" if ahead > 0 else "a slot is free now"
 
-    @admin.display(description="paused until")
+    @admin.display(description="state")
     def paused(self, budget: RateLimitBudget) -> str:
         until = budget_status(budget, now=time.time())["paused_until"]
-        return format_epoch(until) if until else "-"
+        if not until:
+            return state_badge_html(BreakerState.CLOSED, "admitting")
+        return format_html(
+            "{} until {}", state_badge_html(BreakerState.OPEN, "paused"), epoch_with_relative(until)
+        )
+
+    @admin.display(description="pause reason")
+    def pause_reason_display(self, budget: RateLimitBudget) -> str:
+        # Shown only while paused: the reason of a pause that ended is history, not state.
+        return budget_status(budget, now=time.time())["pause_reason"] or "-"
 
     @admin.display(description="limits reported by the API")
     def observed_limits(self, budget: RateLimitBudget) -> str:
@@ -292,16 +414,24 @@ class RateLimitBudgetAdmin(admin.ModelAdmin):
 
     @admin.display(description="lifetime")
     def totals(self, budget: RateLimitBudget) -> str:
-        return _usage(budget.total_requests, budget.total_input_tokens, budget.total_output_tokens)
+        usage = _usage(budget.total_requests, budget.total_input_tokens, budget.total_output_tokens)
+        return f"{usage}, {format_usd(budget.total_cost_usd)}"
+
+    @admin.display(description="operators' changes")
+    def history(self, budget: RateLimitBudget) -> str:
+        return history_table(target=ControlChange.Target.BUDGET, name=budget.name)
 
     def save_model(self, request, obj, form, change) -> None:
         save_budget_limits(obj, actor=request.user.get_username())
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        return "Changed the limits (old and new values in the budget's history)."
 
     @admin.action(description="Resume now (end a pause)", permissions=["change"])
     def resume_now(self, request, queryset) -> None:
         actor = request.user.get_username()
         for budget in queryset:
-            budget_resume(name=budget.name, actor=actor)
+            budget_resume(name=budget.name, actor=actor, reason=f"resumed in the admin by {actor}")
             self.log_change(request, budget, "resumed the budget")
         self.message_user(request, "Resumed.", messages.SUCCESS)
 
@@ -309,10 +439,9 @@ class RateLimitBudgetAdmin(admin.ModelAdmin):
 admin.site.site_header = "Eidolon operations"
 admin.site.site_title = "Eidolon"
 admin.site.index_title = "Reliability controls and analyses"
-
-
-# --- prices (kept in one block: the price table's admin)
-from reliability.models import PRICE_FIELDS, ModelPrice  # noqa: E402
+# The app list beside every page took a quarter of a 1400 px screen from the lists; the index and
+# the breadcrumbs lead everywhere it did.
+admin.site.enable_nav_sidebar = False
 
 
 @admin.register(ModelPrice)
@@ -321,6 +450,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
     call's cost is frozen when it is recorded. Prices below zero are refused (the model's
     validators)."""
 
-    list_display = ["model", *PRICE_FIELDS, "updated_at"]
+    list_display = ["model", *PRICE_FIELDS, "updated"]
     search_fields = ["model"]
     readonly_fields = ["updated_at"]
+    updated = time_column("updated_at", "updated")

@@ -1,6 +1,7 @@
 """Operator controls, one service each, called alike by the admin, the CLI and the staff API:
 breaker actions (reset, force open, disable, enable), threshold and limit tuning, and ending a
-budget's pause.
+budget's pause. Each is recorded as a ``ControlChange`` (who, when, old and new values, why): the
+operators' history beside the breaker's transitions.
 
 Tuning writes only the tuning columns: the state columns of the same row keep changing in other
 processes, and saving a whole stale instance would overwrite them.
@@ -10,18 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar
 
 import structlog
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from reliability.breaker import get_or_create_breaker, transition
-from reliability.clock import SYSTEM_CLOCK, Clock
+from reliability.clock import SYSTEM_CLOCK, Clock, epoch_datetime
 from reliability.models import (
     BUDGET_LIMIT_FIELDS,
     CONFIG_FIELDS,
     BreakerState,
+    BreakerTransition,
     CircuitBreaker,
+    ControlChange,
     RateLimitBudget,
 )
 
@@ -30,6 +35,10 @@ logger = structlog.get_logger(__name__)
 
 class BreakerActionError(ValueError):
     """An operator action that does not apply to the breaker's current state."""
+
+
+class AlreadyInState(BreakerActionError):
+    """The breaker is already where the action would move it: nothing was done or recorded."""
 
 
 @dataclass(frozen=True)
@@ -61,15 +70,26 @@ class BreakerAction:
         breaker = get_or_create_breaker(name, clock=clock)
         if self.from_states and breaker.state not in self.from_states:
             raise BreakerActionError(f"breaker '{name}' is {breaker.state}, {self.refusal}")
+        if breaker.state == self.to_state:
+            raise AlreadyInState(f"breaker '{name}' is already {breaker.get_state_display()}")
         reason = f"{self.done} by operator" if reason is None else reason
-        transition(
-            breaker.pk,
-            expected=None,
-            to_state=self.to_state,
-            reason=reason,
-            clock=clock,
-            actor=actor,
-        )
+        with transaction.atomic():
+            transition(
+                breaker.pk,
+                expected=None,
+                to_state=self.to_state,
+                reason=reason,
+                clock=clock,
+                actor=actor,
+            )
+            record_control_change(
+                target=ControlChange.Target.BREAKER,
+                name=name,
+                action=self.key,
+                actor=actor,
+                reason=reason,
+                clock=clock,
+            )
         breaker.refresh_from_db()
         return breaker
 
@@ -100,9 +120,38 @@ OPERATOR_ACTIONS = {
 ACTIONS_BY_SLUG = {action.slug: action for action in OPERATOR_ACTIONS.values()}
 
 
-def budget_resume(*, name: str, actor: str) -> None:
+def record_control_change(
+    *,
+    target: str,
+    name: str,
+    action: str,
+    actor: str,
+    changes: Mapping[str, list] | None = None,
+    reason: str = "",
+    clock: Clock = SYSTEM_CLOCK,
+) -> ControlChange:
+    return ControlChange.objects.create(
+        target=target,
+        name=name,
+        action=action,
+        changes=dict(changes or {}),
+        reason=reason,
+        actor=actor,
+        created_at=epoch_datetime(clock.now()),
+    )
+
+
+def budget_resume(*, name: str, actor: str, reason: str = "") -> None:
     """End a budget's pause now: every process may admit again from its next request."""
-    RateLimitBudget.objects.filter(name=name).update(paused_until=0.0, pause_reason="")
+    with transaction.atomic():
+        RateLimitBudget.objects.filter(name=name).update(paused_until=0.0, pause_reason="")
+        record_control_change(
+            target=ControlChange.Target.BUDGET,
+            name=name,
+            action="resume",
+            actor=actor,
+            reason=reason,
+        )
     logger.info("ratelimit_resumed", budget=name, actor=actor)
 
 
@@ -129,29 +178,129 @@ def assign_fields(
         raise ValidationError(errors)
 
 
-def save_breaker_settings(breaker: CircuitBreaker, *, actor: str) -> CircuitBreaker:
-    """Validate and store a breaker's thresholds; every process uses them from its next call."""
-    _save_tuning(
-        breaker, fields=CONFIG_FIELDS, event="breaker_tuned", actor=actor, breaker=breaker.name
+def save_breaker_settings(
+    breaker: CircuitBreaker, *, actor: str, reason: str = ""
+) -> dict[str, list]:
+    """Validate and store a breaker's thresholds; every process uses them from its next call.
+    Returns what changed, ``{"field": [old, new]}`` (recorded in the history unless empty)."""
+    return _save_tuning(
+        breaker,
+        fields=CONFIG_FIELDS,
+        target=ControlChange.Target.BREAKER,
+        actor=actor,
+        reason=reason,
     )
-    return breaker
 
 
-def save_budget_limits(budget: RateLimitBudget, *, actor: str) -> RateLimitBudget:
-    """Validate and store a budget's limits; every process uses them from its next request."""
-    _save_tuning(
-        budget, fields=BUDGET_LIMIT_FIELDS, event="budget_tuned", actor=actor, budget=budget.name
+def save_budget_limits(budget: RateLimitBudget, *, actor: str, reason: str = "") -> dict[str, list]:
+    """Validate and store a budget's limits; every process uses them from its next request.
+    Returns what changed, ``{"field": [old, new]}`` (recorded in the history unless empty)."""
+    return _save_tuning(
+        budget,
+        fields=BUDGET_LIMIT_FIELDS,
+        target=ControlChange.Target.BUDGET,
+        actor=actor,
+        reason=reason,
     )
-    return budget
 
 
 def _save_tuning(
     instance: CircuitBreaker | RateLimitBudget,
     *,
     fields: tuple[str, ...],
-    event: str,
-    **log_context: str,
-) -> None:
+    target: str,
+    actor: str,
+    reason: str,
+) -> dict[str, list]:
     instance.full_clean()
-    instance.save(update_fields=fields)
-    logger.info(event, **log_context, **{field: getattr(instance, field) for field in fields})
+    with transaction.atomic():
+        stored = (
+            type(instance).objects.select_for_update().filter(pk=instance.pk).values(*fields).get()
+        )
+        changes = {
+            field: [stored[field], getattr(instance, field)]
+            for field in fields
+            if stored[field] != getattr(instance, field)
+        }
+        instance.save(update_fields=fields)
+        if changes:
+            record_control_change(
+                target=target,
+                name=instance.name,
+                action="edit",
+                actor=actor,
+                changes=changes,
+                reason=reason,
+            )
+    logger.info(f"{target}_tuned", name=instance.name, actor=actor, changes=changes)
+    return changes
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One line of a breaker's or budget's history: a state transition or an operator's change."""
+
+    at: datetime
+    kind: str  # "transition" or "change"
+    what: str  # "open → closed", "edit", "force open"
+    details: str  # the values changed, or the transition's reason
+    actor: str
+    reason: str
+
+
+def describe_changes(changes: Mapping[str, list]) -> str:
+    """``failure_threshold: 5 → 3; minimum_calls: 10 → 20``."""
+    return "; ".join(f"{field}: {old} → {new}" for field, (old, new) in changes.items())
+
+
+def control_history(*, target: str, name: str, limit: int = 50) -> list[HistoryEntry]:
+    """A breaker's transitions and the operators' changes to it (a budget's changes), merged by
+    time, newest first. An operator's action and the transition it made are one line."""
+    changes = list(ControlChange.objects.filter(target=target, name=name)[:limit])
+    transitions = []
+    if target == ControlChange.Target.BREAKER:
+        transitions = list(
+            BreakerTransition.objects.filter(breaker__name=name).order_by("-created_at", "-id")[
+                :limit
+            ]
+        )
+    entries = []
+    for change in changes:
+        made = _transition_of(change, transitions)
+        what = change.action.replace("_", " ")
+        if made is not None:
+            transitions.remove(made)
+            what = f"{what}: {made.from_state} → {made.to_state}"
+        entries.append(
+            HistoryEntry(
+                at=change.created_at,
+                kind="change",
+                what=what,
+                details=describe_changes(change.changes),
+                actor=change.actor,
+                reason=change.reason,
+            )
+        )
+    entries += [
+        HistoryEntry(
+            at=row.created_at,
+            kind="transition",
+            what=f"{row.from_state} → {row.to_state}",
+            details="",
+            actor=row.actor,
+            reason=row.reason,
+        )
+        for row in transitions
+    ]
+    return sorted(entries, key=lambda entry: entry.at, reverse=True)[:limit]
+
+
+def _transition_of(
+    change: ControlChange, transitions: list[BreakerTransition]
+) -> BreakerTransition | None:
+    """The transition an operator's action made (written in the same transaction)."""
+    for row in transitions:
+        same_moment = abs((row.created_at - change.created_at).total_seconds()) < 2
+        if same_moment and (row.actor, row.reason) == (change.actor, change.reason):
+            return row
+    return None

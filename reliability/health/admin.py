@@ -16,12 +16,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from reliability.display import time_column
 from reliability.health.history import monitor_stale_after
 from reliability.health.uptime import (
-    UPTIME_WINDOWS,
-    Segment,
+    Shares,
     component_segments,
-    component_uptime,
+    format_shares,
+    time_cells,
+    time_shares,
 )
 from reliability.models import (
     HealthComponentState,
@@ -60,42 +62,57 @@ def format_duration(delta: dt.timedelta) -> str:
     return f"{days} d {hours} h"
 
 
+CELL_GAP = 2
+
+
 def timeline_svg(
-    segments: list[Segment],
+    cells: list[Shares],
     *,
-    start: dt.datetime,
-    end: dt.datetime,
     label: str,
-    width: int = 300,
-    height: int = 14,
+    cell_width: int,
+    height: int = 18,
+    tick: str = "%H",
 ) -> str:
-    """A small server-rendered SVG: one coloured bar per status segment of ``[start, end)``."""
-    total = (end - start).total_seconds() or 1.0
-    bars = [
-        {
-            "x": (s.start - start).total_seconds() / total * width,
-            "width": max(0.5, s.duration.total_seconds() / total * width),
-            "colour": STATUS_COLOURS.get(s.status, "#adb5bd"),
-            "status": s.status,
-            "title": (
-                f"{s.status}: {s.start:%Y-%m-%d %H:%M:%S} to {s.end:%Y-%m-%d %H:%M:%S} UTC "
-                f"({format_duration(s.duration)})"
-            ),
-        }
-        for s in segments
-    ]
+    """A server-rendered SVG: one cell per hour (or day), each filled bottom-up in proportion to
+    its time up (green, or orange when degraded), down (red) and unknown (grey)."""
+    drawn = []
+    for index, cell in enumerate(cells):
+        x = index * (cell_width + CELL_GAP)
+        up_colour = STATUS_COLOURS[HealthStatus.DEGRADED if cell.degraded else HealthStatus.HEALTHY]
+        stack, top = [], float(height)
+        for share, colour, status in (
+            (cell.up, up_colour, "up"),
+            (cell.down, STATUS_COLOURS[HealthStatus.UNHEALTHY], "down"),
+        ):
+            size = height * share / 100
+            if size > 0:
+                top -= size
+                stack.append(
+                    {"y": top, "height": max(size, 1.0), "colour": colour, "status": status}
+                )
+        drawn.append(
+            {
+                "x": x,
+                "stack": stack,
+                "worst": cell.worst,
+                "tick": cell.start.strftime(tick),
+                "title": (
+                    f"{cell.start:%Y-%m-%d %H:%M} to {cell.end:%H:%M} UTC: {format_shares(cell)}"
+                ),
+            }
+        )
+    width = len(cells) * (cell_width + CELL_GAP) - CELL_GAP
     return render_to_string(
         "reliability/health_timeline.html",
-        {"bars": bars, "width": width, "height": height, "start": start, "label": label},
+        {
+            "cells": drawn,
+            "cell_width": cell_width,
+            "width": width,
+            "height": height,
+            "label": label,
+            "unknown_colour": STATUS_COLOURS[HealthStatus.UNKNOWN],
+        },
     )
-
-
-def format_uptime(value: float | None) -> str:
-    if value is None:
-        return "no data"
-    if value == 100.0:
-        return "100 %"
-    return f"{min(value, 99.999):.3f} %"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -111,41 +128,52 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+WEEK = dt.timedelta(days=7)
+DAY = dt.timedelta(hours=24)
+
+
 class HealthComponentStateAdmin(ReadOnlyAdmin):
     list_display = [
         "name",
         "status_display",
+        "critical_display",
         "since_display",
-        "message",
-        "uptime_1h",
-        "uptime_24h",
-        "uptime_7d",
+        "shares_24h",
+        "shares_7d",
         "timeline_24h",
-        "checked_at",
+        "checked",
     ]
     list_display_links = ["name"]
     fields = [
         "name",
         "status_display",
-        "critical",
+        "critical_display",
         "since_display",
-        "checked_at",
+        "checked",
         "latency_ms",
         "message",
         "detail",
         "uptime_summary",
-        "timeline_24h",
+        "timeline_24h_wide",
         "timeline_7d",
         "recent_transitions",
     ]
     readonly_fields = fields
+    checked = time_column("checked_at", "last checked", relative=True)
+    since_display = time_column("since", "since", relative=True)
 
-    def _uptime(self, component: HealthComponentState) -> dict[dt.timedelta, float | None]:
-        cached = getattr(component, "_uptime_cache", None)
+    def _segments(self, component: HealthComponentState) -> tuple[dt.datetime, list]:
+        """The last week of ``component`` (one pair of queries per component and request)."""
+        cached = getattr(component, "_week_cache", None)
         if cached is None:
-            cached = component_uptime(component=component, now=timezone.now())
-            component._uptime_cache = cached  # type: ignore[attr-defined]
+            now = timezone.now().replace(microsecond=0)
+            segments = component_segments(component=component, start=now - WEEK, end=now)
+            cached = component._week_cache = (now, segments)  # type: ignore[attr-defined]
         return cached
+
+    def _shares(self, component: HealthComponentState, window: dt.timedelta) -> Shares:
+        now, segments = self._segments(component)
+        return time_shares(segments, start=now - window, end=now)
 
     @admin.display(description="status", ordering="status")
     def status_display(self, component: HealthComponentState) -> str:
@@ -155,47 +183,57 @@ class HealthComponentStateAdmin(ReadOnlyAdmin):
         )
         badge = status_badge(component.status)
         if stale and component.status != HealthStatus.UNKNOWN:
-            return format_html('{} <span style="color:#868e96">(no recent data)</span>', badge)
+            return format_html('{} <span class="quiet">(no recent data)</span>', badge)
         return badge
 
-    @admin.display(description="since", ordering="since")
-    def since_display(self, component: HealthComponentState) -> str:
-        lasted = format_duration(timezone.now() - component.since)
-        return f"{component.since:%Y-%m-%d %H:%M:%S} UTC ({lasted})"
-
-    @admin.display(description="uptime 1 h")
-    def uptime_1h(self, component: HealthComponentState) -> str:
-        return format_uptime(self._uptime(component)[UPTIME_WINDOWS[0]])
-
-    @admin.display(description="uptime 24 h")
-    def uptime_24h(self, component: HealthComponentState) -> str:
-        return format_uptime(self._uptime(component)[UPTIME_WINDOWS[1]])
-
-    @admin.display(description="uptime 7 d")
-    def uptime_7d(self, component: HealthComponentState) -> str:
-        return format_uptime(self._uptime(component)[UPTIME_WINDOWS[2]])
-
-    @admin.display(description="uptime (healthy or degraded, of the time observed)")
-    def uptime_summary(self, component: HealthComponentState) -> str:
-        uptime = self._uptime(component)
-        return " / ".join(
-            f"{label}: {format_uptime(uptime[window])}"
-            for label, window in zip(("1 h", "24 h", "7 d"), UPTIME_WINDOWS, strict=True)
-        )
-
-    def _timeline(self, component: HealthComponentState, window: dt.timedelta, label: str) -> str:
-        end = timezone.now()
-        start = end - window
-        segments = component_segments(component=component, start=start, end=end)
-        return timeline_svg(segments, start=start, end=end, label=f"{component.name}, {label}")
+    @admin.display(description="critical", ordering="critical")
+    def critical_display(self, component: HealthComponentState) -> str:
+        return "critical" if component.critical else "non-critical"
 
     @admin.display(description="last 24 h")
-    def timeline_24h(self, component: HealthComponentState) -> str:
-        return self._timeline(component, dt.timedelta(hours=24), "last 24 hours")
+    def shares_24h(self, component: HealthComponentState) -> str:
+        return format_shares(self._shares(component, DAY))
 
-    @admin.display(description="last 7 days")
+    @admin.display(description="last 7 d")
+    def shares_7d(self, component: HealthComponentState) -> str:
+        return format_shares(self._shares(component, WEEK))
+
+    @admin.display(description="share of time up, down and unknown (no observations)")
+    def uptime_summary(self, component: HealthComponentState) -> str:
+        return format_html(
+            "last hour: {}<br>last 24 h: {}<br>last 7 d: {}",
+            format_shares(self._shares(component, dt.timedelta(hours=1))),
+            format_shares(self._shares(component, DAY)),
+            format_shares(self._shares(component, WEEK)),
+        )
+
+    def _timeline(
+        self, component: HealthComponentState, *, cell: dt.timedelta, count: int, width: int
+    ) -> str:
+        now, segments = self._segments(component)
+        # Cells on whole hours (days), the last one running to now.
+        end = now.replace(minute=0, second=0) + dt.timedelta(hours=1)
+        if cell >= DAY:
+            end = now.replace(hour=0, minute=0, second=0) + DAY
+        cells = time_cells(segments, end=end, cell=cell, count=count, now=now)
+        return timeline_svg(
+            cells,
+            label=f"{component.name}, last {count} {'days' if cell >= DAY else 'hours'}",
+            cell_width=width,
+            tick="%b %d" if cell >= DAY else "%H",
+        )
+
+    @admin.display(description="last 24 h, hourly")
+    def timeline_24h(self, component: HealthComponentState) -> str:
+        return self._timeline(component, cell=dt.timedelta(hours=1), count=24, width=9)
+
+    @admin.display(description="last 24 h, hourly (UTC)")
+    def timeline_24h_wide(self, component: HealthComponentState) -> str:
+        return self._timeline(component, cell=dt.timedelta(hours=1), count=24, width=28)
+
+    @admin.display(description="last 7 days, daily (UTC)")
     def timeline_7d(self, component: HealthComponentState) -> str:
-        return self._timeline(component, dt.timedelta(days=7), "last 7 days")
+        return self._timeline(component, cell=DAY, count=7, width=98)
 
     @admin.display(description="transitions (newest first)")
     def recent_transitions(self, component: HealthComponentState) -> str:
@@ -235,12 +273,17 @@ class HealthComponentStateAdmin(ReadOnlyAdmin):
 
 
 class HealthTransitionAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "component", "from_status", "to_status_display", "message"]
+    list_display = ["when", "component_name", "from_status", "to_status_display", "message"]
     list_filter = ["component", "to_status"]
     search_fields = ["message", "detail"]
     date_hierarchy = "created_at"
     list_select_related = ["component"]
-    fields = ["component", "created_at", "from_status", "to_status", "message", "detail"]
+    fields = ["component_name", "when", "from_status", "to_status", "message", "detail"]
+    when = time_column("created_at", "when", relative=True)
+
+    @admin.display(description="component", ordering="component__name")
+    def component_name(self, transition: HealthTransition) -> str:
+        return transition.component.name
 
     @admin.display(description="to", ordering="to_status")
     def to_status_display(self, transition: HealthTransition) -> str:
@@ -248,11 +291,17 @@ class HealthTransitionAdmin(ReadOnlyAdmin):
 
 
 class HealthSampleAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "component", "status_display", "latency_ms"]
+    list_display = ["when", "component_name", "status_display", "latency_ms"]
     list_filter = ["component", "status"]
     date_hierarchy = "created_at"
     list_select_related = ["component"]
     show_full_result_count = False
+    fields = ["component_name", "when", "status", "latency_ms"]
+    when = time_column("created_at", "when", relative=True)
+
+    @admin.display(description="component", ordering="component__name")
+    def component_name(self, sample: HealthSample) -> str:
+        return sample.component.name
 
     @admin.display(description="status", ordering="status")
     def status_display(self, sample: HealthSample) -> str:
@@ -265,12 +314,16 @@ class WorkerHeartbeatAdmin(ReadOnlyAdmin):
         "host",
         "pid",
         "alive",
-        "started_at",
-        "last_seen_at",
-        "stopped_at",
+        "last_seen",
+        "started",
+        "stopped",
     ]
     list_filter = ["host"]
     search_fields = ["worker_id", "host"]
+    fields = ["worker_id", "host", "pid", "alive", "last_seen", "started", "stopped"]
+    last_seen = time_column("last_seen_at", "last seen", relative=True)
+    started = time_column("started_at", "started")
+    stopped = time_column("stopped_at", "stopped")
 
     @admin.display(description="alive", boolean=True)
     def alive(self, heartbeat: WorkerHeartbeat) -> bool:

@@ -149,3 +149,74 @@ def component_uptime(
         window: uptime_percent(clip_segments(segments, start=now - window, end=now))
         for window in windows
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Shares:
+    """How a stretch of time divides between up, down and unknown, in percent of all of it."""
+
+    start: dt.datetime
+    end: dt.datetime
+    up: float
+    down: float
+    unknown: float
+    degraded: float  # part of ``up``
+
+    @property
+    def worst(self) -> str:
+        """The status to colour this stretch by: the worst one seen in it."""
+        if self.down:
+            return HealthStatus.UNHEALTHY
+        if self.degraded:
+            return HealthStatus.DEGRADED
+        return HealthStatus.HEALTHY if self.up else HealthStatus.UNKNOWN
+
+
+def time_shares(segments: Sequence[Segment], *, start: dt.datetime, end: dt.datetime) -> Shares:
+    """The shares of ``[start, end)``: unknown time is counted as its own share, not dropped."""
+    clipped = clip_segments(segments, start=start, end=end)
+    total = (end - start) // _MICROSECOND or 1
+
+    def share(statuses: frozenset[str]) -> Fraction:
+        spent = sum((s.duration for s in clipped if s.status in statuses), dt.timedelta())
+        return 100 * Fraction(spent // _MICROSECOND, total)
+
+    up, down = share(UP_STATUSES), share(DOWN_STATUSES)
+    degraded = share(frozenset({HealthStatus.DEGRADED}))
+    # Whatever is neither up nor down is unknown, gaps between segments included.
+    unknown = max(Fraction(0), 100 - up - down)
+    return Shares(start, end, float(up), float(down), float(unknown), float(degraded))
+
+
+def time_cells(
+    segments: Sequence[Segment],
+    *,
+    end: dt.datetime,
+    cell: dt.timedelta,
+    count: int,
+    now: dt.datetime | None = None,
+) -> list[Shares]:
+    """``count`` consecutive cells of length ``cell`` ending at ``end`` (oldest first); a cell
+    still under way is shared out over its part until ``now``, not over the future."""
+    starts = [end - cell * (count - index) for index in range(count)]
+    return [
+        time_shares(segments, start=at, end=min(at + cell, now) if now else at + cell)
+        for at in starts
+        if now is None or at < now
+    ]
+
+
+def format_shares(shares: Shares) -> str:
+    """``up 97.9 % · unknown 2.1 %`` (down only when there was some)."""
+    parts = [f"up {_percent(shares.up)}"]
+    if shares.down:
+        parts.append(f"down {_percent(shares.down)}")
+    if shares.unknown:
+        parts.append(f"unknown {_percent(shares.unknown)}")
+    return " · ".join(parts)
+
+
+def _percent(value: float) -> str:
+    if value in (0.0, 100.0):
+        return f"{value:.0f} %"
+    return f"{min(max(value, 0.1), 99.9):.1f} %"  # never round a sliver to 0 or 100

@@ -92,7 +92,9 @@ class TestDashboard:
         assert 'data-breaker="anthropic" data-state="open"' in page
         assert '<span class="pill state state-open">open</span>' in page
         assert re.search(r"<dt>failure rate</dt><dd>[\d.]+ %</dd>", page)
-        until = dt.datetime.fromtimestamp(opened.open_until, tz=dt.UTC).strftime("%H:%M:%S")
+        until = dt.datetime.fromtimestamp(opened.open_until, tz=dt.UTC).strftime(
+            "%Y-%m-%d %H:%M:%S UTC"
+        )
         assert f"<dt>open until</dt><dd>{until}</dd>" in page
         anthropic = page[page.index('data-breaker="anthropic"') : page.index('data-breaker="git"')]
         actions = re.findall(r'data-action="([a-z-]+)"', anthropic)

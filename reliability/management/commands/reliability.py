@@ -25,6 +25,7 @@ from reliability import ratelimit
 from reliability.breaker import get_or_create_breaker
 from reliability.controls import (
     OPERATOR_ACTIONS,
+    AlreadyInState,
     BreakerActionError,
     assign_fields,
     budget_resume,
@@ -191,6 +192,9 @@ class Command(BaseCommand):
             breaker = OPERATOR_ACTIONS[action](
                 name=name, actor=actor, reason=reason or f"{action.replace('_', ' ')} by {actor}"
             )
+        except AlreadyInState as error:
+            self.stdout.write(f"{error}: nothing done, nothing recorded")
+            return
         except BreakerActionError as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"breaker {name}: now {breaker.state}")
