@@ -2,9 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 
 from analyses import urls as analyses_urls
-from eidolon_site import views
+from eidolon_site import metrics, views
 from eidolon_site.api import api
-from reliability import views as reliability_views
 
 account_urlpatterns = [
     path("login/", views.login, name="login"),
@@ -21,6 +20,6 @@ urlpatterns = [
     path("operations/", include((analyses_urls.operations_urlpatterns, "operations"))),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
-    path("metrics", reliability_views.metrics, name="metrics"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("", include("reliability.health.urls")),
 ]
