@@ -3,6 +3,7 @@ process reports the work of all four, and the shared breaker state from the data
 
 from __future__ import annotations
 
+import sys
 import time
 import urllib.request
 
@@ -18,7 +19,15 @@ from reliability.fake_anthropic import FakeAnthropic, FakeConfig
 from reliability.models import CircuitBreaker
 from tests.anthropic_support import generous_anthropic_limits, write_project
 from tests.eidolon_site.metrics_support import Scrape
-from tests.processes import start_daphne, start_worker, subprocess_environment, wait_until
+from tests.processes import (
+    ManagedProcess,
+    free_port,
+    start_daphne,
+    start_worker,
+    subprocess_environment,
+    wait_for_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,3 +158,36 @@ class TestTwoWebProcessesAndTwoWorkers:
             time.sleep(0.05)
         assert len(flipped) == len(urls), f"not flipped within {2 * FLIP_LIMIT_SECONDS} s"
         return [flipped[url] for url in urls]
+
+
+class TestDevScriptServe:
+    def test_serve__empties_the_metrics_directory_and_every_process_writes_into_it(self, tmp_path):
+        multiproc = tmp_path / "prometheus"
+        multiproc.mkdir()
+        stale = multiproc / "counter_999999.db"
+        stale.write_bytes(b"left by a previous run")
+        port = free_port()
+        env = subprocess_environment(
+            EIDOLON_VENV=sys.prefix,
+            PROMETHEUS_MULTIPROC_DIR=str(multiproc),
+            EIDOLON_WORKER_HEARTBEAT_SECONDS="0.5",
+        )
+        server = ManagedProcess(
+            [sys.executable, "scripts/dev.py", "serve", "--port", str(port)], env=env, name="serve"
+        )
+        try:
+            wait_for_port(port)
+            pids = wait_until(
+                lambda: writers(multiproc) if len(writers(multiproc)) >= 3 else None, timeout=30
+            )
+            scraped = scrape(f"http://127.0.0.1:{port}")
+        finally:
+            server.stop()
+        assert not stale.exists()
+        assert len(pids) >= 3  # web, worker, health monitor
+        assert scraped.value("eidolon_db_queries_total") > 0
+
+
+def writers(directory) -> set[int]:
+    """The processes that wrote metrics into the multiprocess directory."""
+    return {int(path.stem.rsplit("_", 1)[1]) for path in directory.glob("*.db")}
