@@ -4,7 +4,9 @@
 every process and thread, runs its queries through it (``connection.execute_wrapper`` only
 covers a block; the list it appends to is the connection's own). Parsing a statement for its
 operation and table costs more than counting it, so it happens once per distinct SQL text (an LRU
-of the most recent texts): Django builds the same text for the same query every time.
+of the most recent texts, which keeps the labelled counter and histogram of each): Django builds
+the same text for the same query every time. The guard's compiled statements skip Django's
+cursor wrappers (``reliability.sql``, ``reliability.fastpath``) and call ``observe_query``.
 """
 
 from __future__ import annotations
@@ -46,16 +48,29 @@ def operation_and_table(sql: str) -> tuple[str, str]:
     return verb, match.group(1).lower() if match else ""
 
 
+@lru_cache(maxsize=PARSED_TEXTS)
+def _instruments(sql: str) -> tuple[Any, Any]:
+    """The counter and the histogram a statement's text is recorded in."""
+    operation, table = operation_and_table(sql)
+    return (
+        metrics.db_queries.labels(operation=operation, table=table),
+        metrics.db_query_duration.labels(operation=operation),
+    )
+
+
+def observe_query(sql: str, seconds: float) -> None:
+    count, duration = _instruments(sql)
+    count.inc()
+    duration.observe(seconds)
+
+
 def record_queries(execute, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
     """The execute wrapper: runs the statement, then counts and times it (failed ones too)."""
     began = time.perf_counter()
     try:
         return execute(sql, params, many, context)
     finally:
-        duration = time.perf_counter() - began
-        operation, table = operation_and_table(sql)
-        metrics.db_queries.labels(operation=operation, table=table).inc()
-        metrics.db_query_duration.labels(operation=operation).observe(duration)
+        observe_query(sql, time.perf_counter() - began)
 
 
 def wrap_connection(*, connection: Any, **_: Any) -> None:
@@ -69,5 +84,12 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """For the benchmark's comparison: new connections go unwrapped (existing ones stay)."""
+    """For the benchmark's comparison, before the first query: new connections go unwrapped
+    and the raw cursors' statements go uncounted (callers look ``observe_query`` up per call)."""
+    global observe_query
     connection_created.disconnect(dispatch_uid="eidolon_db_metrics")
+    observe_query = _uncounted
+
+
+def _uncounted(sql: str, seconds: float) -> None:
+    return None
