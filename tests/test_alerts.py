@@ -231,3 +231,28 @@ class TestScrapeAndDashboard:
             "Health",
             "WebSockets",
         ]
+
+
+class TestReadme:
+    def test_the_operator_section_lists_every_metric_exposed(self, real_scrape):
+        from prometheus_client.parser import text_string_to_metric_families
+
+        readme = README.read_text()
+        section = readme[readme.index("### Metrics") : readme.index("### Alerts and runbooks")]
+        families = {
+            (family.name, family.type)
+            for family in text_string_to_metric_families(real_scrape)
+            if family.name.startswith("eidolon_") and not family.name.endswith("_created")
+        }
+        families |= {
+            (family.name, family.type)
+            for registry in (REGISTRY, shared_state.registry)
+            for family in registry.collect()
+            if family.name.startswith("eidolon_")
+        }
+        exposed = {
+            name + {"counter": "_total", "info": "_info"}.get(kind, "") for name, kind in families
+        }
+        assert len(exposed) > 40
+        missing = {name for name in exposed if f"`{name}" not in section}
+        assert missing == set()
