@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings as django_settings
 from django.db import connection
 from django.db.models import Sum
@@ -240,3 +240,40 @@ class TestRestriction:
         )
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", **basic("prometheus:s3cret")).status_code == 200
+
+
+class TestWebSockets:
+    async def test_connections_and_messages_sent__counted_by_type(self, client, settings):
+        from tests.analyses.test_consumers import IN_MEMORY_LAYER, Closed, Socket, person, record
+
+        settings.CHANNEL_LAYERS = IN_MEMORY_LAYER
+        alice = await sync_to_async(person)("alice")
+        analysis = await sync_to_async(Analysis.objects.create)(
+            source="/srv/code",
+            source_kind="local",
+            provider="static",
+            created_by=alice.user,
+            status="completed",
+        )
+        await sync_to_async(record)(analysis, "analysis.started", "analysis.finished")
+        before = await sync_to_async(scrape)(client)
+
+        socket = Socket(f"/ws/analyses/{analysis.pk}/", alice.headers())
+        assert await socket.open()
+        received = []
+        with pytest.raises(Closed):
+            while True:
+                received.append((await socket.next())["type"])
+        during = await sync_to_async(scrape)(client)
+        await socket.leave()
+        after = await sync_to_async(scrape)(client)
+
+        assert received == ["analysis.snapshot", "analysis.started", "analysis.finished"]
+        opened = "eidolon_websocket_connections_opened_total"
+        assert after.value(opened) - before.value(opened) == 1
+        sent = "eidolon_websocket_messages_sent_total"
+        for kind in received:
+            assert after.value(sent, type=kind) - before.value(sent, type=kind) == 1, kind
+        open_now = "eidolon_websocket_connections"
+        assert during.value(open_now) - before.value(open_now) == 1
+        assert after.value(open_now) == before.value(open_now)
