@@ -277,3 +277,29 @@ class TestWebSockets:
         open_now = "eidolon_websocket_connections"
         assert during.value(open_now) - before.value(open_now) == 1
         assert after.value(open_now) == before.value(open_now)
+
+
+class TestMultiprocessDirectory:
+    def test_live_gauges_of_dead_processes__forgotten_at_scrape_time(self, tmp_path):
+        import os
+        import subprocess
+        import sys
+
+        from reliability.views import forget_dead_processes
+
+        gone = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dead_pid = int(gone.stdout)
+        dead = tmp_path / f"gauge_livesum_{dead_pid}.db"
+        alive = tmp_path / f"gauge_livesum_{os.getpid()}.db"
+        counter = tmp_path / f"counter_{dead_pid}.db"
+        for path in (dead, alive, counter):
+            path.write_bytes(b"")
+        forget_dead_processes(tmp_path)
+        assert not dead.exists()
+        assert alive.exists()
+        assert counter.exists()  # a dead process's counts still count
