@@ -5,6 +5,7 @@ from __future__ import annotations
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from analyses import metrics
 from analyses.events import CHANNEL_MESSAGE_TYPE
 from analyses.live import AnalysisWatch, Message
 from analyses.tailing import tailers_for
@@ -22,16 +23,21 @@ class AnalysisEventsConsumer(AsyncJsonWebsocketConsumer):
         # Accepted first, even when it is refused next: a close before the accept reaches a
         # browser as an HTTP 403 whose reason it cannot read; after it, as a close code.
         await self.accept()
+        metrics.record_websocket_opened()
         self.watch = AnalysisWatch(
             scope=self.scope,
             layer=self.channel_layer,
             channel_name=self.channel_name,
-            send_message=self.send_json,
+            send_message=self._send,
             close_socket=self._close,
             keepalive_seconds=settings.EIDOLON_WS_KEEPALIVE_SECONDS,
             tailers=tailers_for(),
         )
         await self.watch.open()
+
+    async def _send(self, message: Message) -> None:
+        await self.send_json(message)
+        metrics.record_websocket_message(message)
 
     async def _close(self, code: int, reason: str) -> None:
         await self.close(code=code, reason=reason)
@@ -53,4 +59,5 @@ class AnalysisEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.watch is not None:
+            metrics.record_websocket_closed()
             await self.watch.leave()

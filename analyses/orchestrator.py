@@ -28,6 +28,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from analyses import events, store
+from analyses import metrics as analysis_metrics
 from analyses.findings import Finding
 from analyses.git import cloned_through_guard
 from analyses.models import Analysis, AnalysisStatus, UnitStatus
@@ -360,10 +361,13 @@ async def _review_unit(run: _Run, work: _Work) -> None:
     unit, code_unit_id = work.unit, work.code_unit_id
     run.current_unit = unit.qualname
     if work.cache_key in run.cached_keys:
-        cached = await sync_to_async(store.cache_lookup)(work.cache_key, unit=unit)
+        lookup = analysis_metrics.counted_cache_get(store.cache_lookup)
+        cached = await sync_to_async(lookup)(work.cache_key, unit=unit)
         if cached is not None:
             _outcome(run, code_unit_id, unit, UnitStatus.CACHED, cached)
             return
+    elif work.cache_key is not None:
+        analysis_metrics.record_cache_miss()
     findings = await _review(run, unit, code_unit_id, work.context)
     if findings is None:
         return
@@ -371,7 +375,7 @@ async def _review_unit(run: _Run, work: _Work) -> None:
         # Cached at once (so a crash before the batch is written does not pay for it again),
         # without holding this worker up.
         task = asyncio.create_task(
-            sync_to_async(store.cache_store)(
+            sync_to_async(analysis_metrics.counted_cache_set(store.cache_store))(
                 work.cache_key,
                 unit=unit,
                 findings=findings,
@@ -395,6 +399,7 @@ async def _review(
     """
 
     async def record_call(record: LLMCallRecord) -> None:
+        analysis_metrics.record_ai_call(record)
         run.calls.append((code_unit_id, record))
         run.tokens_used += record.input_tokens + record.output_tokens
 
@@ -463,6 +468,7 @@ async def _flush(run: _Run, *, force: bool = False) -> None:
     outcomes, run.outcomes = run.outcomes, []
     calls, run.calls = run.calls, []
     written = await sync_to_async(store.write_outcomes)(run.id, outcomes=outcomes, calls=calls)
+    analysis_metrics.record_units(written.outcomes)
     batch: list[tuple[str, dict[str, Any]]] = []
     cards_by_unit: dict[int, list] = {}
     for card in written.cards:
@@ -552,7 +558,8 @@ async def _verdict(run: _Run) -> tuple[str, str]:
 
 async def _finish(run: _Run, status: str, reason: str) -> str:
     if status in (AnalysisStatus.CANCELLED, AnalysisStatus.TIMED_OUT):
-        await sync_to_async(store.skip_pending_units)(run.id, reason=f"not reviewed: {reason}")
+        skip = sync_to_async(store.skip_pending_units)
+        analysis_metrics.record_units_skipped(await skip(run.id, reason=f"not reviewed: {reason}"))
     summary, score = await sync_to_async(_summary)(run.id)
     finished = await sync_to_async(store.finish)(
         run.id,
@@ -565,6 +572,7 @@ async def _finish(run: _Run, status: str, reason: str) -> str:
     if not finished:
         logger.warning("analysis_finish_lost_lease", status=status)
         return status
+    analysis_metrics.record_analysis_finished(run.analysis, status=status)
     await sync_to_async(store.cache_evict)()
     progress = await _progress(run)
     await events.emit(

@@ -7,6 +7,10 @@ fresh database it creates and removes. Printed per database, measured in the sam
 an unguarded no-op await, pybreaker's in-memory breaker around a no-op, and Eidolon's guard
 (breaker admission, budget reservation, timeout, outcome record, token reconciliation) around
 a no-op. Target: under 1 ms per guarded call on both databases.
+
+Then the cost of counting every query (``reliability.dbmetrics``, the execute wrapper every
+connection gets): the guarded call with the wrapper and without it, in alternating child
+processes, the median of each; target: under 5 % more per guarded call.
 """
 
 from __future__ import annotations
@@ -38,12 +42,16 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-def measure_in_this_process(calls: int) -> dict[str, dict[str, float]]:
+def measure_in_this_process(calls: int, *, db_metrics: bool = True) -> dict[str, dict[str, float]]:
     import asyncio
 
     import django
 
     django.setup()
+    if not db_metrics:
+        from reliability import dbmetrics
+
+        dbmetrics.uninstall()  # before the first connection: no connection gets the wrapper
     import pybreaker
     from django.core.management import call_command
 
@@ -102,25 +110,99 @@ def measure_in_this_process(calls: int) -> dict[str, dict[str, float]]:
             "unguarded no-op": summary(await timed(noop, calls)),
             "pybreaker (in memory)": summary(await timed(pybreaker_call, calls)),
         }
+        queries_before = counted_queries()
         began = time.perf_counter()
         results["eidolon guard"] = summary(await timed(guarded_call, calls))
         await guard.drain()  # successes are recorded in the background: count that time too
         sustained = (time.perf_counter() - began) / calls
         results["eidolon guard"]["sustained_us"] = sustained * 1e6
+        results["eidolon guard"]["queries_per_call"] = (counted_queries() - queries_before) / calls
         await guard.aclose()
         return results
 
     results = asyncio.run(run())
+    if db_metrics:
+        results["db metrics"] = {"wrapper_us_per_query": wrapper_cost_per_query() * 1e6}
     breaker = CircuitBreaker.objects.get(name="bench")
     assert breaker.total_successes == calls + 50, "every guarded call was recorded"
     return results
 
 
-def run_child(database_url: str, calls: int) -> dict[str, dict[str, float]]:
+def counted_queries() -> float:
+    """Queries counted so far by the execute wrapper, in this process (0 without it)."""
+    from prometheus_client import REGISTRY
+
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "eidolon_db_queries"
+        for sample in family.samples
+        if sample.name == "eidolon_db_queries_total"
+    )
+
+
+def wrapper_cost_per_query(repeat: int = 200_000) -> float:
+    """Seconds the execute wrapper adds to one query (its SQL text parsed already, as it is
+    after the first time): the wrapper around a no-op execute, minus the no-op alone."""
+    from reliability.dbmetrics import record_queries
+
+    sql = 'UPDATE "reliability_circuitbreaker" SET "total_successes" = 1 WHERE "name" = %s'
+
+    def execute(sql, params, many, context):
+        return None
+
+    began = time.perf_counter()
+    for _ in range(repeat):
+        execute(sql, (), False, {})
+    bare = time.perf_counter() - began
+    began = time.perf_counter()
+    for _ in range(repeat):
+        record_queries(execute, sql, (), False, {})
+    return (time.perf_counter() - began - bare) / repeat
+
+
+def run_child(
+    database_url: str, calls: int, *, db_metrics: bool = True
+) -> dict[str, dict[str, float]]:
+    flags = [] if db_metrics else ["--no-db-metrics"]
     return run_json_child(
-        [sys.executable, __file__, "--child", "--calls", str(calls)],
+        [sys.executable, __file__, "--child", "--calls", str(calls), *flags],
         child_environment(database_url, log_level="WARNING"),
     )
+
+
+def compare_db_metrics(database: str, postgres: str | None, calls: int, rounds: int) -> None:
+    """The guarded call (sustained) with and without the query-counting execute wrapper."""
+    figures: dict[bool, list[float]] = {True: [], False: []}
+    per_query, queries = [], []
+    for _ in range(rounds):
+        for db_metrics in (False, True):
+            with scratch_database(postgres) as url:
+                result = run_child(url, calls, db_metrics=db_metrics)
+            figures[db_metrics].append(result["eidolon guard"]["sustained_us"])
+            if db_metrics:
+                per_query.append(result["db metrics"]["wrapper_us_per_query"])
+                queries.append(result["eidolon guard"]["queries_per_call"])
+    without, with_ = statistics.median(figures[False]), statistics.median(figures[True])
+    ratio = with_ / without
+    added = statistics.median(per_query) * statistics.median(queries)
+    share = added / without
+    print(f"\n{database}: counting every query (eidolon_db_queries_total), {rounds} rounds")
+    print(f"  guarded call without the wrapper: {without:8.1f} us  (rounds: {_us(figures[False])})")
+    print(f"  guarded call with the wrapper:    {with_:8.1f} us  (rounds: {_us(figures[True])})")
+    print(
+        f"  A/B ratio of the medians: {ratio:.3f} ({(ratio - 1) * 100:+.1f} %; noisy on a busy box)"
+    )
+    print(
+        f"  the wrapper itself: {statistics.median(per_query):.2f} us per query x "
+        f"{statistics.median(queries):.2f} queries per guarded call = {added:.1f} us "
+        f"= {share * 100:.2f} % of the call -> "
+        f"{'meets' if share < 0.05 else 'MISSES'} the 5 % target"
+    )
+
+
+def _us(samples: list[float]) -> str:
+    return ", ".join(f"{sample:.0f}" for sample in samples)
 
 
 def print_table(database: str, results: dict[str, dict[str, float]]) -> None:
@@ -128,6 +210,8 @@ def print_table(database: str, results: dict[str, dict[str, float]]) -> None:
     print(f"\n{database}")
     print(f"  {'call':<24}{'mean':>11}{'p50':>11}{'p99':>11}   vs unguarded")
     for name, figures in results.items():
+        if "mean_us" not in figures:
+            continue
         print(
             f"  {name:<24}{figures['mean_us']:>9.1f}us{figures['p50_us']:>9.1f}us"
             f"{figures['p99_us']:>9.1f}us   {figures['mean_us'] / baseline:>8.0f}x"
@@ -147,10 +231,18 @@ def main() -> int:
         "--postgres", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
     )
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--db-metrics-rounds",
+        type=int,
+        default=3,
+        help="rounds of the with/without query-counting comparison (0: skip it)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-db-metrics", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure_in_this_process(args.calls)))
+        results = measure_in_this_process(args.calls, db_metrics=not args.no_db_metrics)
+        print(json.dumps(results))
         return 0
 
     print(f"guard overhead, {args.calls} sequential calls per row")
@@ -159,6 +251,10 @@ def main() -> int:
     if not args.no_postgres:
         with scratch_database(args.postgres) as url:
             print_table("PostgreSQL", run_child(url, args.calls))
+    if args.db_metrics_rounds:
+        compare_db_metrics("SQLite (WAL)", None, args.calls, args.db_metrics_rounds)
+        if not args.no_postgres:
+            compare_db_metrics("PostgreSQL", args.postgres, args.calls, args.db_metrics_rounds)
     return 0
 
 

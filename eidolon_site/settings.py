@@ -7,6 +7,7 @@ Every setting has a default that runs on a laptop with nothing but Python
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Callable
@@ -321,6 +322,27 @@ if EIDOLON_HTTPS:
     SECURE_HSTS_SECONDS = env_int("EIDOLON_HSTS_SECONDS", 31_536_000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("EIDOLON_HSTS_PRELOAD", True)
+
+# --- metrics (/metrics) ----------------------------------------------------
+
+# Who may scrape /metrics. Both empty (the default, for local use): anyone who reaches it.
+# EIDOLON_METRICS_ALLOWED_IPS: comma-separated networks (CIDR; a bare address is /32) matched
+# against the connecting address (behind a proxy: the proxy's), others get 403.
+# EIDOLON_METRICS_BASIC_AUTH: "user:password"; a scrape without them gets 401.
+EIDOLON_METRICS_ALLOWED_IPS = env_list("EIDOLON_METRICS_ALLOWED_IPS", [])
+for _network in EIDOLON_METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"EIDOLON_METRICS_ALLOWED_IPS: {_error}") from None
+EIDOLON_METRICS_BASIC_AUTH = env_str("EIDOLON_METRICS_BASIC_AUTH")
+if EIDOLON_METRICS_BASIC_AUTH and ":" not in EIDOLON_METRICS_BASIC_AUTH:
+    raise ImproperlyConfigured('EIDOLON_METRICS_BASIC_AUTH must be "user:password"')
+# Shared state (breakers, budgets, queue, cache size...) is read from the database at most this
+# often per process; every process reports the same readings.
+EIDOLON_METRICS_STATE_CACHE_SECONDS = env_float(
+    "EIDOLON_METRICS_STATE_CACHE_SECONDS", 2.0, minimum=0.0
+)
 
 # --- logging ----------------------------------------------------------------
 

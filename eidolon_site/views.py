@@ -1,6 +1,9 @@
-"""The home page and the account pages: log in, log out, settings with personal API tokens."""
+"""The home page, the favicon and the account pages: log in, log out, settings with personal API
+tokens."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import structlog
 from django import forms
@@ -8,10 +11,10 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.views.decorators.cache import never_cache
+from django.views.decorators.cache import cache_control, never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from eidolon_site.accounts import token_create, token_revoke
@@ -19,6 +22,15 @@ from eidolon_site.models import ApiToken
 from eidolon_site.status_strip import status_strip
 
 logger = structlog.get_logger(__name__)
+
+FAVICON = Path(__file__).resolve().parent / "static" / "eidolon" / "favicon.svg"
+
+
+@require_GET
+@cache_control(max_age=86_400, public=True)
+def favicon(request: HttpRequest) -> FileResponse:
+    """Browsers ask for /favicon.ico on every site; ours is an SVG."""
+    return FileResponse(FAVICON.open("rb"), content_type="image/svg+xml")
 
 
 def home(request: HttpRequest) -> HttpResponse:

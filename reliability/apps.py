@@ -16,7 +16,10 @@ class ReliabilityConfig(AppConfig):
     health_runner: HealthRunner
 
     def ready(self) -> None:
+        from reliability import dbmetrics
         from reliability.health.runner import HealthRunner
+
+        dbmetrics.install()  # every connection counts its queries (connects a signal only)
 
         # The process's health runner (reliability.health.runner.process_runner): its probes
         # share its rounds for as long as the process lives. Making it starts nothing: its

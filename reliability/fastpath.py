@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -29,7 +30,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from reliability import breaker, metrics, ratelimit
+from reliability import breaker, dbmetrics, metrics, ratelimit
 from reliability.breaker import Permit
 from reliability.clock import Clock
 from reliability.models import CircuitBreaker, RateLimitBudget
@@ -189,11 +190,11 @@ async def record_success(
             # Both statements or neither: a failure leaves nothing for the ordinary way to redo.
             together = connection.transaction() if adjust is not None else contextlib.nullcontext()
             async with together, connection.cursor() as cursor:
-                await cursor.execute(record.sql, record.bind(statement.params), prepare=True)
+                await _run(cursor, record.sql, record.bind(statement.params))
                 counted = cursor.rowcount
                 if adjust is not None:
                     params = ratelimit.adjustment_params(reservation, **adjustment)
-                    await cursor.execute(adjust.sql, adjust.bind(params), prepare=True)
+                    await _run(cursor, adjust.sql, adjust.bind(params))
     except psycopg.Error as error:
         logger.warning("guard_fast_path_failed", error=type(error).__name__)
         await channel.close()
@@ -213,5 +214,12 @@ def _both(breaker_sql: str, budget_sql: str) -> str:
 
 
 async def _fetch(cursor: Any, sql: str, params: list[Any]) -> Any:
-    await cursor.execute(sql, params, prepare=True)
+    await _run(cursor, sql, params)
     return await cursor.fetchone()
+
+
+async def _run(cursor: Any, sql: str, params: list[Any]) -> None:
+    """A prepared statement on the loop's own connection, counted as Django's queries are."""
+    began = time.perf_counter()
+    await cursor.execute(sql, params, prepare=True)
+    dbmetrics.observe_query(sql, time.perf_counter() - began)

@@ -105,3 +105,18 @@ health_status = Gauge(
     ["component", "status"],
     multiprocess_mode="livemax",
 )
+
+
+# --- database (reliability/dbmetrics.py, through every connection's execute wrapper)
+
+db_queries = Counter(
+    "eidolon_db_queries_total",
+    "Total database queries",
+    ["operation", "table"],
+)
+db_query_duration = Histogram(
+    "eidolon_db_query_duration_seconds",
+    "Database query duration",
+    ["operation"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+)

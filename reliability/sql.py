@@ -18,6 +18,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ from django.db.models import (
 )
 from django.db.models.sql import UpdateQuery
 from django.db.models.sql.constants import ROW_COUNT
+
+from reliability import dbmetrics
 
 
 @dataclass(frozen=True)
@@ -174,12 +177,15 @@ def _drop_unsynchronised_connection() -> None:
 
 
 def _execute(cursor: Any, sql: str, params: Sequence[Any]) -> None:
+    began = time.perf_counter()
     if isinstance(cursor, _psycopg_cursor_type()):
         cursor.execute(sql, params, prepare=True)
     elif isinstance(cursor, sqlite3.Cursor):
         cursor.execute(_qmark(sql), params)
     else:
-        cursor.execute(sql, params)
+        cursor.execute(sql, params)  # Django's cursor: its execute wrapper counts it
+        return
+    dbmetrics.observe_query(sql, time.perf_counter() - began)  # raw cursors skip the wrapper
 
 
 @functools.lru_cache(maxsize=256)

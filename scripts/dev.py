@@ -145,9 +145,23 @@ def service_commands(*, host: str, port: int) -> dict[str, list[str]]:
     }
 
 
+def fresh_metrics_directory(env: dict[str, str]) -> Path:
+    """Prometheus multiprocess mode: every service process writes its counters and histograms
+    into one directory that /metrics reads. Emptied at start, so totals start with the processes
+    (files of processes gone since the last start would otherwise be counted forever)."""
+    default = Path(env.get("EIDOLON_VAR_DIR") or ROOT / "var") / "prometheus-multiproc"
+    directory = Path(env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(default)))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return directory
+
+
 def serve(*, host: str, port: int, env: dict[str, str]) -> int:
     """Run every service process until one exits or we are told to stop; stop them all."""
     processes: dict[str, subprocess.Popen] = {}
+    env = dict(env)
+    say(f"metrics of every process in {fresh_metrics_directory(env)}")
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -37,7 +37,7 @@ class TestPriceAdmin:
         staff(client, "view_modelprice")
         body = client.get("/admin/reliability/modelprice/").content.decode()
         assert "claude-opus-4-1" in body and "75.0000" in body and "18.7500" in body
-        for column in ("Input per mtok", "Cache read per mtok", "Updated at"):
+        for column in ("Input per mtok", "Cache read per mtok", "Updated"):
             assert column in body, column
 
     def test_an_operator_with_the_change_permission_edits_a_price(self, client):
