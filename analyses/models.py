@@ -201,7 +201,7 @@ class Card(models.Model):
         ordering = ["path", "line_start", "id"]
 
     def __str__(self) -> str:
-        return f"[{self.severity}] {self.title}"
+        return f"[{self.severity}] {self.title.replace('`', '')}"  # headings show no Markdown
 
 
 class AnalysisEvent(models.Model):

@@ -18,7 +18,7 @@ from playwright.sync_api import Locator, Page, expect
 from analyses.models import Analysis, Card, LLMCall
 from analyses.review_responder import review_responder
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
-from reliability.models import CircuitBreaker, ControlChange, HealthComponentState
+from reliability.models import CircuitBreaker, ControlChange, HealthComponentState, ModelPrice
 from tests.analyses.page_support import PASSWORD
 from tests.anthropic_support import generous_anthropic_limits, write_project
 from tests.browser.conftest import log_in, server_environment
@@ -37,7 +37,8 @@ OTHER_LISTS = (
     "/admin/reliability/healthsample/",
     "/admin/reliability/workerheartbeat/",
 )
-MONEY = re.compile(r"\$\d+\.\d{4}|—")  # "—": the model has no price (yet)
+MONEY = re.compile(r"^\$\d+\.\d{4}$")
+SPENT = re.compile(r"^\$(?!0\.0000$)\d+\.\d{4}$")  # more than nothing
 
 
 def operator() -> User:
@@ -105,6 +106,15 @@ def after_an_analysis():
     """A finished AI analysis against the fake (one reply in five overloaded), a health check
     recorded, and a live daphne; yields the base URL and the analysis."""
     generous_anthropic_limits()
+    ModelPrice.objects.update_or_create(  # transactional tests before this one flush the table
+        model="claude-sonnet",
+        defaults={
+            "input_per_mtok": "3",
+            "output_per_mtok": "15",
+            "cache_write_per_mtok": "3.75",
+            "cache_read_per_mtok": "0.30",
+        },
+    )
     fake_api = FakeAnthropic(
         config=FakeConfig(fault_rates={"overloaded": 0.2}, seed=11), responder=review_responder
     )
@@ -169,13 +179,21 @@ class TestAdminPagesAtAGlance:
             page.goto(f"{base}{path}")
             page.screenshot(path=str(shots / f"admin-{shot}.png"))
 
-        # TODO(status strip): assert the index's breaker state, health and spend once merged.
         visit("/admin/", "index")
         assert_visible_without_scrolling(page.locator("#content h1"))
+        strip = page.locator(".status-strip")
+        for part in (".strip-health .state", ".strip-breakers .state", ".strip-budget .figure"):
+            assert_visible_without_scrolling(strip.locator(part).first)
+        expect(strip.locator(".strip-breakers")).to_contain_text("anthropic closed")
+        expect(strip.locator(".strip-budget").first).to_contain_text("requests")
+        expect(strip.locator(".strip-analyses")).to_contain_text("0 running")
+        spend = strip.locator(".strip-spend .figure")
+        expect(spend).to_have_text(SPENT)
+        assert_visible_without_scrolling(spend)
 
         visit("/admin/analyses/analysis/", "analyses")
         assert_visible_without_scrolling(column_cell(page, "status").locator(".badge"))
-        expect(column_cell(page, "cost")).to_have_text(MONEY)
+        expect(column_cell(page, "cost")).to_have_text(SPENT)
         assert_visible_without_scrolling(column_cell(page, "cost"))
         expect(column_cell(page, "created")).to_contain_text(TIME_WITH_SECONDS)
         assert_visible_without_scrolling(column_cell(page, "created"))
@@ -183,7 +201,8 @@ class TestAdminPagesAtAGlance:
         visit(f"/admin/analyses/analysis/{analysis.pk}/change/", "analysis")
         assert_visible_without_scrolling(shown_field(page, "status_badge").locator(".badge"))
         assert_visible_without_scrolling(shown_field(page, "cards_link").locator("a"))
-        expect(shown_field(page, "cost")).to_have_text(MONEY)
+        expect(shown_field(page, "cost")).to_have_text(f"${analysis.cost_usd:.4f}")
+        assert analysis.cost_usd == sum(call.cost_usd for call in analysis.llm_calls.all())
         assert page.locator("input[name=_save], .deletelink").count() == 0
 
         visit(f"/admin/analyses/card/?analysis__id__exact={analysis.pk}", "cards")
@@ -201,6 +220,7 @@ class TestAdminPagesAtAGlance:
         assert_visible_without_scrolling(cited)
 
         visit("/admin/analyses/llmcall/", "llm-calls")
+        expect(column_cell(page, "cost")).to_have_text(MONEY)
         assert_visible_without_scrolling(column_cell(page, "cost"))
         assert_visible_without_scrolling(column_cell(page, "analysis"))
         expect(column_cell(page, "when")).to_contain_text(TIME_WITH_SECONDS)
@@ -223,7 +243,7 @@ class TestAdminPagesAtAGlance:
 
         visit("/admin/reliability/ratelimitbudget/", "budgets")
         assert_visible_without_scrolling(column_cell(page, "state").locator(".badge"))
-        expect(column_cell(page, "spend today")).to_have_text(MONEY)
+        expect(column_cell(page, "spend today")).to_have_text(SPENT)
         assert_visible_without_scrolling(column_cell(page, "spend today"))
 
         visit("/admin/reliability/healthcomponentstate/", "health")
