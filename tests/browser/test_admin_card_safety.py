@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import expect
 
-from analyses.models import Analysis, Card, CodeUnit
-from tests.analyses.page_support import PASSWORD
+from analyses.models import Card
+from tests.analyses.page_support import PASSWORD, make_analysis, make_card
 from tests.browser.conftest import log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -23,30 +23,16 @@ FIX = "<svg onload=\"window.__pwned = 'fix'\"></svg> `<script>alert(1)</script>`
 
 
 def hostile_card() -> Card:
-    analysis = Analysis.objects.create(source="/srv/x", source_kind="local", provider="anthropic")
-    unit = CodeUnit.objects.create(
-        analysis=analysis,
-        unit_id="x.py::run",
-        kind="function",
-        qualname="run",
-        path="x.py",
-        lineno=1,
-        end_lineno=2,
-        content_hash="0" * 64,
-    )
-    return Card.objects.create(
-        analysis=analysis,
-        unit=unit,
+    analysis = make_analysis(None, provider="anthropic")
+    return make_card(
+        analysis,
         kind="security",
-        severity="high",
         title=TITLE,
         explanation=EXPLANATION,
         fix=FIX,
         path="x.py",
         line_start=2,
         line_end=2,
-        confidence=0.9,
-        source="anthropic",
         excerpt="def run():\n    return '<script>window.__pwned = \"excerpt\"</script>'\n",
         excerpt_start=1,
     )

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
-from analyses.models import Analysis, Card, CodeUnit, LLMCall, ResultCache
+from analyses.models import Analysis, AnalysisStatus, LLMCall, ResultCache
 from eidolon_site.accounts import token_create
 from reliability.breaker import get_or_create_breaker
 from reliability.controls import breaker_force_open, save_breaker_settings
@@ -28,6 +28,7 @@ from reliability.models import (
     RateLimitBudget,
 )
 from reliability.ratelimit import get_or_create_budget
+from tests.analyses.page_support import make_analysis, make_card
 
 pytestmark = pytest.mark.django_db
 
@@ -43,30 +44,8 @@ SAVE_AND_MORE = re.compile(r'name="(_continue|_addanother)"|class="deletelink"')
 @pytest.fixture
 def one_of_each():
     """A row of every model the admin shows."""
-    analysis = Analysis.objects.create(source="/srv/shop", source_kind="local", provider="static")
-    unit = CodeUnit.objects.create(
-        analysis=analysis,
-        unit_id="shop.py::total",
-        kind="function",
-        qualname="total",
-        path="shop.py",
-        lineno=1,
-        end_lineno=3,
-        content_hash="0" * 64,
-    )
-    Card.objects.create(
-        analysis=analysis,
-        unit=unit,
-        kind="bug",
-        severity="high",
-        title="t",
-        explanation="e",
-        path="shop.py",
-        line_start=1,
-        line_end=1,
-        confidence=0.5,
-        source="static",
-    )
+    analysis = make_analysis(None, status=AnalysisStatus.COMPLETED)
+    make_card(analysis)
     LLMCall.objects.create(
         analysis=analysis,
         provider="anthropic",
