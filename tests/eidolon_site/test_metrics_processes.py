@@ -146,7 +146,10 @@ class TestTwoWebProcessesAndTwoWorkers:
         client.force_login(operator)
         breaker = CircuitBreaker.objects.get(name="anthropic")
         began = time.monotonic()
-        response = client.post(CHANGELIST, {"action": "reset", "_selected_action": [breaker.pk]})
+        confirmed = {"confirm": "yes", "reason": "provider recovered"}  # the admin asks first
+        response = client.post(
+            CHANGELIST, {"action": "reset", "_selected_action": [breaker.pk], **confirmed}
+        )
         assert response.status_code == 302
         flipped: dict[str, float] = {}
         while len(flipped) < len(urls) and time.monotonic() - began < 2 * FLIP_LIMIT_SECONDS:

@@ -134,7 +134,7 @@ class TestAdminIndex:
         assert 'class="state state-degraded"' in body
         assert 'class="state state-open">anthropic open' in body
         assert 'class="state state-closed">git closed' in body
-        assert "250 / 1000 requests" in body and "123456 tokens" in body
+        assert "250 / 1,000 requests" in body and "123,456 tokens" in body
         assert "$0.9877 today" in body  # the budget's spend, to the hundredth of a cent
         assert "$0.0123" in body  # today's LLM calls
         assert "2 running" in body and "3 queued" in body
