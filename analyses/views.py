@@ -189,12 +189,17 @@ def operations_dashboard(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_POST
 def breaker_action_view(request: HttpRequest, name: str, action: str) -> HttpResponse:
-    """Reset, force open, disable or enable a breaker (``action`` as in the URL: force-open)."""
+    """Reset, force open, disable or enable a breaker (``action`` as in the URL: force-open); the
+    drastic ones only with a reason, which the form asks for."""
     operate = ACTIONS_BY_SLUG.get(action)
     if operate is None or not CircuitBreaker.objects.filter(name=name).exists():
         raise Http404("no such breaker or action")
+    reason = request.POST.get("reason", "").strip()
+    if operate.needs_reason and not reason:
+        messages.warning(request, f"{operate.label}: give a reason first; nothing was done.")
+        return redirect("operations:dashboard")
     try:
-        breaker = operate(name=name, actor=_actor(request))
+        breaker = operate(name=name, actor=_actor(request), reason=reason or None)
     except BreakerActionError as refused:
         messages.warning(request, str(refused))
     else:

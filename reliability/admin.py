@@ -63,8 +63,6 @@ STATE_COLOURS = {
     BreakerState.FORCED_OPEN: "#862e9c",
     BreakerState.DISABLED: "#868e96",
 }
-# Actions that stop or drop something: taken only after a confirmation page, with a reason.
-CONFIRMED_ACTIONS = frozenset({"reset", "force_open", "disable"})
 NO_SAVE_AND_CONTINUE = {"show_save_and_continue": False, "show_save_and_add_another": False}
 
 
@@ -217,7 +215,7 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         return "Changed the settings (old and new values in the breaker's history)."
 
     def _operate(self, request, queryset, action: BreakerAction):
-        if action.key in CONFIRMED_ACTIONS:
+        if action.needs_reason:
             reason = request.POST.get("reason", "").strip()
             if request.POST.get("confirm") != "yes" or not reason:
                 return self._confirmation_page(request, queryset, action)

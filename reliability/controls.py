@@ -52,6 +52,8 @@ class BreakerAction:
     effect: str  # what it does, for operators choosing it: "reject every call"
     from_states: tuple[str, ...] = ()  # empty: every state
     refusal: str = ""  # why it does not apply to a breaker in another state
+    # Stops or drops something: pages take it only once confirmed, with the operator's reason.
+    needs_reason: bool = True
     # Templates read its key, label and slug; they must not call it.
     do_not_call_in_templates: ClassVar[bool] = True
 
@@ -112,6 +114,7 @@ breaker_enable = BreakerAction(
     "end forced-open or disabled",
     from_states=(BreakerState.FORCED_OPEN, BreakerState.DISABLED),
     refusal="not forced open or disabled: nothing to enable (use reset to close it)",
+    needs_reason=False,
 )
 OPERATOR_ACTIONS = {
     action.key: action

@@ -16,6 +16,7 @@ from reliability.models import (
     BreakerState,
     BreakerTransition,
     CircuitBreaker,
+    ControlChange,
     HealthComponentState,
     HealthStatus,
     HealthTransition,
@@ -157,15 +158,35 @@ class TestActions:
     )
     def test_breaker_action__applies_in_the_operators_name(self, operator, slug, state):
         get_or_create_breaker("git")
-        response = signed_in(operator).post(f"/operations/breakers/git/{slug}/", follow=True)
+        response = signed_in(operator).post(
+            f"/operations/breakers/git/{slug}/", {"reason": "drill"}, follow=True
+        )
         assert CircuitBreaker.objects.get(name="git").state == state
         last = BreakerTransition.objects.latest("id")
-        assert last.actor == "operator" and last.to_state == state
+        assert last.actor == "operator" and last.to_state == state and last.reason == "drill"
+        assert ControlChange.objects.get(action=slug.replace("-", "_")).reason == "drill"
         assert "Breaker git is now" in response.content.decode()
+
+    @pytest.mark.parametrize("slug", ["force-open", "disable", "reset"])
+    def test_a_drastic_action_without_a_reason__does_nothing_and_says_why(self, operator, slug):
+        open_anthropic_breaker(recovery_timeout=300)
+        response = signed_in(operator).post(
+            f"/operations/breakers/anthropic/{slug}/", {"reason": "  "}, follow=True
+        )
+        assert "give a reason first; nothing was done" in response.content.decode()
+        assert CircuitBreaker.objects.get(name="anthropic").state == BreakerState.OPEN
+        assert not ControlChange.objects.exists()
+
+    def test_the_drastic_buttons_ask_for_a_reason(self, operator):
+        get_or_create_breaker("git")
+        page = signed_in(operator).get("/operations/").content.decode()
+        for action in ("force open", "disable", "reset"):
+            assert f'required maxlength="200" placeholder="reason to {action}"' in page
+        assert 'placeholder="reason to enable"' not in page
 
     def test_reset__closes_an_open_breaker(self, operator):
         open_anthropic_breaker(recovery_timeout=300)
-        signed_in(operator).post("/operations/breakers/anthropic/reset/")
+        signed_in(operator).post("/operations/breakers/anthropic/reset/", {"reason": "recovered"})
         assert CircuitBreaker.objects.get(name="anthropic").state == BreakerState.CLOSED
 
     def test_enable_on_a_closed_breaker__says_why_not(self, operator):

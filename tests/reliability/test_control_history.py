@@ -250,11 +250,12 @@ class TestOtherDoors:
         staff = User.objects.create_user("dora", password="pw-for-tests-only", is_staff=True)
         client.force_login(staff)
         get_or_create_breaker("git")
-        client.post("/operations/breakers/git/force-open/")
+        client.post("/operations/breakers/git/force-open/", {"reason": "drill"})
         change = ControlChange.objects.get()
-        assert (change.target, change.name, change.action, change.actor) == (
+        assert (change.target, change.name, change.action, change.actor, change.reason) == (
             "breaker",
             "git",
             "force_open",
             "dora",
+            "drill",
         )
