@@ -5,8 +5,9 @@ Decisions (callers and the cost view depend on them):
 * **One retry layer.** The SDK client is built with ``max_retries=0``; the guard retries
   transport and overload failures. The provider adds only what the guard cannot know: one
   *corrective* request when a reply arrives but cannot be used (not JSON, outside the schema,
-  lines outside the function, cut off at ``max_tokens``, a refusal). A second unusable reply
-  fails the unit.
+  cut off at ``max_tokens``, a refusal). A second unusable reply fails the unit. Lines outside
+  the function and repeated findings are tolerated (``analyses.findings``), counted on the
+  call's record (``findings_clamped``, ``findings_merged``), and never cost a request.
 * **Records.** Every HTTP request becomes one ``LLMCallRecord``, handed to ``on_call`` as soon as
   the attempt ends (so a unit that fails later still has its costs recorded). ``attempt`` is the
   guard's attempt number within that guarded call and ``purpose`` says which call ("review" or
@@ -43,7 +44,7 @@ from analyses.findings import (
     FindingKind,
     InvalidReply,
     Severity,
-    parse_findings_reply,
+    read_findings_reply,
 )
 from analyses.parsing import ContextSnippet, Unit, module_name
 from analyses.providers.base import (
@@ -127,6 +128,8 @@ class _Reply:
     findings: list[Finding] | None
     problem: str = ""  # "code: detail", when findings is None
     truncated: bool = False
+    clamped: int = 0  # findings whose lines were moved into the function
+    merged: int = 0  # findings folded into one they repeated
 
 
 @dataclass(slots=True)
@@ -141,6 +144,8 @@ class _AttemptNote:
     timeout: float = 0.0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    findings_clamped: int = 0
+    findings_merged: int = 0
 
 
 @dataclass(slots=True)
@@ -357,6 +362,7 @@ class _GuardedCall:
         note.cache_creation_input_tokens = usage.cache_creation_input_tokens or 0
         reply = _read_reply(message, unit=self.unit, max_tokens=self.provider.max_tokens)
         note.invalid, note.problem = reply.findings is None, reply.problem
+        note.findings_clamped, note.findings_merged = reply.clamped, reply.merged
         return reply
 
     async def record(self, report: AttemptReport) -> None:
@@ -385,6 +391,8 @@ class _GuardedCall:
             request_id=self.note.request_id,
             cache_read_input_tokens=self.note.cache_read_input_tokens,
             cache_creation_input_tokens=self.note.cache_creation_input_tokens,
+            findings_clamped=self.note.findings_clamped,
+            findings_merged=self.note.findings_merged,
             error=self.provider._redacted(self._error(outcome, invalid=invalid)),
             budget=self.provider.guard.budget or "",
         )
@@ -515,10 +523,10 @@ def _read_reply(message: Message, *, unit: Unit, max_tokens: int) -> _Reply:
     if isinstance(payload, str) and not payload.strip():
         return _Reply(text=text, findings=None, problem="empty_text: the reply has no text")
     try:
-        findings = parse_findings_reply(payload, unit_start=unit.lineno, unit_end=unit.end_lineno)
+        read = read_findings_reply(payload, unit_start=unit.lineno, unit_end=unit.end_lineno)
     except InvalidReply as exc:
         return _Reply(text=text, findings=None, problem=str(exc)[:_MAX_DETAIL_CHARS])
-    return _Reply(text=text, findings=findings)
+    return _Reply(text=text, findings=read.findings, clamped=read.clamped, merged=read.merged)
 
 
 def _payload(message: Message) -> tuple[str | Mapping[str, Any], str]:
