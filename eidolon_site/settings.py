@@ -387,7 +387,9 @@ EIDOLON_RATE_HEADROOM = env_float("EIDOLON_RATE_HEADROOM", 0.02, minimum=0.0)
 if EIDOLON_RATE_HEADROOM >= 0.5:
     raise ImproperlyConfigured("EIDOLON_RATE_HEADROOM must be below 0.5")
 
-# Defaults for breakers and budgets created on first use; afterwards the admin owns them.
+# Defaults for breakers and budgets, created by `migrate` (when EIDOLON_CREATE_CONTROLS_ON_MIGRATE)
+# or on first use; afterwards the admin owns them.
+EIDOLON_CREATE_CONTROLS_ON_MIGRATE = env_bool("EIDOLON_CREATE_CONTROLS_ON_MIGRATE", True)
 EIDOLON_BREAKER_DEFAULTS = {
     "anthropic": {
         "failure_threshold": env_int("EIDOLON_AI_BREAKER_FAILURES", 3, minimum=1),
