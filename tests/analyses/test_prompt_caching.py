@@ -86,6 +86,8 @@ class TestTwoReviews:
         self, tmp_path
     ):
         await sync_to_async(generous_anthropic_limits)()
+        # The data migration's rows are there unless an earlier transactional test flushed them.
+        await sync_to_async(ModelPrice.objects.filter(model__startswith="claude-sonnet").delete)()
         await sync_to_async(ModelPrice.objects.create)(
             model="claude-sonnet", **{f"{kind}_per_mtok": Decimal(p) for kind, p in PRICE.items()}
         )
