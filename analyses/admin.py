@@ -371,6 +371,7 @@ class CardAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "severity_badge",
         "title_html",
         "location",
+        "adjustment",
         "excerpt_html",
         "explanation_html",
         "fix_html",
@@ -473,6 +474,8 @@ class LLMCallAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "output_tokens",
         "cache_read_input_tokens",
         "cache_creation_input_tokens",
+        "findings_clamped",
+        "findings_merged",
         "cost",
         "request_id",
     ]

@@ -5,20 +5,30 @@ malformed answer becomes an ``InvalidReply`` with a reason code the orchestrator
 
 Decisions:
 
-* Line ranges are absolute file lines. A range that overlaps the unit, or misses it by at most
-  ``LINE_TOLERANCE`` lines (models often count the line after the last one), is clamped into
-  the unit; anything else (reversed, non-positive, or far outside) is rejected.
+* Only a reply the schema rejects (or whose text fields are empty) is an ``InvalidReply``: that
+  is what earns the provider's one corrective request. What the schema cannot express is
+  tolerated and marked on the finding (``adjustment``), never paid for with another request:
+* Line ranges are absolute file lines. A range partly outside the unit, reversed, or missing it
+  by at most ``LINE_TOLERANCE`` lines (models often count the line after the last one) is
+  clamped into it; a range far outside it (a caller's line, lines counted from 1) is pinned to
+  the unit's first line.
+* Findings that repeat one another (same kind, overlapping lines, near-identical titles) are
+  merged into the first: the most severe severity, the highest confidence, the union of lines.
 * A title longer than ``MAX_TITLE_CHARS`` is shortened with an ellipsis rather than rejected:
   the schema subset Claude's structured outputs accept cannot express ``maxLength``.
-* An empty ``fix`` becomes ``None``. One bad finding rejects the whole reply: a reply that is
-  wrong in part is not trusted in whole, and the orchestrator's retry policy decides what next.
+* An empty ``fix`` becomes ``None``. One finding outside the schema rejects the whole reply.
+* Adjustment notes name no line numbers: the result cache stores findings relative to their
+  unit, and a note must stay true when the function has moved.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
@@ -30,7 +40,6 @@ InvalidReplyReason = Literal[
     "schema_mismatch",
     "unknown_kind",
     "unknown_severity",
-    "bad_line_range",
     "bad_confidence",
     "empty_text",
 ]
@@ -40,6 +49,10 @@ SEVERITIES: tuple[Severity, ...] = get_args(Severity)  # most severe first
 FINDING_SOURCES: tuple[FindingSource, ...] = get_args(FindingSource)
 MAX_TITLE_CHARS = 120
 LINE_TOLERANCE = 3
+# Titles at least this similar (difflib's ratio, after folding case and punctuation) repeat.
+REPEATED_TITLE_SIMILARITY = 0.9
+PINNED_NOTE = "The model cited lines outside this function; shown at its first line."
+CLAMPED_NOTE = "The model cited lines partly outside this function; clamped to it."
 
 _REPLY_FIELDS = (
     "kind",
@@ -65,6 +78,7 @@ class Finding:
     source: FindingSource
     fix: str | None = None
     rule: str | None = None  # static rule id, e.g. "bare-except"
+    adjustment: str = ""  # how the reply was adjusted to be kept ("" when taken as given)
 
     def __post_init__(self) -> None:
         if self.kind not in FINDING_KINDS:
@@ -134,13 +148,29 @@ FINDINGS_JSON_SCHEMA: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class FindingsReply:
+    """A reply's findings, and how many of them had to be adjusted to be kept."""
+
+    findings: list[Finding]
+    clamped: int = 0  # findings whose lines were moved into the unit
+    merged: int = 0  # findings folded into an earlier one that they repeated
+
+
 def parse_findings_reply(
     payload: str | bytes | Mapping[str, Any], *, unit_start: int, unit_end: int
 ) -> list[Finding]:
     """Findings from Claude's reply for a unit spanning ``unit_start``-``unit_end``.
 
-    Raises ``InvalidReply`` with a reason code when the reply cannot be trusted.
+    Raises ``InvalidReply`` with a reason code when the reply is not valid against the schema.
     """
+    return read_findings_reply(payload, unit_start=unit_start, unit_end=unit_end).findings
+
+
+def read_findings_reply(
+    payload: str | bytes | Mapping[str, Any], *, unit_start: int, unit_end: int
+) -> FindingsReply:
+    """``parse_findings_reply`` with the counts of clamped and merged findings."""
     if not 1 <= unit_start <= unit_end:
         raise ValueError(f"bad unit range {unit_start}-{unit_end}")
     document = _load(payload)
@@ -151,10 +181,13 @@ def parse_findings_reply(
     items = document["findings"]
     if not isinstance(items, list):
         raise InvalidReply("schema_mismatch", f"'findings' is {_json_type(items)}, not an array")
-    return [
+    findings = [
         _finding(item, index=index, unit_start=unit_start, unit_end=unit_end)
         for index, item in enumerate(items)
     ]
+    kept, merged = merge_repeated_findings(findings)
+    clamped = sum(1 for finding in findings if finding.adjustment)
+    return FindingsReply(findings=kept, clamped=clamped, merged=merged)
 
 
 def _load(payload: str | bytes | Mapping[str, Any]) -> object:
@@ -194,7 +227,10 @@ def _finding(item: object, *, index: int, unit_start: int, unit_end: int) -> Fin
         raise InvalidReply(
             "unknown_severity", f"{where}.severity {severity!r} not in {list(SEVERITIES)}"
         )
-    line_start, line_end = _line_range(item, where=where, unit_start=unit_start, unit_end=unit_end)
+    start, end = _line(item, "line_start", where=where), _line(item, "line_end", where=where)
+    line_start, line_end, adjustment = place_lines(
+        start, end, unit_start=unit_start, unit_end=unit_end
+    )
     fix = item["fix"]
     if fix is not None and not isinstance(fix, str):
         raise InvalidReply("schema_mismatch", f"{where}.fix is {_json_type(fix)}, not a string")
@@ -208,6 +244,7 @@ def _finding(item: object, *, index: int, unit_start: int, unit_end: int) -> Fin
         confidence=_confidence(item["confidence"], where=where),
         source="anthropic",
         fix=fix if fix and fix.strip() else None,
+        adjustment=adjustment,
     )
 
 
@@ -223,25 +260,81 @@ def _text(item: Mapping[str, Any], name: str, *, where: str) -> str:
     return value
 
 
-def _line_range(
-    item: Mapping[str, Any], *, where: str, unit_start: int, unit_end: int
-) -> tuple[int, int]:
-    start, end = item["line_start"], item["line_end"]
-    for name, value in (("line_start", start), ("line_end", end)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidReply(
-                "schema_mismatch", f"{where}.{name} is {_json_type(value)}, not an integer"
-            )
-    if start < 1 or end < start:
-        raise InvalidReply("bad_line_range", f"{where}: lines {start}-{end} are not a range")
-    if end < unit_start - LINE_TOLERANCE or start > unit_end + LINE_TOLERANCE:
+def _line(item: Mapping[str, Any], name: str, *, where: str) -> int:
+    value = item[name]
+    if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidReply(
-            "bad_line_range",
-            f"{where}: lines {start}-{end} are outside the unit's lines {unit_start}-{unit_end}",
+            "schema_mismatch", f"{where}.{name} is {_json_type(value)}, not an integer"
         )
-    clamped_start = min(max(start, unit_start), unit_end)
-    clamped_end = max(min(end, unit_end), clamped_start)
-    return clamped_start, clamped_end
+    return value
+
+
+def place_lines(start: int, end: int, *, unit_start: int, unit_end: int) -> tuple[int, int, str]:
+    """Cited lines placed within the unit: ``(line_start, line_end, note)``, the note empty
+    when the lines were already inside it."""
+    low, high = min(start, end), max(start, end)
+    if high < unit_start - LINE_TOLERANCE or low > unit_end + LINE_TOLERANCE:
+        return unit_start, unit_start, PINNED_NOTE
+    placed_start = min(max(low, unit_start), unit_end)
+    placed_end = max(min(high, unit_end), placed_start)
+    if (placed_start, placed_end) == (start, end):
+        return start, end, ""
+    return placed_start, placed_end, CLAMPED_NOTE
+
+
+def merge_repeated_findings(findings: Sequence[Finding]) -> tuple[list[Finding], int]:
+    """``findings`` with repeats folded into the first of their kind; and how many were folded.
+
+    A repeat has the same kind, overlapping lines and a near-identical title. The kept finding
+    takes the most severe severity, the highest confidence, the union of the lines and the first
+    fix given, and notes how many repeats it absorbed.
+    """
+    kept: list[Finding] = []
+    absorbed: list[int] = []
+    for finding in findings:
+        index = next((i for i, first in enumerate(kept) if _repeats(first, finding)), None)
+        if index is None:
+            kept.append(finding)
+            absorbed.append(0)
+        else:
+            kept[index] = _merged(kept[index], finding)
+            absorbed[index] += 1
+    return [
+        _noted(finding, count) if count else finding
+        for finding, count in zip(kept, absorbed, strict=True)
+    ], sum(absorbed)
+
+
+def _repeats(first: Finding, other: Finding) -> bool:
+    return (
+        first.kind == other.kind
+        and first.line_start <= other.line_end
+        and other.line_start <= first.line_end
+        and difflib.SequenceMatcher(None, _title_key(first.title), _title_key(other.title)).ratio()
+        >= REPEATED_TITLE_SIMILARITY
+    )
+
+
+def _title_key(title: str) -> str:
+    return " ".join(re.sub(r"[\W_]+", " ", title.casefold()).split())
+
+
+def _merged(first: Finding, other: Finding) -> Finding:
+    return dataclasses.replace(
+        first,
+        severity=min(first.severity, other.severity, key=SEVERITIES.index),
+        confidence=max(first.confidence, other.confidence),
+        line_start=min(first.line_start, other.line_start),
+        line_end=max(first.line_end, other.line_end),
+        fix=first.fix or other.fix,
+        adjustment=first.adjustment or other.adjustment,
+    )
+
+
+def _noted(finding: Finding, repeats: int) -> Finding:
+    merged = f"Merged with {repeats} repeat{'s' if repeats != 1 else ''} of it in the reply."
+    note = f"{finding.adjustment} {merged}" if finding.adjustment else merged
+    return dataclasses.replace(finding, adjustment=note)
 
 
 def _confidence(value: object, *, where: str) -> float:

@@ -54,6 +54,12 @@ ai_api_tokens_total = Counter(
     "Total tokens used",
     ["type"],  # input, output, cache_read, cache_write
 )
+ai_findings_adjusted_total = Counter(
+    "eidolon_ai_findings_adjusted_total",
+    "Findings of AI replies kept after an adjustment: lines clamped into the unit, or merged "
+    "into a finding they repeated.",
+    ["kind"],  # clamped, merged
+)
 ai_api_latency = Histogram(
     "eidolon_ai_api_latency_seconds",
     "AI API call latency",
@@ -128,6 +134,9 @@ def record_ai_call(record: Any) -> None:
     ):
         if tokens:
             ai_api_tokens_total.labels(type=kind).inc(tokens)
+    for kind, count in (("clamped", record.findings_clamped), ("merged", record.findings_merged)):
+        if count:
+            ai_findings_adjusted_total.labels(kind=kind).inc(count)
 
 
 def record_cache_miss() -> None:

@@ -191,6 +191,13 @@ class Card(models.Model):
     # The cited lines with a little context, kept because the source (a clone) is gone later.
     excerpt = models.TextField(blank=True, default="")
     excerpt_start = models.PositiveIntegerField(default=1, help_text="Line number of the first.")
+    adjustment = models.CharField(
+        max_length=300,
+        blank=True,
+        default="",
+        help_text="How the model's finding was adjusted to be kept (lines moved into the "
+        "function, repeats merged); empty when it was taken as given.",
+    )
     status = models.CharField(
         max_length=16, choices=CardStatus, default=CardStatus.NEW, db_index=True
     )
@@ -265,6 +272,12 @@ class LLMCall(models.Model):
     output_tokens = models.PositiveIntegerField(default=0)
     cache_read_input_tokens = models.PositiveIntegerField(default=0)
     cache_creation_input_tokens = models.PositiveIntegerField(default=0)
+    findings_clamped = models.PositiveIntegerField(
+        default=0, help_text="Findings of the reply whose lines were moved into the function."
+    )
+    findings_merged = models.PositiveIntegerField(
+        default=0, help_text="Findings of the reply folded into one they repeated."
+    )
     cost_usd = models.DecimalField(
         max_digits=14,
         decimal_places=8,

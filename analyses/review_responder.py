@@ -4,7 +4,10 @@ The responder finds the ``Function: name (path, lines N-M)`` header the anthropi
 its prompt and answers with findings JSON whose lines fall inside N-M: empty for some prompts,
 one or two findings of varied kinds and severities for others. The answer depends only on the
 prompt text and the seed, so a run is reproducible. With ``invalid_rate`` it also answers, for
-that share of prompts, with replies the provider must reject, to drill the corrective request.
+that share of prompts, with replies the provider must reject, to drill the corrective request;
+with ``untidy_rate``, with replies valid against the schema but untidy as real models' sometimes
+are (lines outside the function, a finding repeated), which the provider must keep without a
+corrective request.
 
 Requests without such a header get ``None``: the fake's own generated reply.
 """
@@ -103,13 +106,17 @@ _TEMPLATES = (
 )
 
 
-def make_review_responder(*, invalid_rate: float = 0.0, seed: int = 0) -> ReviewResponder:
-    """A responder answering ``invalid_rate`` of the prompts with a reply the provider rejects.
+def make_review_responder(
+    *, invalid_rate: float = 0.0, untidy_rate: float = 0.0, seed: int = 0
+) -> ReviewResponder:
+    """A responder answering ``invalid_rate`` of the prompts with a reply the provider rejects,
+    and ``untidy_rate`` of the others with an untidy one it keeps (``_untidy_reply``).
 
     With the defaults it answers exactly as ``review_responder``.
     """
-    if not 0.0 <= invalid_rate <= 1.0:
-        raise ValueError(f"invalid_rate must be between 0 and 1, got {invalid_rate!r}")
+    for name, rate in (("invalid_rate", invalid_rate), ("untidy_rate", untidy_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {rate!r}")
 
     def respond(body: Mapping[str, Any]) -> ReviewReply:
         text = prompt_text(body)
@@ -119,6 +126,8 @@ def make_review_responder(*, invalid_rate: float = 0.0, seed: int = 0) -> Review
         # Separate draws: the same prompt gets the same findings whatever the invalid rate.
         if random.Random(_digest(seed, "validity", text)).random() < invalid_rate:
             return _invalid_reply(header, rng=random.Random(_digest(seed, "invalid", text)))
+        if random.Random(_digest(seed, "tidiness", text)).random() < untidy_rate:
+            return _untidy_reply(header, rng=random.Random(_digest(seed, "untidy", text)))
         return _valid_reply(header, rng=random.Random(_digest(seed, "reply", text)))
 
     return respond
@@ -165,8 +174,19 @@ def _finding(template: _Template, header: _Header, *, rng: random.Random) -> dic
     }
 
 
+def _untidy_reply(header: _Header, *, rng: random.Random) -> dict[str, Any]:
+    """Three findings valid against the schema, none as the prompt asked: one at a line far
+    outside the function (a caller's, say), the same again, and one that runs past the
+    function's end. Read, they become two cards, both marked as adjusted."""
+    first, second = (_finding(template, header, rng=rng) for template in rng.sample(_TEMPLATES, 2))
+    outside = header.end + 50
+    pinned = {**first, "line_start": outside, "line_end": outside}
+    return {"findings": [pinned, dict(pinned), {**second, "line_end": header.end + 5}]}
+
+
 def _invalid_reply(header: _Header, *, rng: random.Random) -> ReviewReply:
-    """One of the ways a reply goes wrong: prose, cut-off JSON, lines outside, an unknown kind."""
+    """One of the ways a reply breaks the schema: prose, cut-off JSON, a line number given as
+    text, an unknown kind."""
     finding = _finding(rng.choice(_TEMPLATES), header, rng=rng)
     match rng.randrange(4):
         case 0:
@@ -174,7 +194,6 @@ def _invalid_reply(header: _Header, *, rng: random.Random) -> ReviewReply:
         case 1:
             return json.dumps({"findings": [finding]})[:40]
         case 2:
-            far = header.end + 100
-            return {"findings": [{**finding, "line_start": far, "line_end": far + 1}]}
+            return {"findings": [{**finding, "line_start": str(finding["line_start"])}]}
         case _:
             return {"findings": [{**finding, "kind": "style"}]}

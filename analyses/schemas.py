@@ -139,6 +139,10 @@ class CardOut(BaseModel):
     confidence: float
     source: str
     rule: str
+    adjustment: str = Field(
+        description="How the model's finding was adjusted to be kept (lines moved into the "
+        "function, repeats merged); empty when taken as given."
+    )
     status: str
     created_at: str | None
 

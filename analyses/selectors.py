@@ -159,6 +159,7 @@ CARD_FIELDS = (
     "confidence",
     "source",
     "rule",
+    "adjustment",
     "status",
 )
 

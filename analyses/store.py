@@ -272,6 +272,7 @@ def _card(analysis_id: int, outcome: UnitOutcome, finding: Finding) -> Card:
         rule=finding.rule or "",
         excerpt=excerpt,
         excerpt_start=excerpt_start,
+        adjustment=finding.adjustment[:300],
     )
 
 
@@ -298,6 +299,8 @@ def _llm_call(
         http_status=record.http_status,
         latency_ms=record.latency_ms,
         request_id=record.request_id[:100],
+        findings_clamped=record.findings_clamped,
+        findings_merged=record.findings_merged,
     )
 
 

@@ -387,7 +387,9 @@ EIDOLON_RATE_HEADROOM = env_float("EIDOLON_RATE_HEADROOM", 0.02, minimum=0.0)
 if EIDOLON_RATE_HEADROOM >= 0.5:
     raise ImproperlyConfigured("EIDOLON_RATE_HEADROOM must be below 0.5")
 
-# Defaults for breakers and budgets created on first use; afterwards the admin owns them.
+# Defaults for breakers and budgets, created by `migrate` (when EIDOLON_CREATE_CONTROLS_ON_MIGRATE)
+# or on first use; afterwards the admin owns them.
+EIDOLON_CREATE_CONTROLS_ON_MIGRATE = env_bool("EIDOLON_CREATE_CONTROLS_ON_MIGRATE", True)
 EIDOLON_BREAKER_DEFAULTS = {
     "anthropic": {
         "failure_threshold": env_int("EIDOLON_AI_BREAKER_FAILURES", 3, minimum=1),
@@ -447,6 +449,9 @@ ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL") or None
 EIDOLON_AI_MODEL = env_str("EIDOLON_AI_MODEL") or "claude-sonnet-5-5"
 EIDOLON_AI_MAX_TOKENS = env_int("EIDOLON_AI_MAX_TOKENS", 2048, minimum=64)
+# Mark the shared prompt prefix for the API's prompt cache from this many tokens (estimated as
+# characters / 4); 0: the API's minimum for the model (1024 tokens, 2048 for Haiku).
+EIDOLON_AI_PROMPT_CACHE_MIN_TOKENS = env_int("EIDOLON_AI_PROMPT_CACHE_MIN_TOKENS", 0, minimum=0)
 # While the AI breaker is open: review with the offline rules instead of waiting.
 EIDOLON_AI_FALLBACK_STATIC = env_bool("EIDOLON_AI_FALLBACK_STATIC", False)
 

@@ -12,3 +12,6 @@ _VAR = Path(__file__).resolve().parent.parent / "var"
 os.environ.setdefault("EIDOLON_SECRET_KEY", "test-only-secret-key-" + "x" * 40)
 os.environ.setdefault("EIDOLON_LOG_FORMAT", "console")
 os.environ.setdefault("EIDOLON_STATIC_ROOT", str(_VAR / "test-static"))
+# Tests start from empty reliability tables and make the rows they need (tests of the first
+# start turn it on).
+os.environ.setdefault("EIDOLON_CREATE_CONTROLS_ON_MIGRATE", "false")

@@ -5,8 +5,13 @@ Decisions (callers and the cost view depend on them):
 * **One retry layer.** The SDK client is built with ``max_retries=0``; the guard retries
   transport and overload failures. The provider adds only what the guard cannot know: one
   *corrective* request when a reply arrives but cannot be used (not JSON, outside the schema,
-  lines outside the function, cut off at ``max_tokens``, a refusal). A second unusable reply
-  fails the unit.
+  cut off at ``max_tokens``, a refusal). A second unusable reply fails the unit. Lines outside
+  the function and repeated findings are tolerated (``analyses.findings``), counted on the
+  call's record (``findings_clamped``, ``findings_merged``), and never cost a request.
+* **Prompt caching.** The shared prefix (the system prompt, and the schema the API puts
+  beside it) is marked ``cache_control`` when it is long enough for the API to cache it;
+  below the model's minimum the API would ignore the mark. The rate budget is charged as the
+  API counts input tokens per minute: cache writes count, cache reads do not.
 * **Records.** Every HTTP request becomes one ``LLMCallRecord``, handed to ``on_call`` as soon as
   the attempt ends (so a unit that fails later still has its costs recorded). ``attempt`` is the
   guard's attempt number within that guarded call and ``purpose`` says which call ("review" or
@@ -43,7 +48,7 @@ from analyses.findings import (
     FindingKind,
     InvalidReply,
     Severity,
-    parse_findings_reply,
+    read_findings_reply,
 )
 from analyses.parsing import ContextSnippet, Unit, module_name
 from analyses.providers.base import (
@@ -74,6 +79,9 @@ _SCHEMA_OVERHEAD_TOKENS = math.ceil(len(json.dumps(FINDINGS_JSON_SCHEMA)) / _CHA
 # output-token budget for nothing.
 _TYPICAL_OUTPUT_TOKENS = 800
 _MAX_DETAIL_CHARS = 200
+# The API's minimum cacheable prefix, in tokens, when EIDOLON_AI_PROMPT_CACHE_MIN_TOKENS is 0.
+_MIN_CACHEABLE_TOKENS = 1024
+_MIN_CACHEABLE_TOKENS_HAIKU = 2048
 _MAX_STATUS_CHARS = 40  # LLMCall.status
 
 _KIND_MEANINGS: dict[FindingKind, str] = {
@@ -127,6 +135,8 @@ class _Reply:
     findings: list[Finding] | None
     problem: str = ""  # "code: detail", when findings is None
     truncated: bool = False
+    clamped: int = 0  # findings whose lines were moved into the function
+    merged: int = 0  # findings folded into one they repeated
 
 
 @dataclass(slots=True)
@@ -141,6 +151,8 @@ class _AttemptNote:
     timeout: float = 0.0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    findings_clamped: int = 0
+    findings_merged: int = 0
 
 
 @dataclass(slots=True)
@@ -170,11 +182,18 @@ class AnthropicProvider:
         max_tokens: int,
         timeout: float,
         guard: Guard | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+        prompt_cache_min_tokens: int | None = None,
     ) -> None:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
         self.model = model
         self.max_tokens = max_tokens
+        self.system_prompt = system_prompt
+        self.system = system_parameter(
+            system_prompt,
+            min_tokens=prompt_cache_min_tokens or min_cacheable_tokens(model),
+        )
         self.guard = guard if guard is not None else guard_for("anthropic")
         self._api_key = api_key
         self._client = anthropic.AsyncAnthropic(
@@ -196,6 +215,7 @@ class AnthropicProvider:
             max_tokens=getattr(settings, "EIDOLON_AI_MAX_TOKENS", DEFAULT_MAX_TOKENS),
             timeout=settings.EIDOLON_AI_TIMEOUT,
             guard=guard,
+            prompt_cache_min_tokens=settings.EIDOLON_AI_PROMPT_CACHE_MIN_TOKENS,
         )
 
     async def aclose(self) -> None:
@@ -282,14 +302,14 @@ class AnthropicProvider:
         return await self._client.messages.with_raw_response.create(
             model=self.model,
             max_tokens=self.max_tokens,
-            system=SYSTEM_PROMPT,
+            system=self.system,
             messages=messages,
             output_config={"format": {"type": "json_schema", "schema": FINDINGS_JSON_SCHEMA}},
             timeout=request_timeout,
         )
 
     def _estimate(self, messages: Sequence[Mapping[str, Any]]) -> TokenEstimate:
-        characters = len(SYSTEM_PROMPT) + sum(len(_message_text(m)) for m in messages)
+        characters = len(self.system_prompt) + sum(len(_message_text(m)) for m in messages)
         return TokenEstimate(
             input_tokens=math.ceil(characters / _CHARS_PER_TOKEN) + _SCHEMA_OVERHEAD_TOKENS,
             output_tokens=min(self.max_tokens, _TYPICAL_OUTPUT_TOKENS),
@@ -348,15 +368,18 @@ class _GuardedCall:
             note.error = str(exc) or type(exc).__name__
             raise
         usage = message.usage
+        note.cache_read_input_tokens = usage.cache_read_input_tokens or 0
+        note.cache_creation_input_tokens = usage.cache_creation_input_tokens or 0
+        # What the API counts against its input-tokens-per-minute limit: cache writes count,
+        # cache reads do not. The record takes the cache write back out (priced apart).
         attempt.observe(
-            input_tokens=usage.input_tokens,
+            input_tokens=usage.input_tokens + note.cache_creation_input_tokens,
             output_tokens=usage.output_tokens,
             headers=dict(raw.headers),
         )
-        note.cache_read_input_tokens = usage.cache_read_input_tokens or 0
-        note.cache_creation_input_tokens = usage.cache_creation_input_tokens or 0
         reply = _read_reply(message, unit=self.unit, max_tokens=self.provider.max_tokens)
         note.invalid, note.problem = reply.findings is None, reply.problem
+        note.findings_clamped, note.findings_merged = reply.clamped, reply.merged
         return reply
 
     async def record(self, report: AttemptReport) -> None:
@@ -380,11 +403,13 @@ class _GuardedCall:
             status=status[:_MAX_STATUS_CHARS],
             http_status=self.note.http_status or outcome.status,
             latency_ms=round(report.duration * 1000),
-            input_tokens=report.input_tokens,
+            input_tokens=max(0, report.input_tokens - self.note.cache_creation_input_tokens),
             output_tokens=report.output_tokens,
             request_id=self.note.request_id,
             cache_read_input_tokens=self.note.cache_read_input_tokens,
             cache_creation_input_tokens=self.note.cache_creation_input_tokens,
+            findings_clamped=self.note.findings_clamped,
+            findings_merged=self.note.findings_merged,
             error=self.provider._redacted(self._error(outcome, invalid=invalid)),
             budget=self.provider.guard.budget or "",
         )
@@ -410,6 +435,24 @@ def _status_label(exc: anthropic.APIStatusError) -> str:
 
 
 # --- the prompt ----------------------------------------------------------------------------------
+
+
+def min_cacheable_tokens(model: str) -> int:
+    """The shortest prefix the API caches for ``model``, as its prompt-caching docs give it."""
+    return _MIN_CACHEABLE_TOKENS_HAIKU if "haiku" in model else _MIN_CACHEABLE_TOKENS
+
+
+def shared_prefix_tokens(system_prompt: str) -> int:
+    """Tokens of what every review request starts with: the system prompt and the schema."""
+    return math.ceil((len(system_prompt) + len(json.dumps(FINDINGS_JSON_SCHEMA))) / 4)
+
+
+def system_parameter(system_prompt: str, *, min_tokens: int) -> str | list[dict[str, Any]]:
+    """The ``system`` parameter: the prompt as one text block marked for the prompt cache when
+    it (with the schema) is long enough for the API to cache it, else the plain prompt."""
+    if shared_prefix_tokens(system_prompt) < min_tokens:
+        return system_prompt
+    return [{"type": "text", "text": system_prompt, "cache_control": {"type": "ephemeral"}}]
 
 
 def review_prompt(unit: Unit, *, context: Sequence[ContextSnippet] = ()) -> str:
@@ -515,10 +558,10 @@ def _read_reply(message: Message, *, unit: Unit, max_tokens: int) -> _Reply:
     if isinstance(payload, str) and not payload.strip():
         return _Reply(text=text, findings=None, problem="empty_text: the reply has no text")
     try:
-        findings = parse_findings_reply(payload, unit_start=unit.lineno, unit_end=unit.end_lineno)
+        read = read_findings_reply(payload, unit_start=unit.lineno, unit_end=unit.end_lineno)
     except InvalidReply as exc:
         return _Reply(text=text, findings=None, problem=str(exc)[:_MAX_DETAIL_CHARS])
-    return _Reply(text=text, findings=findings)
+    return _Reply(text=text, findings=read.findings, clamped=read.clamped, merged=read.merged)
 
 
 def _payload(message: Message) -> tuple[str | Mapping[str, Any], str]:

@@ -29,6 +29,8 @@ class LLMCallRecord:
     cache_creation_input_tokens: int = 0
     error: str = ""  # why it failed: short and redacted
     budget: str = ""  # the rate-limit budget the call counted against (and its spend is charged to)
+    findings_clamped: int = 0  # findings of the reply whose lines were moved into the unit
+    findings_merged: int = 0  # findings of the reply folded into one they repeated
 
 
 WaitCallback = Callable[[Wait], None]

@@ -20,6 +20,7 @@ The package, along its seams:
 * ``messages``: Messages requests read and replies built, the responder called;
 * ``http``: the HTTP/1.1 it speaks, resets and trickles; ``errors``: the API's error replies;
 * ``windows``: its own rate-limit windows and the headers that advertise them;
+* ``prompt_cache``: ``cache_control`` honoured: cache writes, then reads within five minutes;
 * ``records``: the request log; ``control``: the ``/_fake/`` endpoints;
 * ``server``: ``FakeAnthropic``, which plans each request and serves it, in a task or a thread.
 """

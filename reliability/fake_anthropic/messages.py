@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from reliability.fake_anthropic.prompt_cache import CacheUsage, PromptCache
 from reliability.fake_anthropic.schema import SchemaError, instance_for_schema
 
 DEFAULT_REPLY_TEXT = "This is a reply from the fake Anthropic API."
@@ -43,13 +44,21 @@ class ResponderFailedError(Exception):
 
 
 async def reply(
-    path: str, body: Any, *, responder: Responder | None
+    path: str, body: Any, *, responder: Responder | None, prompt_cache: PromptCache | None = None
 ) -> tuple[dict[str, Any], tuple[int, int]]:
-    """The 200 payload for a valid request to ``path``, and its (input, output) token usage."""
+    """The 200 payload for a valid request to ``path``, and its (input, output) token usage.
+
+    The input usage is what the API counts against its input-tokens-per-minute limit: the
+    uncached input and the cache writes, not the cache reads.
+    """
     body = _validated_body(body, path=path)
     input_tokens = _input_tokens(body)
     if path == COUNT_TOKENS_PATH:
         return {"input_tokens": input_tokens}, (0, 0)
+    if prompt_cache is not None:
+        cache_usage = prompt_cache.usage(body, input_tokens=input_tokens)
+    else:
+        cache_usage = CacheUsage(input_tokens=input_tokens)
     tool = _forced_tool(body)
     schema = _output_schema(body)
     produced = await _call_responder(responder, body)
@@ -64,9 +73,11 @@ async def reply(
         model=body["model"],
         content=content,
         stop_reason=stop_reason,
-        input_tokens=input_tokens,
+        input_tokens=cache_usage.input_tokens,
+        cache_usage=cache_usage,
     )
-    return message, (input_tokens, message["usage"]["output_tokens"])
+    counted = cache_usage.input_tokens + cache_usage.cache_creation_input_tokens
+    return message, (counted, message["usage"]["output_tokens"])
 
 
 def canned_reply(body: object) -> dict[str, Any]:
@@ -182,8 +193,15 @@ def _output_tokens(content: list[dict[str, Any]]) -> int:
 
 
 def _message(
-    *, model: str, content: list[dict[str, Any]], stop_reason: str, input_tokens: int
+    *,
+    model: str,
+    content: list[dict[str, Any]],
+    stop_reason: str,
+    input_tokens: int,
+    cache_usage: CacheUsage | None = None,
 ) -> dict[str, Any]:
+    written = cache_usage.cache_creation_input_tokens if cache_usage else 0
+    read = cache_usage.cache_read_input_tokens if cache_usage else 0
     return {
         "id": new_id("msg_"),
         "type": "message",
@@ -195,9 +213,12 @@ def _message(
         "usage": {
             "input_tokens": input_tokens,
             "output_tokens": _output_tokens(content),
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": written,
+                "ephemeral_1h_input_tokens": 0,
+            },
             "service_tier": "standard",
         },
     }

@@ -50,6 +50,7 @@ from reliability.fake_anthropic.messages import (
     new_id,
     reply,
 )
+from reliability.fake_anthropic.prompt_cache import PromptCache
 from reliability.fake_anthropic.records import RequestRecord, credential_header
 from reliability.fake_anthropic.windows import UsageWindows, ratelimit_headers
 
@@ -84,6 +85,7 @@ class FakeAnthropic:
         self._script: deque[Fault] = deque()
         self._records: list[RequestRecord] = []
         self._windows = UsageWindows()
+        self._prompt_cache = PromptCache()
         self._fault_rng, self._latency_rng = _rngs(self._config.seed)
         self._server: asyncio.Server | None = None
         self._port: int | None = None
@@ -214,6 +216,7 @@ class FakeAnthropic:
             self._records.clear()
             self._script.clear()
             self._windows.clear()
+            self._prompt_cache.clear()
             self._fault_rng, self._latency_rng = _rngs(self._config.seed)
 
     # connections
@@ -386,7 +389,7 @@ class FakeAnthropic:
 
         A hook: a test's subclass can alter replies, e.g. cut them off at ``max_tokens``.
         """
-        return await reply(path, body, responder=self.responder)
+        return await reply(path, body, responder=self.responder, prompt_cache=self._prompt_cache)
 
     def _error(
         self,

@@ -364,15 +364,15 @@ class TestCorrection:
     async def test_two_invalid_replies__fail_the_unit_with_the_reason(
         self, fake, make_provider, review_total
     ):
-        outside = {**DISCOUNT_FINDING, "line_start": 90, "line_end": 91}
-        fake.responder = replies({"findings": [outside]})
+        unknown_kind = {**DISCOUNT_FINDING, "kind": "style"}
+        fake.responder = replies({"findings": [unknown_kind]})
         provider = await make_provider()
 
         with pytest.raises(ReviewFailed) as failed:
             await provider.review(review_total)
 
-        assert failed.value.reason.startswith("invalid reply from the model: bad_line_range")
-        assert "lines 90-91 are outside the unit's lines 12-17" in failed.value.reason
+        assert failed.value.reason.startswith("invalid reply from the model: unknown_kind")
+        assert "findings[0].kind 'style'" in failed.value.reason
         assert [c.status for c in failed.value.calls] == ["invalid_reply", "invalid_reply"]
         assert len(fake.requests) == 2
 

@@ -9,13 +9,16 @@ import anthropic
 import pytest
 
 from analyses.findings import (
+    CLAMPED_NOTE,
     FINDING_KINDS,
     FINDINGS_JSON_SCHEMA,
     MAX_TITLE_CHARS,
+    PINNED_NOTE,
     SEVERITIES,
     Finding,
     InvalidReply,
     parse_findings_reply,
+    read_findings_reply,
 )
 
 UNIT_START, UNIT_END = 10, 20
@@ -137,7 +140,7 @@ class TestParseFindingsReply:
         assert len(parse_findings_reply(fenced, unit_start=UNIT_START, unit_end=UNIT_END)) == 1
 
     def test_reply__empty_fix_becomes_none_and_null_fix_allowed(self):
-        blank, null = parse(reply_item(fix="  "), reply_item(fix=None))
+        blank, null = parse(reply_item(fix="  "), reply_item(fix=None, title="Another problem"))
         assert blank.fix is None
         assert null.fix is None
 
@@ -147,18 +150,22 @@ class TestParseFindingsReply:
         assert finding.title.endswith("…")
 
     @pytest.mark.parametrize(
-        ("lines", "expected"),
+        ("lines", "expected", "note"),
         [
-            pytest.param((12, 14), (12, 14), id="inside"),
-            pytest.param((18, 23), (18, 20), id="runs-past-end"),
-            pytest.param((21, 21), (20, 20), id="line-after-end"),
-            pytest.param((7, 9), (10, 10), id="just-before-start"),
-            pytest.param((1, 100), (10, 20), id="covers-the-unit"),
+            pytest.param((12, 14), (12, 14), "", id="inside"),
+            pytest.param((18, 23), (18, 20), CLAMPED_NOTE, id="runs-past-end"),
+            pytest.param((21, 21), (20, 20), CLAMPED_NOTE, id="line-after-end"),
+            pytest.param((7, 9), (10, 10), CLAMPED_NOTE, id="just-before-start"),
+            pytest.param((1, 100), (10, 20), CLAMPED_NOTE, id="covers-the-unit"),
+            pytest.param((15, 12), (12, 15), CLAMPED_NOTE, id="reversed"),
+            pytest.param((0, 12), (10, 12), CLAMPED_NOTE, id="line-zero"),
+            pytest.param((1, 3), (10, 10), PINNED_NOTE, id="far-before"),
+            pytest.param((60, 70), (10, 10), PINNED_NOTE, id="far-after"),
         ],
     )
-    def test_line_range__slightly_off_ranges_clamped_into_the_unit(self, lines, expected):
+    def test_line_range__kept_inside_the_unit_and_marked(self, lines, expected, note):
         (finding,) = parse(reply_item(line_start=lines[0], line_end=lines[1]))
-        assert (finding.line_start, finding.line_end) == expected
+        assert (finding.line_start, finding.line_end, finding.adjustment) == (*expected, note)
 
     @pytest.mark.parametrize(
         ("payload", "reason"),
@@ -189,10 +196,6 @@ class TestParseFindingsReply:
             pytest.param({"confidence": 1.5}, "bad_confidence", id="confidence-above-one"),
             pytest.param({"confidence": -0.1}, "bad_confidence", id="confidence-negative"),
             pytest.param({"confidence": float("nan")}, "bad_confidence", id="confidence-nan"),
-            pytest.param({"line_start": 15, "line_end": 12}, "bad_line_range", id="reversed"),
-            pytest.param({"line_start": 0, "line_end": 12}, "bad_line_range", id="line-zero"),
-            pytest.param({"line_start": 1, "line_end": 3}, "bad_line_range", id="far-before"),
-            pytest.param({"line_start": 60, "line_end": 70}, "bad_line_range", id="far-after"),
             pytest.param({"title": "   "}, "empty_text", id="blank-title"),
             pytest.param({"explanation": ""}, "empty_text", id="empty-explanation"),
         ],
@@ -220,3 +223,58 @@ class TestParseFindingsReply:
     def test_invalid__unit_range_itself_must_be_sane(self):
         with pytest.raises(ValueError, match="unit range"):
             parse_findings_reply({"findings": []}, unit_start=5, unit_end=4)
+
+
+class TestRepeatedFindings:
+    def test_repeats__merged_into_the_first_with_the_worst_severity_and_every_line(self):
+        first = reply_item(severity="low", line_start=12, line_end=13, confidence=0.6, fix=None)
+        again = reply_item(
+            title="Off by one in pagination!", severity="high", line_start=13, line_end=15
+        )
+        read = read_findings_reply(
+            {"findings": [first, again]}, unit_start=UNIT_START, unit_end=UNIT_END
+        )
+        (merged,) = read.findings
+        assert (read.clamped, read.merged) == (0, 1)
+        assert (merged.title, merged.severity, merged.line_start, merged.line_end) == (
+            "Off-by-one in pagination",
+            "high",
+            12,
+            15,
+        )
+        assert merged.confidence == 0.8 and merged.fix == "for page in range(count + 1):"
+        assert merged.adjustment == "Merged with 1 repeat of it in the reply."
+
+    @pytest.mark.parametrize(
+        "other",
+        [
+            pytest.param({"kind": "risk"}, id="another-kind"),
+            pytest.param({"line_start": 16, "line_end": 18}, id="other-lines"),
+            pytest.param({"title": "Pagination skips the first page"}, id="another-title"),
+        ],
+    )
+    def test_distinct_findings__kept_apart(self, other):
+        read = read_findings_reply(
+            {"findings": [reply_item(), reply_item(**other)]},
+            unit_start=UNIT_START,
+            unit_end=UNIT_END,
+        )
+        assert len(read.findings) == 2 and read.merged == 0
+        assert all(finding.adjustment == "" for finding in read.findings)
+
+    def test_out_of_range_repeats__counted_both_ways_and_noted_once(self):
+        outside = reply_item(line_start=1, line_end=1)
+        read = read_findings_reply(
+            {"findings": [outside, outside, reply_item(kind="risk", line_end=30)]},
+            unit_start=UNIT_START,
+            unit_end=UNIT_END,
+        )
+        pinned, clamped = read.findings
+        assert (read.clamped, read.merged) == (3, 1)
+        assert (pinned.line_start, pinned.line_end) == (UNIT_START, UNIT_START)
+        assert pinned.adjustment == f"{PINNED_NOTE} Merged with 1 repeat of it in the reply."
+        assert (clamped.line_start, clamped.line_end, clamped.adjustment) == (
+            12,
+            UNIT_END,
+            CLAMPED_NOTE,
+        )

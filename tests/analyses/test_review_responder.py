@@ -11,7 +11,7 @@ import anthropic
 import pytest
 from django.core.management import CommandError, call_command
 
-from analyses.findings import InvalidReply, parse_findings_reply
+from analyses.findings import InvalidReply, parse_findings_reply, read_findings_reply
 from analyses.parsing import parse_module
 from analyses.providers.anthropic import review_prompt
 from analyses.review_responder import make_review_responder, review_responder
@@ -122,6 +122,18 @@ class TestMakeReviewResponder:
         )
 
         assert 80 <= invalid <= 160
+
+    def test_untidy_rate_1__every_reply_valid_but_kept_only_after_adjustments(self):
+        responder = make_review_responder(untidy_rate=1.0)
+
+        for body, start, end in cases(60):
+            read = read_findings_reply(responder(body), unit_start=start, unit_end=end)
+            assert (len(read.findings), read.clamped, read.merged) == (2, 3, 1)
+            assert all(finding.adjustment for finding in read.findings)
+
+    def test_untidy_rate_out_of_range__raises(self):
+        with pytest.raises(ValueError, match="untidy_rate"):
+            make_review_responder(untidy_rate=2)
 
     def test_seed__changes_the_replies(self):
         first, second = make_review_responder(seed=1), make_review_responder(seed=2)
