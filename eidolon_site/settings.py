@@ -343,6 +343,10 @@ if EIDOLON_METRICS_BASIC_AUTH and ":" not in EIDOLON_METRICS_BASIC_AUTH:
 EIDOLON_METRICS_STATE_CACHE_SECONDS = env_float(
     "EIDOLON_METRICS_STATE_CACHE_SECONDS", 2.0, minimum=0.0
 )
+# The home page (open to anyone) reuses its status strip this long per process.
+EIDOLON_STATUS_STRIP_CACHE_SECONDS = env_float(
+    "EIDOLON_STATUS_STRIP_CACHE_SECONDS", 2.0, minimum=0.0
+)
 
 # --- logging ----------------------------------------------------------------
 

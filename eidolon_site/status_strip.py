@@ -15,10 +15,12 @@ breaker's state (why an analysis may be waiting) and how many analyses are queue
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Count, Sum
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
@@ -98,6 +100,34 @@ def status_strip(*, public: bool, now: float | None = None) -> StatusStrip:
         queued=counts.get(AnalysisStatus.QUEUED, 0),
         spend_today_usd=None if public else _spend_since(epoch_datetime(today)),
     )
+
+
+class RecentPublicStrip:
+    """The public strip as read at most ``EIDOLON_STATUS_STRIP_CACHE_SECONDS`` ago by this
+    process: the home page is open to anyone, so a burst of visitors costs one set of reads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._strip: StatusStrip | None = None
+        self._read_at = 0.0
+
+    def get(self) -> StatusStrip:
+        with self._lock:
+            now = time.monotonic()
+            if (
+                self._strip is None
+                or now - self._read_at >= settings.EIDOLON_STATUS_STRIP_CACHE_SECONDS
+            ):
+                self._strip = status_strip(public=True)
+                self._read_at = now
+            return self._strip
+
+    def clear(self) -> None:
+        with self._lock:
+            self._strip = None
+
+
+recent_public_strip = RecentPublicStrip()
 
 
 def _health(*, now: float) -> HealthLight:

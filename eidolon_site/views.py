@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from eidolon_site.accounts import token_create, token_revoke
 from eidolon_site.models import ApiToken
-from eidolon_site.status_strip import status_strip
+from eidolon_site.status_strip import recent_public_strip
 
 logger = structlog.get_logger(__name__)
 
@@ -34,10 +34,11 @@ def favicon(request: HttpRequest) -> FileResponse:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    """The front page, with the public status strip (no money, no budgets: see status_strip);
-    without the strip when the database cannot be read, rather than an error page."""
+    """The front page, with the public status strip (no money, no budgets: see status_strip),
+    at most a couple of seconds old; without it when the database cannot be read, rather than an
+    error page."""
     try:
-        strip = status_strip(public=True)
+        strip = recent_public_strip.get()
     except DatabaseError as error:
         logger.warning("status_strip_unavailable", error=type(error).__name__)
         strip = None

@@ -7,6 +7,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
+from eidolon_site.status_strip import recent_public_strip
+
 
 def pytest_collection_modifyitems(config, items):
     uses_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
@@ -27,6 +29,12 @@ def pytest_collection_modifyitems(config, items):
 def collected_static_files():
     """Debug is off in tests, so pages need the manifest that collectstatic writes."""
     call_command("collectstatic", interactive=False, verbosity=0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_public_status_strip():
+    """Each test reads the home page's strip afresh (a process keeps it a couple of seconds)."""
+    recent_public_strip.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,6 +13,7 @@ from django.db import OperationalError, connection
 
 from analyses.models import Analysis, AnalysisStatus, LLMCall
 from eidolon_site.status_strip import status_strip
+from reliability.controls import breaker_reset
 from reliability.health.history import monitor_stale_after
 from reliability.models import BreakerState, CircuitBreaker, HealthComponentState, RateLimitBudget
 from reliability.ratelimit import utc_day_start
@@ -197,6 +198,17 @@ class TestHomePage:
         body = response.content.decode()
         assert response.status_code == 200
         assert "Status unavailable right now" in body and "strip-health" not in body
+
+    def test_kept_a_moment__one_read_serves_a_burst_of_visitors(
+        self, busy_service, client, settings, django_assert_max_num_queries
+    ):
+        settings.EIDOLON_STATUS_STRIP_CACHE_SECONDS = 60
+        assert "anthropic open" in client.get("/").content.decode()
+        breaker_reset(name="anthropic", actor="ops", reason="recovered")
+        with django_assert_max_num_queries(0):
+            assert "anthropic open" in client.get("/").content.decode()  # still the reading
+        settings.EIDOLON_STATUS_STRIP_CACHE_SECONDS = 0
+        assert "anthropic closed" in client.get("/").content.decode()
 
     def test_nothing_recorded_yet__unknown_and_no_breakers(self, client):
         body = client.get("/").content.decode()
