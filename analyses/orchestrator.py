@@ -4,6 +4,9 @@ cards -> events -> summaries.
 A worker takes the analysis under a lease it renews; if the worker dies the lease expires and
 another worker resumes it, reviewing only the units still pending (a unit's result is cached
 before it is written, so even a unit reviewed but not yet written is not paid for twice).
+A transient failure of the API (overloaded, rate limited, a 5xx, a timeout) costs a unit time,
+not its result: it goes to the back of the queue and is tried again at the pace the breaker and
+the retry budget allow (``scheduling``); only a permanent failure, the deadline or a cap fails it.
 Every unit ends analysed, cached, failed with a reason or, when the analysis is cancelled or
 times out, skipped; the analysis ends completed, completed with errors, failed, cancelled or
 timed out, never stuck in running.
@@ -17,9 +20,7 @@ import os
 import socket
 import threading
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,6 @@ from analyses.models import Analysis, AnalysisStatus, UnitStatus
 from analyses.parsing import (
     ParseLimits,
     ParseResult,
-    Unit,
     build_call_graph,
     context_for,
     parse_tree,
@@ -51,6 +51,7 @@ from analyses.progress import (
 from analyses.providers.base import LLMCallRecord, Provider, ReviewFailed, ReviewRequest
 from analyses.providers.static import StaticProvider
 from analyses.run_state import AnalysisRun
+from analyses.scheduling import UnitQueue, UnitWork
 from analyses.scoring import summarize_system
 from analyses.sources import SourceError, resolve_local_directory
 from reliability.clock import SYSTEM_CLOCK, Clock
@@ -152,6 +153,8 @@ async def _run(run: AnalysisRun) -> str:
         if run.stop_reason == "lease_lost":
             logger.warning("analysis_lease_lost")
             return AnalysisStatus.RUNNING
+        if run.stop_reason == "timed_out":
+            _fail_deferred(run, f"the deadline ({format_epoch(run.deadline)}) passed")
         await flush(run, force=True)
         if run.stop_reason == "shutdown":
             await sync_to_async(store.release_lease)(run.id, worker_id=run.worker_id)
@@ -260,7 +263,7 @@ async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
         ],
     )
     calls_api = _calls_api(run.provider)
-    work = [_Work(unit=unit, code_unit_id=pk) for unit, pk in pending]
+    work = [UnitWork(unit=unit, code_unit_id=pk) for unit, pk in pending]
     if calls_api:
         graph = build_call_graph(units)
         by_id = {unit.id: unit for unit in units}
@@ -274,11 +277,12 @@ async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
             )
         # One query tells which units were reviewed before; only those look the cache up.
         run.cached_keys = await sync_to_async(store.cached_keys)([item.cache_key for item in work])
-    queue = deque(work)
+    queue = run.queue = UnitQueue(work)
 
     async def review_next() -> None:
-        while queue and not run.stopped.is_set():
-            await _review_unit(run, queue.popleft())
+        # A worker that puts a unit off finds it again at the back: none is left behind.
+        while not run.stopped.is_set() and (item := queue.take()) is not None:
+            await _review_unit(run, item)
 
     workers = min(run.analysis.concurrency, max(1, len(queue)))
     stop_flushing = asyncio.Event()
@@ -291,14 +295,6 @@ async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
         stop_flushing.set()
         await flusher
         await _settle_background(run)
-
-
-@dataclass
-class _Work:
-    unit: Unit
-    code_unit_id: int
-    context: Sequence = ()
-    cache_key: str | None = None
 
 
 async def _settle_background(run: AnalysisRun) -> None:
@@ -324,7 +320,7 @@ async def _workspace(run: AnalysisRun) -> AsyncIterator[Path]:
         yield repository.path
 
 
-async def _review_unit(run: AnalysisRun, work: _Work) -> None:
+async def _review_unit(run: AnalysisRun, work: UnitWork) -> None:
     unit, code_unit_id = work.unit, work.code_unit_id
     run.current_unit = unit.qualname
     if work.cache_key in run.cached_keys:
@@ -333,9 +329,9 @@ async def _review_unit(run: AnalysisRun, work: _Work) -> None:
         if cached is not None:
             record_outcome(run, code_unit_id, unit, UnitStatus.CACHED, cached)
             return
-    elif work.cache_key is not None:
+    elif work.cache_key is not None and not work.deferrals:
         analysis_metrics.record_cache_miss()
-    findings = await _review(run, unit, code_unit_id, work.context)
+    findings = await _review(run, work)
     if findings is None:
         return
     if work.cache_key is not None:
@@ -353,17 +349,18 @@ async def _review_unit(run: AnalysisRun, work: _Work) -> None:
         )
         run.background.add(task)
         task.add_done_callback(run.background.discard)
+    run.queue.finished(work)
     record_outcome(run, code_unit_id, unit, UnitStatus.ANALYZED, findings)
 
 
-async def _review(
-    run: AnalysisRun, unit: Unit, code_unit_id: int, context: Sequence
-) -> list[Finding] | None:
+async def _review(run: AnalysisRun, work: UnitWork) -> list[Finding] | None:
     """Review one unit; the guard waits out an open breaker or a full budget while the deadline
     allows (unless the analysis falls back to the offline rules while the AI is unavailable).
 
-    Returns the findings, or None after recording the unit as failed.
+    Returns the findings, or None after putting the unit off (a transient failure: it goes to
+    the back of the queue) or recording it as failed (a permanent one).
     """
+    unit, code_unit_id = work.unit, work.code_unit_id
 
     async def record_call(record: LLMCallRecord) -> None:
         analysis_metrics.record_ai_call(record)
@@ -372,13 +369,14 @@ async def _review(
 
     request = ReviewRequest(
         unit=unit,
-        context=context,
+        context=work.context,
         deadline=run.deadline,
         analysis_tokens_used=run.tokens_used if _calls_api(run.provider) else None,
         wait_for_breaker=not run.analysis.fallback_to_static,
         wait_for_budget=True,
         on_wait=lambda wait: _waiting(run, wait),
         on_call=record_call,
+        deferred=work.deferrals > 0,
     )
     try:
         result = await run.provider.review(request)
@@ -389,11 +387,37 @@ async def _review(
     except (BudgetExhaustedError, DeadlineExceededError) as error:
         reason = f"not reviewed: {error}"
     except ReviewFailed as error:
+        if error.transient:
+            _defer(run, work, error)
+            return None
         reason = error.reason
     else:
         return result.findings
+    if work.deferrals:
+        reason = f"{reason} ({work.history()})"
+    run.queue.finished(work)
     record_failed(run, code_unit_id, unit, reason)
     return None
+
+
+def _defer(run: AnalysisRun, work: UnitWork, error: ReviewFailed) -> None:
+    """Put the unit off: to the back of the queue, its next review a retry."""
+    run.queue.defer(work, reason=error.reason, requests=len(error.calls))
+    analysis_metrics.record_unit_deferred(error.cause)
+    logger.info(
+        "unit_deferred",
+        unit=work.unit.id,
+        deferrals=work.deferrals,
+        requests=work.requests,
+        reason=error.reason,
+    )
+
+
+def _fail_deferred(run: AnalysisRun, why: str) -> None:
+    """Fail the units put off and not reviewed since, saying what happened to them (the
+    others, never tried, are skipped: resuming the analysis tries both again)."""
+    for work in run.queue.deferred:
+        record_failed(run, work.code_unit_id, work.unit, f"not reviewed: {why} ({work.history()})")
 
 
 def _waiting(run: AnalysisRun, wait: Wait) -> None:

@@ -129,4 +129,5 @@ async def progress(run: AnalysisRun) -> dict[str, Any]:
         **analysis.progress_counts(),
         "current_unit": run.current_unit,
         "waiting_reason": waiting,
+        "deferred": len(run.queue.deferred),  # units put off after transient failures
     }

@@ -12,6 +12,7 @@ from typing import Any
 from analyses import store
 from analyses.models import Analysis
 from analyses.providers.base import LLMCallRecord, Provider
+from analyses.scheduling import UnitQueue
 from reliability.clock import Clock
 from reliability.guard import Wait
 
@@ -36,6 +37,7 @@ class AnalysisRun:
     tokens_used: int = 0  # by this analysis so far, for the budget's per-analysis cap
     cached_keys: set[str] = field(default_factory=set)
     background: set[asyncio.Task] = field(default_factory=set)
+    queue: UnitQueue = field(default_factory=UnitQueue)  # the units still to review
 
     @property
     def id(self) -> int:
