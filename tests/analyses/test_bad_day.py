@@ -208,7 +208,9 @@ class TestPermanentFailures:
 
 
 class TestStopping:
-    async def test_cancel__stops_the_units_put_off(self, fake, tmp_path):
+    async def test_cancel__stops_the_units_put_off_waiting_for_the_retry_budget(
+        self, fake, tmp_path
+    ):
         # A breaker that never opens: units give up on their attempts and are put off.
         await breaker_and_budget(failure_threshold=1000, minimum_calls=10_000)
         fake.configure(fault_rates={"overloaded": 1.0})
@@ -216,7 +218,8 @@ class TestStopping:
         deferred = asyncio.Event()
 
         def watch(progress: dict) -> None:
-            if progress["deferred"]:
+            # Units put off, and the analysis says what it waits for.
+            if progress["deferred"] and "retry budget" in progress["waiting_reason"]:
                 deferred.set()
 
         run = asyncio.create_task(
