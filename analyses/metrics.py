@@ -41,6 +41,12 @@ analysis_units = Counter(
     "Units of code that ended, by outcome (analyzed, cached, failed, skipped).",
     ["outcome"],
 )
+analysis_units_deferred = Counter(
+    "eidolon_analysis_units_deferred_total",
+    "Units sent back to the end of their analysis's queue after a transient failure, by the "
+    "last attempt's cause (http_529, http_429, timeout, connection_error...).",
+    ["reason"],
+)
 
 # --- AI API (one per attempt, as LLMCall stores them)
 
@@ -110,6 +116,10 @@ def record_units(outcomes: Sequence[Any]) -> None:
     """Units just written (``store.UnitOutcome``: each is finished once)."""
     for outcome in outcomes:
         analysis_units.labels(outcome=outcome.status).inc()
+
+
+def record_unit_deferred(cause: str) -> None:
+    analysis_units_deferred.labels(reason=cause[:40] or "unknown").inc()
 
 
 def record_units_skipped(count: int) -> None:

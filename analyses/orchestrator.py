@@ -4,6 +4,9 @@ cards -> events -> summaries.
 A worker takes the analysis under a lease it renews; if the worker dies the lease expires and
 another worker resumes it, reviewing only the units still pending (a unit's result is cached
 before it is written, so even a unit reviewed but not yet written is not paid for twice).
+A transient failure of the API (overloaded, rate limited, a 5xx, a timeout) costs a unit time,
+not its result: it goes to the back of the queue and is tried again at the pace the breaker and
+the retry budget allow (``scheduling``); only a permanent failure, the deadline or a cap fails it.
 Every unit ends analysed, cached, failed with a reason or, when the analysis is cancelled or
 times out, skipped; the analysis ends completed, completed with errors, failed, cancelled or
 timed out, never stuck in running.
@@ -17,9 +20,7 @@ import os
 import socket
 import threading
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,22 @@ from analyses.models import Analysis, AnalysisStatus, UnitStatus
 from analyses.parsing import (
     ParseLimits,
     ParseResult,
-    Unit,
     build_call_graph,
     context_for,
     parse_tree,
 )
 from analyses.parsing import context_hash as unit_context_hash
+from analyses.progress import (
+    flush,
+    flush_periodically,
+    progress,
+    record_failed,
+    record_outcome,
+)
 from analyses.providers.base import LLMCallRecord, Provider, ReviewFailed, ReviewRequest
 from analyses.providers.static import StaticProvider
+from analyses.run_state import AnalysisRun
+from analyses.scheduling import UnitQueue, UnitWork
 from analyses.scoring import summarize_system
 from analyses.sources import SourceError, resolve_local_directory
 from reliability.clock import SYSTEM_CLOCK, Clock
@@ -58,12 +67,6 @@ logger = structlog.get_logger(__name__)
 
 # How often the watcher looks for a cancel request (the promise: stopped within 2 s).
 CANCEL_POLL_SECONDS = 0.5
-# Unit outcomes are written in batches, this often.
-FLUSH_SECONDS = 0.25
-# Progress events this often; sooner when the waiting reason changed, but never more than five a
-# second per analysis (cards and failures are events of their own, never held back).
-PROGRESS_SECONDS = 0.5
-MIN_PROGRESS_SECONDS = 0.2
 
 
 def new_worker_id() -> str:
@@ -88,41 +91,6 @@ class _Stopped(Exception):
 
     def __init__(self, why: str) -> None:
         self.why = why
-
-
-@dataclass
-class _Run:
-    analysis: Analysis
-    worker_id: str
-    provider: Provider
-    clock: Clock
-    on_progress: Callable[[dict[str, Any]], None] | None
-    lease_seconds: float
-    shutdown: threading.Event | None
-    stop_reason: str = ""
-    stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    outcomes: list[store.UnitOutcome] = field(default_factory=list)
-    calls: list[tuple[int | None, LLMCallRecord]] = field(default_factory=list)
-    current_unit: str = ""
-    waiting: Wait | None = None
-    reported_waiting: str = ""
-    last_progress: float = 0.0
-    tokens_used: int = 0  # by this analysis so far, for the budget's per-analysis cap
-    cached_keys: set[str] = field(default_factory=set)
-    background: set[asyncio.Task] = field(default_factory=set)
-
-    @property
-    def id(self) -> int:
-        return self.analysis.pk
-
-    @property
-    def deadline(self) -> float:
-        return self.analysis.deadline_at.timestamp()
-
-    def stop(self, why: str) -> None:
-        if not self.stopped.is_set():
-            self.stop_reason = why
-            self.stopped.set()
 
 
 async def run_analysis(
@@ -152,7 +120,7 @@ async def run_analysis(
         )()
         logger.info("analysis_not_claimed", analysis_id=analysis_id, status=status)
         return status
-    run = _Run(
+    run = AnalysisRun(
         tokens_used=analysis.input_tokens + analysis.output_tokens,
         analysis=analysis,
         worker_id=worker_id,
@@ -166,7 +134,7 @@ async def run_analysis(
         return await _run(run)
 
 
-async def _run(run: _Run) -> str:
+async def _run(run: AnalysisRun) -> str:
     resumed = run.analysis.runs > 1
     logger.info("analysis_resumed" if resumed else "analysis_started", source=run.analysis.source)
     watcher = asyncio.create_task(_watch(run))
@@ -185,7 +153,9 @@ async def _run(run: _Run) -> str:
         if run.stop_reason == "lease_lost":
             logger.warning("analysis_lease_lost")
             return AnalysisStatus.RUNNING
-        await _flush(run, force=True)
+        if run.stop_reason == "timed_out":
+            _fail_deferred(run, f"the deadline ({format_epoch(run.deadline)}) passed")
+        await flush(run, force=True)
         if run.stop_reason == "shutdown":
             await sync_to_async(store.release_lease)(run.id, worker_id=run.worker_id)
             logger.info("analysis_handed_back")
@@ -207,7 +177,7 @@ async def _run(run: _Run) -> str:
             await closing()
 
 
-async def _until_stopped(run: _Run, work: Awaitable[Any]) -> Any:
+async def _until_stopped(run: AnalysisRun, work: Awaitable[Any]) -> Any:
     """Run ``work`` until it ends or the run is stopped (then cancel it and raise _Stopped)."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.create_task(run.stopped.wait())
@@ -223,7 +193,7 @@ async def _until_stopped(run: _Run, work: Awaitable[Any]) -> Any:
     raise _Stopped(run.stop_reason)
 
 
-async def _watch(run: _Run) -> None:
+async def _watch(run: AnalysisRun) -> None:
     """Renew the lease, notice cancel requests and the deadline."""
     renew_every = run.lease_seconds / 3
     last_renewal = run.clock.monotonic()
@@ -245,7 +215,7 @@ async def _watch(run: _Run) -> None:
             run.stop("cancelled")
 
 
-def _lease_check(run: _Run, *, renew: bool) -> tuple[bool, bool]:
+def _lease_check(run: AnalysisRun, *, renew: bool) -> tuple[bool, bool]:
     if renew:
         return store.renew_lease(
             run.id, worker_id=run.worker_id, now=run.clock.now(), lease_seconds=run.lease_seconds
@@ -256,7 +226,7 @@ def _lease_check(run: _Run, *, renew: bool) -> tuple[bool, bool]:
 # --- the work ----------------------------------------------------------------------------------
 
 
-async def _analyse(run: _Run, *, resumed: bool) -> None:
+async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
     async with _workspace(run) as root:
         limits = ParseLimits(**settings.EIDOLON_PARSE_LIMITS)
         parsed: ParseResult = await asyncio.to_thread(parse_tree, root, limits=limits)
@@ -293,7 +263,7 @@ async def _analyse(run: _Run, *, resumed: bool) -> None:
         ],
     )
     calls_api = _calls_api(run.provider)
-    work = [_Work(unit=unit, code_unit_id=pk) for unit, pk in pending]
+    work = [UnitWork(unit=unit, code_unit_id=pk) for unit, pk in pending]
     if calls_api:
         graph = build_call_graph(units)
         by_id = {unit.id: unit for unit in units}
@@ -307,15 +277,16 @@ async def _analyse(run: _Run, *, resumed: bool) -> None:
             )
         # One query tells which units were reviewed before; only those look the cache up.
         run.cached_keys = await sync_to_async(store.cached_keys)([item.cache_key for item in work])
-    queue = deque(work)
+    queue = run.queue = UnitQueue(work)
 
     async def review_next() -> None:
-        while queue and not run.stopped.is_set():
-            await _review_unit(run, queue.popleft())
+        # A worker that puts a unit off finds it again at the back: none is left behind.
+        while not run.stopped.is_set() and (item := queue.take()) is not None:
+            await _review_unit(run, item)
 
     workers = min(run.analysis.concurrency, max(1, len(queue)))
     stop_flushing = asyncio.Event()
-    flusher = asyncio.create_task(_flush_periodically(run, stop=stop_flushing))
+    flusher = asyncio.create_task(flush_periodically(run, stop=stop_flushing))
     try:
         await asyncio.gather(*(review_next() for _ in range(workers)))
     finally:
@@ -326,21 +297,13 @@ async def _analyse(run: _Run, *, resumed: bool) -> None:
         await _settle_background(run)
 
 
-@dataclass
-class _Work:
-    unit: Unit
-    code_unit_id: int
-    context: Sequence = ()
-    cache_key: str | None = None
-
-
-async def _settle_background(run: _Run) -> None:
+async def _settle_background(run: AnalysisRun) -> None:
     if run.background:
         await asyncio.gather(*run.background, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
-async def _workspace(run: _Run) -> AsyncIterator[Path]:
+async def _workspace(run: AnalysisRun) -> AsyncIterator[Path]:
     """The directory to parse: the local one (its roots checked again: links may have moved
     since it was submitted), or a clone removed afterwards. The source was parsed and
     validated once, when the analysis was created."""
@@ -357,18 +320,18 @@ async def _workspace(run: _Run) -> AsyncIterator[Path]:
         yield repository.path
 
 
-async def _review_unit(run: _Run, work: _Work) -> None:
+async def _review_unit(run: AnalysisRun, work: UnitWork) -> None:
     unit, code_unit_id = work.unit, work.code_unit_id
     run.current_unit = unit.qualname
     if work.cache_key in run.cached_keys:
         lookup = analysis_metrics.counted_cache_get(store.cache_lookup)
         cached = await sync_to_async(lookup)(work.cache_key, unit=unit)
         if cached is not None:
-            _outcome(run, code_unit_id, unit, UnitStatus.CACHED, cached)
+            record_outcome(run, code_unit_id, unit, UnitStatus.CACHED, cached)
             return
-    elif work.cache_key is not None:
+    elif work.cache_key is not None and not work.deferrals:
         analysis_metrics.record_cache_miss()
-    findings = await _review(run, unit, code_unit_id, work.context)
+    findings = await _review(run, work)
     if findings is None:
         return
     if work.cache_key is not None:
@@ -386,17 +349,18 @@ async def _review_unit(run: _Run, work: _Work) -> None:
         )
         run.background.add(task)
         task.add_done_callback(run.background.discard)
-    _outcome(run, code_unit_id, unit, UnitStatus.ANALYZED, findings)
+    run.queue.finished(work)
+    record_outcome(run, code_unit_id, unit, UnitStatus.ANALYZED, findings)
 
 
-async def _review(
-    run: _Run, unit: Unit, code_unit_id: int, context: Sequence
-) -> list[Finding] | None:
+async def _review(run: AnalysisRun, work: UnitWork) -> list[Finding] | None:
     """Review one unit; the guard waits out an open breaker or a full budget while the deadline
     allows (unless the analysis falls back to the offline rules while the AI is unavailable).
 
-    Returns the findings, or None after recording the unit as failed.
+    Returns the findings, or None after putting the unit off (a transient failure: it goes to
+    the back of the queue) or recording it as failed (a permanent one).
     """
+    unit, code_unit_id = work.unit, work.code_unit_id
 
     async def record_call(record: LLMCallRecord) -> None:
         analysis_metrics.record_ai_call(record)
@@ -405,13 +369,14 @@ async def _review(
 
     request = ReviewRequest(
         unit=unit,
-        context=context,
+        context=work.context,
         deadline=run.deadline,
         analysis_tokens_used=run.tokens_used if _calls_api(run.provider) else None,
         wait_for_breaker=not run.analysis.fallback_to_static,
         wait_for_budget=True,
         on_wait=lambda wait: _waiting(run, wait),
         on_call=record_call,
+        deferred=work.deferrals > 0,
     )
     try:
         result = await run.provider.review(request)
@@ -422,126 +387,47 @@ async def _review(
     except (BudgetExhaustedError, DeadlineExceededError) as error:
         reason = f"not reviewed: {error}"
     except ReviewFailed as error:
+        if error.transient:
+            _defer(run, work, error)
+            return None
         reason = error.reason
     else:
         return result.findings
-    _failed(run, code_unit_id, unit, reason)
+    if work.deferrals:
+        reason = f"{reason} ({work.history()})"
+    run.queue.finished(work)
+    record_failed(run, code_unit_id, unit, reason)
     return None
 
 
-def _waiting(run: _Run, wait: Wait) -> None:
+def _defer(run: AnalysisRun, work: UnitWork, error: ReviewFailed) -> None:
+    """Put the unit off: to the back of the queue, its next review a retry."""
+    run.queue.defer(work, reason=error.reason, requests=len(error.calls))
+    analysis_metrics.record_unit_deferred(error.cause)
+    logger.info(
+        "unit_deferred",
+        unit=work.unit.id,
+        deferrals=work.deferrals,
+        requests=work.requests,
+        reason=error.reason,
+    )
+
+
+def _fail_deferred(run: AnalysisRun, why: str) -> None:
+    """Fail the units put off and not reviewed since, saying what happened to them (the
+    others, never tried, are skipped: resuming the analysis tries both again)."""
+    for work in run.queue.deferred:
+        record_failed(run, work.code_unit_id, work.unit, f"not reviewed: {why} ({work.history()})")
+
+
+def _waiting(run: AnalysisRun, wait: Wait) -> None:
     run.waiting = wait
-
-
-def _outcome(
-    run: _Run, code_unit_id: int, unit: Unit, status: str, findings: list[Finding]
-) -> None:
-    run.outcomes.append(
-        store.UnitOutcome(code_unit_id=code_unit_id, unit=unit, status=status, findings=findings)
-    )
-
-
-def _failed(run: _Run, code_unit_id: int, unit: Unit, reason: str) -> None:
-    logger.info("unit_failed", unit=unit.id, reason=reason)
-    run.outcomes.append(
-        store.UnitOutcome(
-            code_unit_id=code_unit_id, unit=unit, status=UnitStatus.FAILED, reason=reason
-        )
-    )
-
-
-async def _flush_periodically(run: _Run, *, stop: asyncio.Event) -> None:
-    """Write outcomes in batches while the units' workers go on reviewing, until ``stop``."""
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
-        if not stop.is_set():
-            await _flush(run)
-
-
-async def _flush(run: _Run, *, force: bool = False) -> None:
-    """Write finished units in a batch, then announce them (DB first, then the channel layer)."""
-    now = run.clock.monotonic()
-    waiting_changed = _current_waiting(run) != run.reported_waiting
-    if not force and not (run.outcomes or run.calls or waiting_changed):
-        return
-    outcomes, run.outcomes = run.outcomes, []
-    calls, run.calls = run.calls, []
-    written = await sync_to_async(store.write_outcomes)(run.id, outcomes=outcomes, calls=calls)
-    analysis_metrics.record_units(written.outcomes)
-    batch: list[tuple[str, dict[str, Any]]] = []
-    cards_by_unit: dict[int, list] = {}
-    for card in written.cards:
-        cards_by_unit.setdefault(card.unit_id, []).append(card)
-    for outcome in written.outcomes:
-        failed = outcome.status == UnitStatus.FAILED
-        batch.append(
-            (
-                "unit.failed" if failed else "unit.finished",
-                {
-                    "unit": outcome.unit.id,
-                    "qualname": outcome.unit.qualname,
-                    "path": outcome.unit.path,
-                    "status": outcome.status,
-                    "reason": outcome.reason,
-                    "cards": len(cards_by_unit.get(outcome.code_unit_id, [])),
-                },
-            )
-        )
-        batch.extend(
-            ("card.created", _card_payload(card))
-            for card in cards_by_unit.get(outcome.code_unit_id, [])
-        )
-    if force or now - run.last_progress >= (
-        MIN_PROGRESS_SECONDS if waiting_changed else PROGRESS_SECONDS
-    ):
-        run.last_progress = now
-        progress = await _progress(run)
-        batch.append(("analysis.progress", progress))
-        if run.on_progress is not None:
-            run.on_progress(progress)
-    await events.emit(run.id, batch)
-
-
-def _card_payload(card) -> dict[str, Any]:
-    return {
-        "id": card.pk,
-        "unit": card.unit_id,
-        "kind": card.kind,
-        "severity": card.severity,
-        "title": card.title,
-        "path": card.path,
-        "line_start": card.line_start,
-        "line_end": card.line_end,
-        "source": card.source,
-    }
-
-
-def _current_waiting(run: _Run) -> str:
-    """What the analysis waits for right now ("" when nothing)."""
-    if run.waiting is not None and run.waiting.until > run.clock.now():
-        return run.waiting.describe()
-    return ""
-
-
-async def _progress(run: _Run) -> dict[str, Any]:
-    analysis = await sync_to_async(Analysis.objects.get)(pk=run.id)
-    waiting = run.reported_waiting = _current_waiting(run)
-    if waiting != analysis.waiting_reason:
-        await sync_to_async(store.set_waiting_reason)(
-            run.id, worker_id=run.worker_id, reason=waiting
-        )
-    return {
-        **analysis.progress_counts(),
-        "current_unit": run.current_unit,
-        "waiting_reason": waiting,
-    }
 
 
 # --- the end -----------------------------------------------------------------------------------
 
 
-async def _verdict(run: _Run) -> tuple[str, str]:
+async def _verdict(run: AnalysisRun) -> tuple[str, str]:
     analysis = await sync_to_async(Analysis.objects.get)(pk=run.id)
     failed, total = analysis.functions_failed, analysis.functions_total
     if total and failed == total:
@@ -556,7 +442,7 @@ async def _verdict(run: _Run) -> tuple[str, str]:
     return AnalysisStatus.COMPLETED, ""
 
 
-async def _finish(run: _Run, status: str, reason: str) -> str:
+async def _finish(run: AnalysisRun, status: str, reason: str) -> str:
     if status in (AnalysisStatus.CANCELLED, AnalysisStatus.TIMED_OUT):
         skip = sync_to_async(store.skip_pending_units)
         analysis_metrics.record_units_skipped(await skip(run.id, reason=f"not reviewed: {reason}"))
@@ -574,20 +460,20 @@ async def _finish(run: _Run, status: str, reason: str) -> str:
         return status
     analysis_metrics.record_analysis_finished(run.analysis, status=status)
     await sync_to_async(store.cache_evict)()
-    progress = await _progress(run)
+    final = await progress(run)
     await events.emit(
         run.id,
         [
-            ("analysis.progress", progress),
+            ("analysis.progress", final),
             ("analysis.finished", {"status": status, "reason": reason, "health_score": score}),
         ],
     )
     if run.on_progress is not None:
-        run.on_progress(progress)
+        run.on_progress(final)
     logger.info(
         f"analysis_{status}",
         reason=reason,
-        **{k: progress[k] for k in ("total", "analyzed", "cached", "failed", "cards")},
+        **{k: final[k] for k in ("total", "analyzed", "cached", "failed", "cards")},
     )
     return status
 

@@ -20,6 +20,7 @@ from analyses.models import (
     CodeUnit,
     UnitStatus,
 )
+from analyses.parsing import FUNCTION_KINDS
 from analyses.sources import (
     SourceError,
     SourceSpec,
@@ -262,13 +263,19 @@ def analysis_cancel(*, analysis_id: int, actor: str) -> Analysis:
 
 
 def analysis_resume(*, analysis_id: int, actor: str):
-    """Run an analysis again from where it stopped: pending and skipped units only."""
+    """Run an analysis again from where it stopped: its pending, skipped and failed units (the
+    reviewed and cached ones are kept and not paid for again)."""
     with transaction.atomic():
         analysis = Analysis.objects.select_for_update().get(pk=analysis_id)
         if analysis.status in FINISHED_STATUSES and analysis.status != AnalysisStatus.COMPLETED:
-            CodeUnit.objects.filter(
-                analysis=analysis, reviewable=True, status=UnitStatus.SKIPPED
-            ).update(status=UnitStatus.PENDING, failure_reason="")
+            again = CodeUnit.objects.filter(
+                analysis=analysis,
+                reviewable=True,
+                status__in=(UnitStatus.SKIPPED, UnitStatus.FAILED),
+            )
+            failed_functions = again.filter(status=UnitStatus.FAILED, kind__in=FUNCTION_KINDS)
+            analysis.functions_failed -= failed_functions.count()
+            again.update(status=UnitStatus.PENDING, failure_reason="", finished_at=None)
             analysis.status = AnalysisStatus.QUEUED
             analysis.cancel_requested = False
             analysis.deadline_at = None

@@ -43,6 +43,8 @@ T = TypeVar("T")
 DEFAULT_RATE_LIMIT_PAUSE = 1.0
 # While an operator holds a breaker forced open (no time to wait for), look again this often.
 FORCED_OPEN_RECHECK_SECONDS = 5.0
+# While a deferred call waits for the retry budget, look again this often.
+RETRY_BUDGET_RECHECK_SECONDS = 1.0
 # How waits are described to users ("AI circuit open until ..."); other targets by their name.
 _TARGET_LABELS = {"anthropic": "AI"}
 
@@ -57,14 +59,17 @@ class TokenEstimate:
 class Wait:
     """Why and until when a guarded call is waiting, for progress reports."""
 
-    reason: str  # "breaker", "rate_budget" or "retry_backoff"
+    reason: str  # "breaker", "rate_budget", "retry_backoff" or "retry_budget"
     until: float
     target: str = ""  # who is waited for, as users know it ("AI", "git")
 
     def describe(self) -> str:
         if self.reason == "breaker":
             return f"{self.target} circuit open until {format_epoch(self.until)}".lstrip()
-        what = "the rate budget" if self.reason == "rate_budget" else "a retry"
+        what = {
+            "rate_budget": "the rate budget",
+            "retry_budget": "the retry budget to allow another retry",
+        }.get(self.reason, "a retry")
         return f"waiting for {what} until {format_epoch(self.until)}"
 
 
@@ -164,6 +169,7 @@ class Guard:
         wait_for_budget: bool = False,
         on_wait: Callable[[Wait], None] | None = None,
         on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None = None,
+        deferred: bool = False,
     ) -> T:
         """Call ``fn`` under the breaker, budget, timeout and retry policy; return its result.
 
@@ -172,13 +178,20 @@ class Guard:
         With ``wait_for_breaker`` / ``wait_for_budget`` it first waits out an open breaker or a
         spent budget (reported through ``on_wait``) while that ends before ``deadline``: this
         is the one place that decides how long a call waits, and says why.
+
+        ``deferred``: this call repeats one that gave up on transient failures. It is a retry,
+        not new work: it takes a retry from the retry budget, waiting until the budget has one,
+        so that repeating calls during an outage never multiplies the traffic.
         """
         tokens = estimate or TokenEstimate(0, 0)
         ask = ratelimit.Ask(
             tokens.input_tokens, tokens.output_tokens, deadline, analysis_tokens_used
         )
         call = _Call(fn, ask, wait_for_breaker, wait_for_budget, on_wait, on_attempt)
-        self.retry_budget.record_call()
+        if deferred:
+            await self._wait_for_retry_budget(call)
+        else:
+            self.retry_budget.record_call()
         number = 0
         while True:
             number += 1
@@ -194,6 +207,24 @@ class Guard:
             if on_wait is not None:
                 on_wait(wait)
             await self.clock.sleep(max(0.0, wait.until - self.clock.now()))
+
+    async def _wait_for_retry_budget(self, call: _Call) -> None:
+        """Take a retry from the retry budget, waiting (while the deadline allows) for one."""
+        while not self.retry_budget.try_acquire_retry():
+            until = self.retry_budget.next_retry_at()
+            if call.deadline is not None and until >= call.deadline:
+                metrics.retries_denied.labels(target=self.target, why="deadline").inc()
+                raise DeadlineExceededError(
+                    f"the retry budget of '{self.target}' has no retry left before the "
+                    f"deadline ({format_epoch(call.deadline)})",
+                    deadline=call.deadline,
+                )
+            if call.on_wait is not None:
+                call.on_wait(Wait("retry_budget", until, self.label))
+            # New calls earn retries too: look again soon rather than sleep to ``until``.
+            pause = min(until - self.clock.now(), RETRY_BUDGET_RECHECK_SECONDS)
+            await self.clock.sleep(max(0.0, pause))
+        metrics.retries.labels(target=self.target, reason="deferred").inc()
 
     def _capacity_wait(
         self, refusal: CircuitOpenError | BudgetExhaustedError, call: _Call

@@ -4,6 +4,7 @@ deadlines respected, and a retry budget so an outage does not multiply traffic.
 
 from __future__ import annotations
 
+import bisect
 import random
 import threading
 from collections import deque
@@ -130,3 +131,19 @@ class RetryBudget:
                 return False
             self._retries.append(now)
             return True
+
+    def next_retry_at(self) -> float:
+        """When ``try_acquire_retry`` can next succeed if no new call comes in (now, if it can
+        now): as retries age out of the window, though the calls that earned them age out too."""
+        with self._lock:
+            now = self._clock.now()
+            self._expire(now)
+            calls, retries = list(self._calls), list(self._retries)
+        for moment in (now, *(retried + self.window for retried in retries)):
+            horizon = moment - self.window
+            live_calls = len(calls) - bisect.bisect_right(calls, horizon)
+            live_retries = len(retries) - bisect.bisect_right(retries, horizon)
+            if live_retries < max(self.min_retries, int(self.ratio * live_calls)):
+                return moment
+        # Only with min_retries = 0 and no call left in the window: the next call earns one.
+        return now + self.window

@@ -79,13 +79,16 @@ def ask(client: anthropic.AsyncAnthropic, text: str = "Review this function.", *
     return call
 
 
-def provider_for(fake: FakeAnthropic, *, timeout: float = 5.0) -> AnthropicProvider:
+def provider_for(
+    fake: FakeAnthropic, *, timeout: float = 5.0, retry_budget: RetryBudget | None = None
+) -> AnthropicProvider:
     guard = Guard(
         target="anthropic",
         budget="anthropic",
         timeout=timeout,
         retry_policy=RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.5),
-        retry_budget=RetryBudget(),  # the product's default: retries up to ~20 % of calls
+        # The product's default: retries up to ~20 % of calls
+        retry_budget=retry_budget or RetryBudget(),
     )
     return AnthropicProvider(
         api_key="test-key",

@@ -20,7 +20,9 @@ Decisions (callers and the cost view depend on them):
   counted it as a success, but an operator counting wasted spend needs to see it.
 * **Errors.** The guard's own refusals (``CircuitOpenError``, ``BudgetExhaustedError``,
   ``DeadlineExceededError``) propagate unchanged. A failure of the API itself that the guard gave
-  up on becomes ``ReviewFailed`` with a short reason; reasons never contain the API key.
+  up on becomes ``ReviewFailed`` with a short reason; reasons never contain the API key. It is
+  ``transient`` when the last attempt's failure was worth retrying (the caller defers the unit)
+  and permanent otherwise (a 4xx other than 429, an unusable reply after the correction).
 """
 
 from __future__ import annotations
@@ -278,10 +280,17 @@ class AnthropicProvider:
                 wait_for_budget=request.wait_for_budget,
                 on_wait=request.on_wait,
                 on_attempt=call.record,
+                deferred=request.deferred and purpose == "review",
             )
         except _API_FAILURES as exc:
-            reason = self._failure_reason(exc, last_report=exchange.last_report)
-            raise ReviewFailed(reason, calls=exchange.calls) from exc
+            last = exchange.last_report
+            raise ReviewFailed(
+                self._failure_reason(exc, last_report=last),
+                calls=exchange.calls,
+                # The guard gave up on a failure worth retrying: it may pass, try again later.
+                transient=last is not None and last.outcome.retryable,
+                cause=last.outcome.reason if last is not None else type(exc).__name__,
+            ) from exc
         if reply.findings is None:
             logger.warning(
                 "anthropic_reply_invalid",

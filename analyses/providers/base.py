@@ -49,6 +49,9 @@ class ReviewRequest:
     wait_for_budget: bool = False
     on_wait: WaitCallback | None = None  # told whenever the call waits, and until when
     on_call: CallCallback | None = None  # told of every request made, as soon as it ends
+    # An earlier review of this unit gave up on transient faults: this one is a retry, paid
+    # from the retry budget (waiting until it has one), not new work.
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,28 @@ class ReviewResult:
 
 
 class ReviewFailed(Exception):
-    """The unit could not be reviewed; ``reason`` says why, for the user."""
+    """The unit could not be reviewed; ``reason`` says why, for the user.
 
-    def __init__(self, reason: str, *, calls: Sequence[LLMCallRecord] = ()) -> None:
+    ``transient``: the API failed in a way that passes (overloaded, rate limited, a 5xx, a
+    timeout, a dropped connection) and the guard gave up for now (attempts or retry budget
+    spent): the unit is worth trying again later. Otherwise the failure is permanent (the API
+    refused the request as invalid, the reply stayed unusable after one correction).
+    ``cause`` is the last attempt's short machine-readable cause ("http_529", "timeout").
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        calls: Sequence[LLMCallRecord] = (),
+        transient: bool = False,
+        cause: str = "",
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.calls = list(calls)
+        self.transient = transient
+        self.cause = cause
 
 
 class Provider(Protocol):

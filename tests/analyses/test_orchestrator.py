@@ -19,7 +19,8 @@ from django.db import connections, transaction
 from analyses import store
 from analyses.events import analysis_group
 from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card, CodeUnit, UnitStatus
-from analyses.orchestrator import FLUSH_SECONDS, run_analysis
+from analyses.orchestrator import run_analysis
+from analyses.progress import FLUSH_SECONDS
 from analyses.providers.static import StaticProvider
 from analyses.selectors import events_after
 from analyses.services import InvalidAnalysisRequest, analysis_cancel, analysis_create

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, WebSocketRoute, expect
 
 from analyses.models import AnalysisStatus, Card, CardStatus
-from analyses.orchestrator import _card_payload
+from analyses.progress import card_payload as _card_payload
 from tests.analyses.page_support import (
     IMAGE,
     PASSWORD,
