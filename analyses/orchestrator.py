@@ -20,6 +20,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,7 @@ class _Run:
     reported_waiting: str = ""
     last_progress: float = 0.0
     tokens_used: int = 0  # by this analysis so far, for the budget's per-analysis cap
+    cost_usd: Decimal = Decimal(0)  # spent by this analysis so far, for the spend cap
     cached_keys: set[str] = field(default_factory=set)
     background: set[asyncio.Task] = field(default_factory=set)
 
@@ -154,6 +156,7 @@ async def run_analysis(
         return status
     run = _Run(
         tokens_used=analysis.input_tokens + analysis.output_tokens,
+        cost_usd=analysis.cost_usd,
         analysis=analysis,
         worker_id=worker_id,
         provider=provider or provider_for(analysis),
@@ -402,12 +405,14 @@ async def _review(
         analysis_metrics.record_ai_call(record)
         run.calls.append((code_unit_id, record))
         run.tokens_used += record.input_tokens + record.output_tokens
+        run.cost_usd += record.cost_usd or 0
 
     request = ReviewRequest(
         unit=unit,
         context=context,
         deadline=run.deadline,
         analysis_tokens_used=run.tokens_used if _calls_api(run.provider) else None,
+        analysis_cost_usd=run.cost_usd if _calls_api(run.provider) else None,
         wait_for_breaker=not run.analysis.fallback_to_static,
         wait_for_budget=True,
         on_wait=lambda wait: _waiting(run, wait),

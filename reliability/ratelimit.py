@@ -16,13 +16,12 @@ in bursts. A 429 seen by any process pauses the whole budget until its ``retry-a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NoReturn
 
 import structlog
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Case, DecimalField, F, FloatField, Q, Value, When
 from django.db.models.functions import Greatest
@@ -32,6 +31,7 @@ from reliability import metrics
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import BudgetExhaustedError, format_epoch
 from reliability.models import BUDGET_LIMIT_FIELDS, RateLimitBudget
+from reliability.pricing import dollars
 from reliability.ratelimit_headers import HEADER_DIMENSIONS, header_signals
 from reliability.sql import (
     Param,
@@ -48,8 +48,6 @@ logger = structlog.get_logger(__name__)
 DAY_SECONDS = 86_400.0
 # The API states its limits per minute; budgets may use another window (tests do).
 API_LIMIT_WINDOW_SECONDS = 60.0
-# A pause that began while a caller slept is honoured only if it still has this long to run.
-_PAUSE_EPSILON = 0.001
 # However small the headroom, a caller may start this much after its slot.
 _MIN_LATENESS = 0.02
 
@@ -66,21 +64,27 @@ class Reservation:
     start_at: float
     input_tokens: int
     output_tokens: int
+    seconds_per_request: float
     seconds_per_input_token: float
     seconds_per_output_token: float
     max_lateness: float  # later than this after start_at, the slot is given up (see below)
     observed_limits: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
+    # The budget's ``output_seconds_returned`` when the slot was last placed (``ratelimit_wait``).
+    output_seconds_returned: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Ask:
     """What one request asks of a budget: its estimated tokens, the latest its slot may start
-    (None: whenever), and the tokens its analysis has used so far (for the per-analysis cap)."""
+    (None: whenever), the tokens its analysis has used so far (for the per-analysis cap), and
+    for the spend caps its estimated cost and its analysis's spend so far (None: unpriced)."""
 
     input_tokens: int
     output_tokens: int
     deadline: float | None = None
     analysis_tokens_used: int | None = None
+    estimated_cost_usd: Decimal | None = None
+    analysis_spent_usd: Decimal | None = None
 
     @property
     def cost(self) -> int:
@@ -205,12 +209,14 @@ def _reservation_values() -> dict[str, Any]:
     }
 
 
-def _reservation_condition(*, has_token_cap: bool, has_deadline: bool) -> Q:
+def _reservation_condition(*, has_token_cap: bool, has_deadline: bool, has_spend_cap: bool) -> Q:
     """Admit only within the daily caps and, if the caller has one, before its deadline."""
     new_day = Q(day_started_at__lt=Param("today"))
     condition = new_day | Q(day_requests__lt=int_param("requests_per_day"))
     if has_token_cap:
         condition &= new_day | Q(day_tokens__lte=int_param("tokens_left_today"))
+    if has_spend_cap:
+        condition &= new_day | Q(day_cost_usd__lte=Param("spend_left_today", _MONEY))
     if has_deadline:
         condition &= Q(LessThanOrEqual(_next_free_slot(), Param("deadline")))
     return condition
@@ -236,24 +242,30 @@ class ReservationPlan:
     def has_deadline(self) -> bool:
         return self.params["deadline"] is not None
 
-    def reservation(self, next_request_at: float) -> Reservation:
-        """The reservation, given the ``next_request_at`` the UPDATE returned."""
+    @property
+    def has_spend_cap(self) -> bool:
+        return self.params["spend_left_today"] is not None
+
+    def reservation(self, next_request_at: float, output_seconds_returned: float) -> Reservation:
+        """The reservation, given what the UPDATE returned (``RESERVE_RETURNING``)."""
         return Reservation(
             budget_id=self.config["id"],
             name=self.name,
             start_at=next_request_at - self.spacing.request,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
+            seconds_per_request=self.spacing.request,
             seconds_per_input_token=self.spacing.input_token,
             seconds_per_output_token=self.spacing.output_token,
             max_lateness=max(
                 _MIN_LATENESS, settings.EIDOLON_RATE_HEADROOM * self.config["window_seconds"] / 2
             ),
             observed_limits={column: self.config[column] for column in HEADER_DIMENSIONS.values()},
+            output_seconds_returned=output_seconds_returned,
         )
 
 
-RESERVE_RETURNING = ("next_request_at",)
+RESERVE_RETURNING = ("next_request_at", "output_seconds_returned")
 
 
 def _exceeds_analysis_cap(cap: int | None, ask: Ask) -> bool:
@@ -262,18 +274,41 @@ def _exceeds_analysis_cap(cap: int | None, ask: Ask) -> bool:
     return cap is not None and used is not None and used + ask.cost > cap
 
 
+def _exceeds_analysis_spend_cap(cap: Decimal | None, ask: Ask) -> bool:
+    """Whether the ask's estimated cost would take its analysis's spend past its cap (an
+    unpriced call, whose cost is unknown, is not held back)."""
+    spent, estimate = ask.analysis_spent_usd, ask.estimated_cost_usd
+    return cap is not None and spent is not None and estimate is not None and spent + estimate > cap
+
+
+def _spend_left_today(config: Mapping[str, Any], ask: Ask) -> Decimal | None:
+    """The day's spend the ask leaves room for (None: no daily spend cap applies to it)."""
+    cap = config["usd_per_day"]
+    if cap is None or ask.estimated_cost_usd is None:
+        return None
+    return cap - ask.estimated_cost_usd
+
+
 def plan_reservation(config: Mapping[str, Any], ask: Ask, *, now: float) -> ReservationPlan | None:
-    """The reservation's statement and parameters; None when the analysis token cap forbids it."""
+    """The reservation's statement and parameters; None when a per-analysis cap forbids it."""
     cost = ask.cost
     if _exceeds_analysis_cap(config["tokens_per_analysis"], ask):
         return None
+    if _exceeds_analysis_spend_cap(config["usd_per_analysis"], ask):
+        return None
     spacing = spacing_of(config)
     has_token_cap = config["tokens_per_day"] is not None
+    spend_left_today = _spend_left_today(config, ask)
     return ReservationPlan(
         name=config["name"],
         config=config,
         spacing=spacing,
-        statement_key=("budget_reserve", has_token_cap, ask.deadline is not None),
+        statement_key=(
+            "budget_reserve",
+            has_token_cap,
+            ask.deadline is not None,
+            spend_left_today is not None,
+        ),
         params={
             "pk": config["id"],
             "now": now,
@@ -288,6 +323,7 @@ def plan_reservation(config: Mapping[str, Any], ask: Ask, *, now: float) -> Rese
             "requests_per_day": config["requests_per_day"],
             "tokens_left_today": (config["tokens_per_day"] or 0) - cost,
             "deadline": ask.deadline,
+            "spend_left_today": spend_left_today,
         },
         input_tokens=ask.input_tokens,
         output_tokens=ask.output_tokens,
@@ -310,7 +346,9 @@ def reserve(name: str, ask: Ask, *, clock: Clock = SYSTEM_CLOCK) -> Reservation:
             plan.statement_key,
             model=RateLimitBudget,
             condition=lambda: _reservation_condition(
-                has_token_cap=plan.has_token_cap, has_deadline=plan.has_deadline
+                has_token_cap=plan.has_token_cap,
+                has_deadline=plan.has_deadline,
+                has_spend_cap=plan.has_spend_cap,
             ),
             values=_reservation_values,
             params=plan.params,
@@ -319,48 +357,65 @@ def reserve(name: str, ask: Ask, *, clock: Clock = SYSTEM_CLOCK) -> Reservation:
     if row is None:
         _raise_refusal(name, ask, now=now)
     metrics.ratelimit_requests.labels(budget=name).inc()
-    return plan.reservation(row["next_request_at"])
+    return plan.reservation(row["next_request_at"], row["output_seconds_returned"])
 
 
 def _raise_refusal(name: str, ask: Ask, *, now: float) -> NoReturn:
     """Say why ``reserve`` admitted nothing."""
-    cost = ask.cost
     budget = RateLimitBudget.objects.get(name=name)
+    reason, available_at = _refusal(budget, ask, now=now)
+    metrics.ratelimit_rejections.labels(budget=name, reason=reason.split(" (")[0][:40]).inc()
+    logger.warning("ratelimit_refused", budget=name, reason=reason)
+    raise BudgetExhaustedError(budget=name, reason=reason, available_at=available_at)
+
+
+def _refusal(budget: RateLimitBudget, ask: Ask, *, now: float) -> tuple[str, float | None]:
+    """Why ``budget`` cannot admit ``ask``, and when it could again (None: not by waiting)."""
+    cost = ask.cost
     tomorrow = utc_day_start(now) + DAY_SECONDS
     same_day = budget.day_started_at >= utc_day_start(now)
     cap = budget.tokens_per_analysis
     if _exceeds_analysis_cap(cap, ask):
-        reason, available_at = (
+        return (
             f"the analysis token cap of {cap} would be exceeded "
             f"({ask.analysis_tokens_used} used, {cost} more estimated)",
             None,
         )
-    elif same_day and budget.day_requests >= budget.requests_per_day:
-        reason, available_at = (
-            f"daily request limit of {budget.requests_per_day} reached",
-            tomorrow,
+    if _exceeds_analysis_spend_cap(budget.usd_per_analysis, ask):
+        spent = (ask.analysis_spent_usd or Decimal(0)).quantize(Decimal("0.001"))
+        return (
+            f"spend cap of {dollars(budget.usd_per_analysis)} per analysis reached: "
+            f"{dollars(spent)} spent (the next call is estimated at "
+            f"{dollars(ask.estimated_cost_usd.quantize(Decimal('0.0001')))})",
+            None,
         )
-    elif (
+    if same_day and budget.day_requests >= budget.requests_per_day:
+        return f"daily request limit of {budget.requests_per_day} reached", tomorrow
+    if (
         same_day
         and budget.tokens_per_day is not None
         and budget.day_tokens + cost > budget.tokens_per_day
     ):
-        reason, available_at = f"daily token cap of {budget.tokens_per_day} reached", tomorrow
-    else:
-        available_at = max(
-            budget.next_request_at,
-            budget.next_input_at,
-            budget.next_output_at,
-            budget.paused_until,
-            now,
+        return f"daily token cap of {budget.tokens_per_day} reached", tomorrow
+    spend_left = _spend_left_today(budget.__dict__, ask)
+    if same_day and spend_left is not None and budget.day_cost_usd > spend_left:
+        return (
+            f"daily spend cap of {dollars(budget.usd_per_day)} reached: "
+            f"{dollars(budget.day_cost_usd.quantize(Decimal('0.001')))} spent today",
+            tomorrow,
         )
-        reason = (
-            f"the next free slot ({format_epoch(available_at)}) is after the caller's "
-            f"deadline ({format_epoch(ask.deadline or now)})"
-        )
-    metrics.ratelimit_rejections.labels(budget=name, reason=reason.split(" (")[0][:40]).inc()
-    logger.warning("ratelimit_refused", budget=name, reason=reason)
-    raise BudgetExhaustedError(budget=name, reason=reason, available_at=available_at)
+    available_at = max(
+        budget.next_request_at,
+        budget.next_input_at,
+        budget.next_output_at,
+        budget.paused_until,
+        now,
+    )
+    return (
+        f"the next free slot ({format_epoch(available_at)}) is after the caller's "
+        f"deadline ({format_epoch(ask.deadline or now)})",
+        available_at,
+    )
 
 
 def paused_until(name: str) -> float:
@@ -405,6 +460,8 @@ def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
         values=lambda: {
             "next_input_at": F("next_input_at") + Param("input_seconds"),
             "next_output_at": F("next_output_at") + Param("output_seconds"),
+            "output_seconds_returned": F("output_seconds_returned")
+            + Greatest(Value(0.0) - Param("output_seconds"), Value(0.0), output_field=FloatField()),
             "day_requests": Greatest(F("day_requests") + int_param("requests"), 0),
             "day_tokens": Greatest(F("day_tokens") + int_param("tokens"), 0),
             "window_requests": Greatest(F("window_requests") + int_param("requests"), 0),
@@ -537,43 +594,3 @@ def _record_observed_limits(budget_id: int, observed: Mapping[str, int]) -> None
         values=lambda: {field: int_param(field) for field in fields},
         params={"pk": budget_id, **observed},
     )
-
-
-async def wait_for_slot(
-    reservation: Reservation,
-    *,
-    reserve_again: Callable[[], Reservation],
-    on_wait: Callable[[float], None] | None = None,
-    clock: Clock = SYSTEM_CLOCK,
-) -> Reservation:
-    """Sleep until the reservation's slot (no lock or transaction held); return the slot used.
-
-    The slot is given back and the caller queues again when a 429 elsewhere paused the budget
-    while it slept, or when it wakes too late for its slot (a busy event loop, a starved
-    process): sent late, it would bunch up with the requests after it and a window could hold
-    more than the limit. Half the headroom is allowed for that lateness, the other half for the
-    network.
-    """
-    began = clock.monotonic()
-    while True:
-        if (wait := reservation.start_at - clock.now()) > 0:
-            if on_wait is not None:
-                on_wait(reservation.start_at)
-            await clock.sleep(wait)
-            paused = await sync_to_async(paused_until)(reservation.name)
-            if paused > clock.now() + _PAUSE_EPSILON:
-                reservation = await _requeue(reservation, reserve_again, why="paused")
-                continue
-        if clock.now() - reservation.start_at <= reservation.max_lateness:
-            break
-        reservation = await _requeue(reservation, reserve_again, why="late")
-    metrics.ratelimit_wait.labels(budget=reservation.name).observe(clock.monotonic() - began)
-    return reservation
-
-
-async def _requeue(
-    reservation: Reservation, reserve_again: Callable[[], Reservation], *, why: str
-) -> Reservation:
-    metrics.ratelimit_requeued.labels(budget=reservation.name, why=why).inc()
-    await sync_to_async(release)(reservation)
-    return await sync_to_async(reserve_again)()

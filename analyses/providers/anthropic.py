@@ -25,14 +25,17 @@ import functools
 import inspect
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import anthropic
 import structlog
 from anthropic import AsyncAPIResponse
 from anthropic.types import Message
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -56,6 +59,8 @@ from analyses.providers.base import (
 from reliability.exceptions import CallTimeoutError
 from reliability.guard import Attempt, AttemptReport, Guard, TokenEstimate, guard_for
 from reliability.outcomes import Outcome
+from reliability.output_estimate import OutputTokenEstimate, output_estimate_for
+from reliability.pricing import Price, call_cost, price_for
 from reliability.redaction import redact_text, secret_values
 
 logger = structlog.get_logger(__name__)
@@ -71,8 +76,10 @@ _CHARS_PER_TOKEN = 3.5
 # Structured outputs send the schema to the model with instructions of the API's own.
 _SCHEMA_OVERHEAD_TOKENS = math.ceil(len(json.dumps(FINDINGS_JSON_SCHEMA)) / _CHARS_PER_TOKEN) + 150
 # Most reviews answer in a few hundred tokens; reserving the full max_tokens would starve the
-# output-token budget for nothing.
+# output-token budget for nothing. Reserved until recent replies say better (output_estimate).
 _TYPICAL_OUTPUT_TOKENS = 800
+# A price edited in the admin is used for the estimates of calls made this much later.
+_PRICE_RECHECK_SECONDS = 60.0
 _MAX_DETAIL_CHARS = 200
 _MAX_STATUS_CHARS = 40  # LLMCall.status
 
@@ -154,6 +161,10 @@ class _Exchange:
     def tokens_used(self) -> int:
         return sum(call.input_tokens + call.output_tokens for call in self.calls)
 
+    @property
+    def cost_usd(self) -> Decimal:
+        return sum((call.cost_usd for call in self.calls if call.cost_usd), Decimal(0))
+
 
 class AnthropicProvider:
     """Reviews functions with Claude, structured JSON output, behind the ``anthropic`` guard."""
@@ -180,6 +191,8 @@ class AnthropicProvider:
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
         )
+        self._price: Price | None = None
+        self._price_read_at: float | None = None
 
     @classmethod
     def from_settings(cls, *, guard: Guard | None = None) -> AnthropicProvider:
@@ -245,15 +258,17 @@ class AnthropicProvider:
             purpose=purpose,
             exchange=exchange,
             on_call=request.on_call,
+            price=await self._current_price(),
         )
-        used = request.analysis_tokens_used
+        used, spent = request.analysis_tokens_used, request.analysis_cost_usd
         exchange.last_report = None
         try:
             reply = await self.guard.call(
                 call.send,
-                estimate=self._estimate(messages),
+                estimate=self._estimate(messages, purpose=purpose, price=call.price),
                 deadline=request.deadline,
                 analysis_tokens_used=None if used is None else used + exchange.tokens_used,
+                analysis_spent_usd=None if spent is None else spent + exchange.cost_usd,
                 wait_for_breaker=request.wait_for_breaker,
                 wait_for_budget=request.wait_for_budget,
                 on_wait=request.on_wait,
@@ -288,12 +303,31 @@ class AnthropicProvider:
             timeout=request_timeout,
         )
 
-    def _estimate(self, messages: Sequence[Mapping[str, Any]]) -> TokenEstimate:
+    def output_estimate(self, purpose: str) -> OutputTokenEstimate:
+        """What replies to this model, prompt version and purpose used lately (``observe``d
+        by every reply), and so what the next one reserves."""
+        kind = (self.model, PROMPT_VERSION, purpose)
+        return output_estimate_for(kind, fallback=_TYPICAL_OUTPUT_TOKENS)
+
+    def _estimate(
+        self, messages: Sequence[Mapping[str, Any]], *, purpose: str, price: Price | None
+    ) -> TokenEstimate:
         characters = len(SYSTEM_PROMPT) + sum(len(_message_text(m)) for m in messages)
+        input_tokens = math.ceil(characters / _CHARS_PER_TOKEN) + _SCHEMA_OVERHEAD_TOKENS
+        output_tokens = self.output_estimate(purpose).estimate(max_tokens=self.max_tokens)
         return TokenEstimate(
-            input_tokens=math.ceil(characters / _CHARS_PER_TOKEN) + _SCHEMA_OVERHEAD_TOKENS,
-            output_tokens=min(self.max_tokens, _TYPICAL_OUTPUT_TOKENS),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=call_cost(price, input_tokens=input_tokens, output_tokens=output_tokens),
         )
+
+    async def _current_price(self) -> Price | None:
+        """The model's price for the spend caps, read again every ``_PRICE_RECHECK_SECONDS``."""
+        now = time.monotonic()
+        if self._price_read_at is None or now - self._price_read_at > _PRICE_RECHECK_SECONDS:
+            self._price = await sync_to_async(price_for)(self.model)
+            self._price_read_at = now
+        return self._price
 
     def _failure_reason(self, exc: BaseException, *, last_report: AttemptReport | None) -> str:
         """A short reason for the user, without secrets, for an API failure the guard gave up on."""
@@ -332,6 +366,7 @@ class _GuardedCall:
     purpose: str
     exchange: _Exchange
     on_call: CallCallback | None
+    price: Price | None = None  # the model's, to price each attempt
     note: _AttemptNote = field(default_factory=_AttemptNote, init=False)
 
     async def send(self, attempt: Attempt) -> _Reply:
@@ -348,6 +383,7 @@ class _GuardedCall:
             note.error = str(exc) or type(exc).__name__
             raise
         usage = message.usage
+        self.provider.output_estimate(self.purpose).observe(usage.output_tokens)
         attempt.observe(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -387,6 +423,13 @@ class _GuardedCall:
             cache_creation_input_tokens=self.note.cache_creation_input_tokens,
             error=self.provider._redacted(self._error(outcome, invalid=invalid)),
             budget=self.provider.guard.budget or "",
+            cost_usd=call_cost(
+                self.price,
+                input_tokens=report.input_tokens,
+                output_tokens=report.output_tokens,
+                cache_read_input_tokens=self.note.cache_read_input_tokens,
+                cache_creation_input_tokens=self.note.cache_creation_input_tokens,
+            ),
         )
 
     def _error(self, outcome: Outcome, *, invalid: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol
 
 from analyses.findings import Finding
@@ -29,6 +30,7 @@ class LLMCallRecord:
     cache_creation_input_tokens: int = 0
     error: str = ""  # why it failed: short and redacted
     budget: str = ""  # the rate-limit budget the call counted against (and its spend is charged to)
+    cost_usd: Decimal | None = None  # at the price the provider knew (None: unpriced)
 
 
 WaitCallback = Callable[[Wait], None]
@@ -41,6 +43,7 @@ class ReviewRequest:
     context: Sequence[ContextSnippet] = ()
     deadline: float | None = None  # epoch seconds; no request may run past it
     analysis_tokens_used: int | None = None  # for the budget's per-analysis token cap
+    analysis_cost_usd: Decimal | None = None  # spent so far, for the per-analysis spend cap
     # Wait out an open breaker / a spent budget while the deadline allows (the guard decides
     # how long), instead of failing at once.
     wait_for_breaker: bool = False
