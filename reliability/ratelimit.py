@@ -33,6 +33,7 @@ from reliability.exceptions import BudgetExhaustedError, format_epoch
 from reliability.models import BUDGET_LIMIT_FIELDS, RateLimitBudget
 from reliability.pricing import dollars
 from reliability.ratelimit_headers import HEADER_DIMENSIONS, header_signals
+from reliability.spacing import Spacing, slot_seconds, spacing_of
 from reliability.sql import (
     Param,
     by_name,
@@ -46,8 +47,6 @@ from reliability.sql import (
 logger = structlog.get_logger(__name__)
 
 DAY_SECONDS = 86_400.0
-# The API states its limits per minute; budgets may use another window (tests do).
-API_LIMIT_WINDOW_SECONDS = 60.0
 # However small the headroom, a caller may start this much after its slot.
 _MIN_LATENESS = 0.02
 
@@ -91,15 +90,6 @@ class Ask:
         return self.input_tokens + self.output_tokens
 
 
-@dataclass(frozen=True, kw_only=True)
-class Spacing:
-    """Seconds each request and each token occupies, from the effective limits."""
-
-    request: float
-    input_token: float
-    output_token: float
-
-
 def budget_defaults(name: str) -> dict[str, Any]:
     """Settings' defaults for budget ``name``; ``family:key`` budgets (one per user, say) take
     the family's."""
@@ -122,34 +112,6 @@ def _config(name: str) -> dict[str, Any]:
         name=name,
         fields=CONFIG_COLUMNS,
         create=lambda: get_or_create_budget(name),
-    )
-
-
-def _effective_limit(configured: int, observed: int | None, window: float) -> float:
-    """The tighter of our limit and the one the API reported (scaled to our window)."""
-    if observed is None:
-        return float(configured)
-    return max(1.0, min(float(configured), observed * window / API_LIMIT_WINDOW_SECONDS))
-
-
-def spacing_of(config: Mapping[str, Any], *, headroom: float | None = None) -> Spacing:
-    """Seconds per request and per token: the window over the effective limit, less headroom.
-
-    Requests leave this process exactly on their slots but reach the API a few milliseconds
-    apart from that, unevenly; keeping ``headroom`` (a fraction) of each limit free keeps the
-    API from ever counting more than the limit in a window.
-    """
-    headroom = settings.EIDOLON_RATE_HEADROOM if headroom is None else headroom
-    window = config["window_seconds"]
-
-    def seconds_per_unit(configured: str, observed: str) -> float:
-        limit = _effective_limit(config[configured], config[observed], window)
-        return window / (limit * (1.0 - headroom))
-
-    return Spacing(
-        request=seconds_per_unit("requests_per_window", "observed_requests_limit"),
-        input_token=seconds_per_unit("input_tokens_per_window", "observed_input_tokens_limit"),
-        output_token=seconds_per_unit("output_tokens_per_window", "observed_output_tokens_limit"),
     )
 
 
@@ -296,7 +258,7 @@ def plan_reservation(config: Mapping[str, Any], ask: Ask, *, now: float) -> Rese
         return None
     if _exceeds_analysis_spend_cap(config["usd_per_analysis"], ask):
         return None
-    spacing = spacing_of(config)
+    spacing, window = spacing_of(config), config["window_seconds"]
     has_token_cap = config["tokens_per_day"] is not None
     spend_left_today = _spend_left_today(config, ask)
     return ReservationPlan(
@@ -315,8 +277,8 @@ def plan_reservation(config: Mapping[str, Any], ask: Ask, *, now: float) -> Rese
             "today": utc_day_start(now),
             "window_edge": now - config["window_seconds"],
             "request_seconds": spacing.request,
-            "input_seconds": ask.input_tokens * spacing.input_token,
-            "output_seconds": ask.output_tokens * spacing.output_token,
+            "input_seconds": slot_seconds(ask.input_tokens, spacing.input_token, window),
+            "output_seconds": slot_seconds(ask.output_tokens, spacing.output_token, window),
             "input_tokens": ask.input_tokens,
             "output_tokens": ask.output_tokens,
             "cost": cost,

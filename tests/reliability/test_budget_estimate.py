@@ -71,10 +71,10 @@ def output_bound_budget() -> RateLimitBudget:
     # 0.1 s per request, 0.01 s per output token: an 800-token estimate holds 8 s.
     return RateLimitBudget.objects.create(
         name="api",
-        window_seconds=60.0,
-        requests_per_window=600,
+        window_seconds=64.0,
+        requests_per_window=640,
         input_tokens_per_window=10_000_000,
-        output_tokens_per_window=6_000,
+        output_tokens_per_window=6_400,
         requests_per_day=100_000,
     )
 
@@ -128,7 +128,7 @@ class TestFreedCapacityReachesWaitingCallers:
             lambda: (
                 output_bound_budget()
                 .__class__.objects.filter(name="api")
-                .update(requests_per_window=30)
+                .update(requests_per_window=32)
             )
         )()
         ask = Ask(0, 800)
@@ -144,3 +144,23 @@ class TestFreedCapacityReachesWaitingCallers:
         used = await wait_for_slot(second, reserve_again=reserve_slot, clock=clock, recheck=0.5)
 
         assert used.start_at == pytest.approx(first.start_at + 2.0)
+
+
+class TestWholeRequestsPerWindow:
+    def test_slot__rounds_the_requests_per_window_down(self):
+        from reliability.spacing import slot_seconds
+
+        per_token = 60 / 8_000
+        # 8,000 / 300 = 26.7 requests a minute: 26 fit, so each holds 60 / 26 s.
+        assert slot_seconds(300, per_token, 60.0) == pytest.approx(60 / 26)
+        assert slot_seconds(400, per_token, 60.0) == pytest.approx(3.0)  # 20 fit exactly
+        assert slot_seconds(0, per_token, 60.0) == 0.0
+        assert slot_seconds(9_000, per_token, 60.0) == pytest.approx(9_000 * per_token)
+
+    def test_no_window_holds_more_tokens_than_the_limit(self):
+        from reliability.spacing import slot_seconds
+
+        spacing = slot_seconds(300, 60 / 8_000, 60.0)
+        starts = [index * spacing for index in range(200)]
+        busiest = max(sum(1 for s in starts if t <= s < t + 60.0) for t in starts)
+        assert busiest * 300 <= 8_000
