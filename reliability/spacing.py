@@ -51,16 +51,21 @@ def spacing_of(config: Mapping[str, Any], *, headroom: float | None = None) -> S
     )
 
 
-def slot_seconds(tokens: int, seconds_per_token: float, window: float) -> float:
+def slot_seconds(
+    tokens: int, seconds_per_token: float, window: float, *, headroom: float | None = None
+) -> float:
     """The time ``tokens`` hold on a token slot: a whole number of such requests per window.
 
     Slots ``tokens * seconds_per_token`` long let a window hold one request more than fits
     when the tokens do not divide the limit (8,000 / 300 = 26.7: a 27th request starts
-    59.9 s after the first, 8,100 tokens in one window); rounding the requests per window
-    down keeps every window within the limit.
+    59.9 s after the first, 8,100 tokens in one window). Rounding the requests per window
+    down, over the window plus ``headroom`` of it (a request may start that late after its
+    slot, or reach the API that much later), keeps every window within the limit.
     """
+    headroom = settings.EIDOLON_RATE_HEADROOM if headroom is None else headroom
     exact = tokens * seconds_per_token
     if exact <= 0:
         return 0.0
-    fitting = math.floor(window / exact + 1e-9)
-    return window / fitting if fitting >= 1 else exact
+    span = window * (1.0 + headroom)
+    fitting = math.floor(span / exact + 1e-9)
+    return max(exact, span / fitting) if fitting >= 1 else exact

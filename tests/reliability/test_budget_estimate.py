@@ -152,15 +152,19 @@ class TestWholeRequestsPerWindow:
 
         per_token = 60 / 8_000
         # 8,000 / 300 = 26.7 requests a minute: 26 fit, so each holds 60 / 26 s.
-        assert slot_seconds(300, per_token, 60.0) == pytest.approx(60 / 26)
-        assert slot_seconds(400, per_token, 60.0) == pytest.approx(3.0)  # 20 fit exactly
+        assert slot_seconds(300, per_token, 60.0, headroom=0) == pytest.approx(60 / 26)
+        assert slot_seconds(400, per_token, 60.0, headroom=0) == pytest.approx(3.0)  # 20 fit
+        # With 2 % headroom the 26 span 61.2 s: a start up to 1.2 s late stays in its window.
+        with_headroom = 60 / (8_000 * 0.98)
+        assert slot_seconds(300, with_headroom, 60.0, headroom=0.02) == pytest.approx(61.2 / 26)
         assert slot_seconds(0, per_token, 60.0) == 0.0
         assert slot_seconds(9_000, per_token, 60.0) == pytest.approx(9_000 * per_token)
 
     def test_no_window_holds_more_tokens_than_the_limit(self):
         from reliability.spacing import slot_seconds
 
-        spacing = slot_seconds(300, 60 / 8_000, 60.0)
-        starts = [index * spacing for index in range(200)]
+        spacing = slot_seconds(300, 60 / (8_000 * 0.98), 60.0, headroom=0.02)
+        # Every start up to 1 s late (lateness allowed by the headroom, and the network).
+        starts = [index * spacing + (1.0 if index % 26 == 0 else 0.0) for index in range(200)]
         busiest = max(sum(1 for s in starts if t <= s < t + 60.0) for t in starts)
         assert busiest * 300 <= 8_000
