@@ -64,6 +64,7 @@ class Reservation:
     input_tokens: int
     output_tokens: int
     seconds_per_request: float
+    window_seconds: float
     seconds_per_input_token: float
     seconds_per_output_token: float
     max_lateness: float  # later than this after start_at, the slot is given up (see below)
@@ -217,6 +218,7 @@ class ReservationPlan:
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             seconds_per_request=self.spacing.request,
+            window_seconds=self.config["window_seconds"],
             seconds_per_input_token=self.spacing.input_token,
             seconds_per_output_token=self.spacing.output_token,
             max_lateness=max(
@@ -402,15 +404,29 @@ def adjustment_params(
     output_tokens: int,
     move_token_slots: bool,
 ) -> dict[str, Any]:
-    time_factor = 1.0 if move_token_slots else 0.0
+    """The adjustment's parameters; with ``move_token_slots`` the token slots move by the
+    difference between the slots of the tokens reserved and of those plus the extra ones."""
+
+    def slot_change(reserved: int, extra: int, per_token: float) -> float:
+        if not move_token_slots:
+            return 0.0
+        window = reservation.window_seconds
+        return slot_seconds(reserved + extra, per_token, window) - slot_seconds(
+            reserved, per_token, window
+        )
+
     return {
         "pk": reservation.budget_id,
         "requests": requests,
         "tokens": input_tokens + output_tokens,
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
-        "input_seconds": time_factor * input_tokens * reservation.seconds_per_input_token,
-        "output_seconds": time_factor * output_tokens * reservation.seconds_per_output_token,
+        "input_seconds": slot_change(
+            reservation.input_tokens, input_tokens, reservation.seconds_per_input_token
+        ),
+        "output_seconds": slot_change(
+            reservation.output_tokens, output_tokens, reservation.seconds_per_output_token
+        ),
     }
 
 
