@@ -68,6 +68,7 @@ class Reservation:
     seconds_per_input_token: float
     seconds_per_output_token: float
     max_lateness: float  # later than this after start_at, the slot is given up (see below)
+    placed_at: float = 0.0  # the slot first granted (start_at may move earlier while waiting)
     observed_limits: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
     # The budget's ``output_seconds_returned`` when the slot was last placed (``ratelimit_wait``).
     output_seconds_returned: float = 0.0
@@ -215,6 +216,7 @@ class ReservationPlan:
             budget_id=self.config["id"],
             name=self.name,
             start_at=next_request_at - self.spacing.request,
+            placed_at=next_request_at - self.spacing.request,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             seconds_per_request=self.spacing.request,
@@ -430,16 +432,23 @@ def adjustment_params(
     }
 
 
+def _returned() -> Greatest:
+    """The output time an adjustment gives back (none when it takes more)."""
+    return Greatest(Value(0.0) - Param("output_seconds"), Value(0.0), output_field=FloatField())
+
+
 def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
     """Add (or take back) requests and tokens, and the tokens' time on the token slots if asked."""
     prepared_update(
         ADJUST_STATEMENT,
         model=RateLimitBudget,
         values=lambda: {
-            "next_input_at": F("next_input_at") + Param("input_seconds"),
+            # Output time given back moves the whole queue forward (``ratelimit_wait``): the
+            # callers waiting move their slots, and the next slots of every dimension follow.
+            "next_request_at": F("next_request_at") - _returned(),
+            "next_input_at": F("next_input_at") + Param("input_seconds") - _returned(),
             "next_output_at": F("next_output_at") + Param("output_seconds"),
-            "output_seconds_returned": F("output_seconds_returned")
-            + Greatest(Value(0.0) - Param("output_seconds"), Value(0.0), output_field=FloatField()),
+            "output_seconds_returned": F("output_seconds_returned") + _returned(),
             "day_requests": Greatest(F("day_requests") + int_param("requests"), 0),
             "day_tokens": Greatest(F("day_tokens") + int_param("tokens"), 0),
             "window_requests": Greatest(F("window_requests") + int_param("requests"), 0),

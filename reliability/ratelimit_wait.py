@@ -2,15 +2,18 @@
 smaller than their estimate give back.
 
 A reservation charges its estimated output tokens as time on the budget's output-token slots.
-A reply that uses fewer moves the slots back (``ratelimit.reconcile``) and adds the time it
-returned to the budget's ``output_seconds_returned``. Everyone already waiting was placed
-behind that estimate: while waiting, a caller looks at the counter every ``recheck`` seconds
-and moves its own slot earlier by what was returned since it was placed, so the capacity goes
-to the callers in the queue, in their order, rather than only to those who reserve later.
+A reply that uses fewer gives that time back (``ratelimit.reconcile``): the budget's next
+slots of every dimension move back by it, and its ``output_seconds_returned`` counts it.
+Everyone already waiting was placed behind that estimate: while waiting, a caller looks at the
+counter every 1/120 of the window (0.5 s of a minute) and moves its own slot earlier by what
+was returned since it was placed, so the capacity goes to the callers in the queue, in their
+order, and the callers who reserve next follow them.
 
-A moved slot keeps the request and input-token spacing after the requests this process has
-started (``_started_floor``); other processes' requests keep their own slots, which were all
-placed on the same shared tail.
+A moved slot never comes closer than the request spacing (or the input tokens' slot) after the
+requests this process started (``_started_floor``), checked again just before starting. Across
+processes, a moved slot is not checked against a request another process has just started:
+early on, while estimates still run high, two requests of two processes may start closer than
+the spacing (the API's own buckets hold a minute's worth, so this does not earn a 429).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from reliability.sql import by_name, prepared_select
 
 # A pause that began while a caller slept is honoured only if it still has this long to run.
 _PAUSE_EPSILON = 0.001
-# How often a waiting caller looks whether replies gave time back (or a 429 paused the budget).
-RECHECK_SECONDS = 0.5
+# How often a waiting caller looks whether replies gave time back (or a 429 paused the budget),
+# as a fraction of the budget's window: every 0.5 s of a minute.
+RECHECK_FRACTION_OF_WINDOW = 1 / 120
 
 # Per budget: the earliest the next request may start after the requests this process started
 # (their request spacing and input tokens), however much output time was given back.
@@ -77,7 +81,7 @@ async def wait_for_slot(
     reserve_again: Callable[[], Reservation],
     on_wait: Callable[[float], None] | None = None,
     clock: Clock = SYSTEM_CLOCK,
-    recheck: float = RECHECK_SECONDS,
+    recheck: float | None = None,
 ) -> Reservation:
     """Sleep until the reservation's slot (no lock or transaction held); return the slot used.
 
@@ -89,6 +93,7 @@ async def wait_for_slot(
     lateness, the other half for the network.
     """
     began = clock.monotonic()
+    recheck = recheck or reservation.window_seconds * RECHECK_FRACTION_OF_WINDOW
     reported = None
     while True:
         if (wait := reservation.start_at - clock.now()) > 0:
@@ -104,6 +109,13 @@ async def wait_for_slot(
                 reservation, returned=state["output_seconds_returned"], now=clock.now()
             )
             continue
+        if (floor := _started_floor.get(reservation.name, 0.0)) > clock.now() + _PAUSE_EPSILON:
+            # Another caller of this process started since this slot was moved: keep its
+            # spacing (never later than the slot first granted).
+            start_at = min(floor, max(reservation.placed_at, reservation.start_at))
+            if start_at > reservation.start_at:
+                reservation = dataclasses.replace(reservation, start_at=start_at)
+                continue
         if clock.now() - reservation.start_at <= reservation.max_lateness:
             break
         reservation = await _requeue(reservation, reserve_again, why="late")

@@ -160,8 +160,9 @@ def _dimension_headers(
 ) -> Mapping[str, str]:
     prefix = f"anthropic-ratelimit-{name}"
     reset_at = wall_now + timedelta(seconds=bucket.seconds_until_full(now))
+    per_minute = bucket.capacity * 60.0 / bucket.window_s  # the API states limits per minute
     return {
-        f"{prefix}-limit": str(int(bucket.capacity)),
+        f"{prefix}-limit": str(round(per_minute)),
         f"{prefix}-remaining": str(max(0, math.floor(bucket.level))),
         f"{prefix}-reset": rfc3339(reset_at),
     }
