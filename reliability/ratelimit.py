@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import structlog
 from django.conf import settings
 from django.db.models import Case, DecimalField, F, FloatField, Q, Value, When
-from django.db.models.functions import Greatest
+from django.db.models.functions import Greatest, Least
 from django.db.models.lookups import LessThanOrEqual
 
 from reliability import metrics
@@ -432,9 +432,14 @@ def adjustment_params(
     }
 
 
-def _returned() -> Greatest:
-    """The output time an adjustment gives back (none when it takes more)."""
-    return Greatest(Value(0.0) - Param("output_seconds"), Value(0.0), output_field=FloatField())
+def _returned(*, ahead_of: str | None = None) -> Greatest | Least:
+    """The output time an adjustment gives back (none when it takes more); ``ahead_of``: no
+    more than the output slots lead that field's."""
+    returned = Greatest(Value(0.0) - Param("output_seconds"), Value(0.0), output_field=FloatField())
+    if ahead_of is None:
+        return returned
+    lead = Greatest(F("next_output_at") - F(ahead_of), Value(0.0), output_field=FloatField())
+    return Least(returned, lead, output_field=FloatField())
 
 
 def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
@@ -443,10 +448,13 @@ def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
         ADJUST_STATEMENT,
         model=RateLimitBudget,
         values=lambda: {
-            # Output time given back moves the whole queue forward (``ratelimit_wait``): the
-            # callers waiting move their slots, and the next slots of every dimension follow.
-            "next_request_at": F("next_request_at") - _returned(),
-            "next_input_at": F("next_input_at") + Param("input_seconds") - _returned(),
+            # Output time given back moves the queue forward (``ratelimit_wait``): the callers
+            # waiting move their slots, and the next slots of the other dimensions follow as
+            # far as the output slots led them (no further: their own spacing still holds).
+            "next_request_at": F("next_request_at") - _returned(ahead_of="next_request_at"),
+            "next_input_at": F("next_input_at")
+            + Param("input_seconds")
+            - _returned(ahead_of="next_input_at"),
             "next_output_at": F("next_output_at") + Param("output_seconds"),
             "output_seconds_returned": F("output_seconds_returned") + _returned(),
             "day_requests": Greatest(F("day_requests") + int_param("requests"), 0),

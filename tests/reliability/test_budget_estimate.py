@@ -168,3 +168,30 @@ class TestWholeRequestsPerWindow:
         starts = [index * spacing + (1.0 if index % 26 == 0 else 0.0) for index in range(200)]
         busiest = max(sum(1 for s in starts if t <= s < t + 60.0) for t in starts)
         assert busiest * 300 <= 8_000
+
+
+@pytest.mark.django_db
+class TestReturnedTimeMovesTheQueue:
+    def test_output_bound__the_next_reservation_follows_the_returned_time(self, clock):
+        output_bound_budget()
+        reserve("api", Ask(0, 800), clock=clock)
+        first = reserve("api", Ask(0, 800), clock=clock)  # placed 8 s on
+        reconcile(first, input_tokens=0, output_tokens=10)  # 7.9 s given back
+
+        after = reserve("api", Ask(0, 800), clock=clock)
+        assert after.start_at - clock.now() == pytest.approx(8.1)  # not 16
+
+    def test_request_bound__returned_output_time_leaves_the_request_spacing(self, clock):
+        RateLimitBudget.objects.create(
+            name="api",
+            window_seconds=10.0,
+            requests_per_window=10,  # 1 s apart
+            input_tokens_per_window=10_000_000,
+            output_tokens_per_window=1_000,  # 50 tokens: 0.5 s
+            requests_per_day=100_000,
+        )
+        first = reserve("api", Ask(0, 50), clock=clock)
+        reconcile(first, input_tokens=0, output_tokens=0)
+
+        second = reserve("api", Ask(0, 50), clock=clock)
+        assert second.start_at - first.start_at == pytest.approx(1.0)
