@@ -20,7 +20,6 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +108,6 @@ class _Run:
     reported_waiting: str = ""
     last_progress: float = 0.0
     tokens_used: int = 0  # by this analysis so far, for the budget's per-analysis cap
-    cost_usd: Decimal = Decimal(0)  # spent by this analysis so far, for the spend cap
     cached_keys: set[str] = field(default_factory=set)
     background: set[asyncio.Task] = field(default_factory=set)
 
@@ -156,7 +154,6 @@ async def run_analysis(
         return status
     run = _Run(
         tokens_used=analysis.input_tokens + analysis.output_tokens,
-        cost_usd=analysis.cost_usd,
         analysis=analysis,
         worker_id=worker_id,
         provider=provider or provider_for(analysis),
@@ -395,24 +392,22 @@ async def _review_unit(run: _Run, work: _Work) -> None:
 async def _review(
     run: _Run, unit: Unit, code_unit_id: int, context: Sequence
 ) -> list[Finding] | None:
-    """Review one unit; the guard waits out an open breaker or a full budget while the deadline
-    allows (unless the analysis falls back to the offline rules while the AI is unavailable).
-
-    Returns the findings, or None after recording the unit as failed.
-    """
+    """Review one unit: its findings, or None after recording it as failed. The guard waits out
+    an open breaker or a full budget while the deadline allows (unless the analysis falls back
+    to the offline rules while the AI is unavailable)."""
 
     async def record_call(record: LLMCallRecord) -> None:
         analysis_metrics.record_ai_call(record)
         run.calls.append((code_unit_id, record))
         run.tokens_used += record.input_tokens + record.output_tokens
-        run.cost_usd += record.cost_usd or 0
+        run.analysis.cost_usd += record.cost_usd or 0  # in memory, for the spend cap (not saved)
 
     request = ReviewRequest(
         unit=unit,
         context=context,
         deadline=run.deadline,
         analysis_tokens_used=run.tokens_used if _calls_api(run.provider) else None,
-        analysis_cost_usd=run.cost_usd if _calls_api(run.provider) else None,
+        analysis_cost_usd=run.analysis.cost_usd if _calls_api(run.provider) else None,
         wait_for_breaker=not run.analysis.fallback_to_static,
         wait_for_budget=True,
         on_wait=lambda wait: _waiting(run, wait),
