@@ -133,6 +133,11 @@ def _next_free_slot() -> Greatest:
 
 
 _MONEY = DecimalField(max_digits=16, decimal_places=8)
+_OTHER_SLOTS = ("next_request_at", "next_input_at", "paused_until")
+
+
+def _greatest(*expressions: Any) -> Greatest:
+    return Greatest(*expressions, output_field=FloatField())
 
 
 def _reservation_values() -> dict[str, Any]:
@@ -145,6 +150,9 @@ def _reservation_values() -> dict[str, Any]:
         "next_request_at": start + Param("request_seconds"),
         "next_input_at": start + Param("input_seconds"),
         "next_output_at": start + Param("output_seconds"),
+        "output_slack": _greatest(
+            F("next_output_at") - _greatest(*map(F, _OTHER_SLOTS), Param("now")), Value(0.0)
+        ),
         "day_started_at": Case(
             When(new_day, then=Param("today")),
             default=F("day_started_at"),
@@ -432,14 +440,13 @@ def adjustment_params(
     }
 
 
-def _returned(*, ahead_of: str | None = None) -> Greatest | Least:
-    """The output time an adjustment gives back (none when it takes more); ``ahead_of``: no
-    more than the output slots lead that field's."""
-    returned = Greatest(Value(0.0) - Param("output_seconds"), Value(0.0), output_field=FloatField())
-    if ahead_of is None:
+def _returned(*, within_slack: bool = False) -> Greatest | Least:
+    """The output time an adjustment gives back (none when it takes more); ``within_slack``:
+    no more than the last slot's ``output_slack``."""
+    returned = _greatest(Value(0.0) - Param("output_seconds"), Value(0.0))
+    if not within_slack:
         return returned
-    lead = Greatest(F("next_output_at") - F(ahead_of), Value(0.0), output_field=FloatField())
-    return Least(returned, lead, output_field=FloatField())
+    return Least(returned, F("output_slack"), output_field=FloatField())
 
 
 def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
@@ -450,11 +457,12 @@ def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
         values=lambda: {
             # Output time given back moves the queue forward (``ratelimit_wait``): the callers
             # waiting move their slots, and the next slots of the other dimensions follow as
-            # far as the output slots led them (no further: their own spacing still holds).
-            "next_request_at": F("next_request_at") - _returned(ahead_of="next_request_at"),
+            # far as the last slot waited for output tokens (no further: their own spacing).
+            "next_request_at": F("next_request_at") - _returned(within_slack=True),
             "next_input_at": F("next_input_at")
             + Param("input_seconds")
-            - _returned(ahead_of="next_input_at"),
+            - _returned(within_slack=True),
+            "output_slack": F("output_slack") - _returned(within_slack=True),
             "next_output_at": F("next_output_at") + Param("output_seconds"),
             "output_seconds_returned": F("output_seconds_returned") + _returned(),
             "day_requests": Greatest(F("day_requests") + int_param("requests"), 0),

@@ -2,8 +2,9 @@
 smaller than their estimate give back.
 
 A reservation charges its estimated output tokens as time on the budget's output-token slots.
-A reply that uses fewer gives that time back (``ratelimit.reconcile``): the budget's next
-slots of every dimension move back by it, and its ``output_seconds_returned`` counts it.
+A reply that uses fewer gives that time back (``ratelimit.reconcile``): the next output slot
+moves back by it, the next request and input slots as far as the last slot had waited for
+output tokens (``output_slack``), and ``output_seconds_returned`` counts it.
 Everyone already waiting was placed behind that estimate: while waiting, a caller looks at the
 counter every 1/120 of the window (0.5 s of a minute) and moves its own slot earlier by what
 was returned since it was placed, so the capacity goes to the callers in the queue, in their

@@ -40,4 +40,9 @@ class Migration(migrations.Migration):
             name="output_seconds_returned",
             field=models.FloatField(default=0.0),
         ),
+        migrations.AddField(
+            model_name="ratelimitbudget",
+            name="output_slack",
+            field=models.FloatField(default=0.0),
+        ),
     ]
