@@ -243,8 +243,9 @@ class RateLimitBudget(models.Model):
     # Output-token time given back by replies smaller than their estimate, ever: callers
     # waiting for a slot move theirs earlier by what was given back since they reserved.
     output_seconds_returned = models.FloatField(default=0.0)
-    # How much later than its other dimensions allowed the last slot started, for want of
-    # output tokens: as far as the other dimensions' next slots follow returned output time.
+    # How much later than their other dimensions allowed the queued slots start, for want of
+    # output tokens (summed since the queue was last empty): as far as the other dimensions'
+    # next slots follow returned output time.
     output_slack = models.FloatField(default=0.0)
     paused_until = models.FloatField(default=0.0)
     pause_reason = models.CharField(max_length=200, blank=True, default="")

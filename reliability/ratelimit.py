@@ -25,7 +25,7 @@ import structlog
 from django.conf import settings
 from django.db.models import Case, DecimalField, F, FloatField, Q, Value, When
 from django.db.models.functions import Greatest, Least
-from django.db.models.lookups import LessThanOrEqual
+from django.db.models.lookups import GreaterThan, LessThanOrEqual
 
 from reliability import metrics
 from reliability.clock import SYSTEM_CLOCK, Clock
@@ -140,6 +140,11 @@ def _greatest(*expressions: Any) -> Greatest:
     return Greatest(*expressions, output_field=FloatField())
 
 
+def _own_slack() -> Greatest:
+    """How much later than its other dimensions allow a slot starts, for want of output."""
+    return _greatest(F("next_output_at") - _greatest(*map(F, _OTHER_SLOTS), Param("now")), 0.0)
+
+
 def _reservation_values() -> dict[str, Any]:
     """One request's reservation: every dimension's next slot moves on from the same start."""
     start = _next_free_slot()
@@ -150,8 +155,10 @@ def _reservation_values() -> dict[str, Any]:
         "next_request_at": start + Param("request_seconds"),
         "next_input_at": start + Param("input_seconds"),
         "next_output_at": start + Param("output_seconds"),
-        "output_slack": _greatest(
-            F("next_output_at") - _greatest(*map(F, _OTHER_SLOTS), Param("now")), Value(0.0)
+        "output_slack": Case(  # summed over the queue since it was last empty
+            When(GreaterThan(start, Param("now")), then=F("output_slack") + _own_slack()),
+            default=_own_slack(),
+            output_field=FloatField(),
         ),
         "day_started_at": Case(
             When(new_day, then=Param("today")),
@@ -365,12 +372,9 @@ def _refusal(budget: RateLimitBudget, ask: Ask, *, now: float) -> tuple[str, flo
         )
     if same_day and budget.day_requests >= budget.requests_per_day:
         return f"daily request limit of {budget.requests_per_day} reached", tomorrow
-    if (
-        same_day
-        and budget.tokens_per_day is not None
-        and budget.day_tokens + cost > budget.tokens_per_day
-    ):
-        return f"daily token cap of {budget.tokens_per_day} reached", tomorrow
+    token_cap = budget.tokens_per_day
+    if same_day and token_cap is not None and budget.day_tokens + cost > token_cap:
+        return f"daily token cap of {token_cap} reached", tomorrow
     spend_left = _spend_left_today(budget.__dict__, ask)
     if same_day and spend_left is not None and budget.day_cost_usd > spend_left:
         return (
@@ -378,13 +382,8 @@ def _refusal(budget: RateLimitBudget, ask: Ask, *, now: float) -> tuple[str, flo
             f"{dollars(budget.day_cost_usd.quantize(Decimal('0.001')))} spent today",
             tomorrow,
         )
-    available_at = max(
-        budget.next_request_at,
-        budget.next_input_at,
-        budget.next_output_at,
-        budget.paused_until,
-        now,
-    )
+    slots = (budget.next_request_at, budget.next_input_at, budget.next_output_at)
+    available_at = max(*slots, budget.paused_until, now)
     return (
         f"the next free slot ({format_epoch(available_at)}) is after the caller's "
         f"deadline ({format_epoch(ask.deadline or now)})",
@@ -442,7 +441,7 @@ def adjustment_params(
 
 def _returned(*, within_slack: bool = False) -> Greatest | Least:
     """The output time an adjustment gives back (none when it takes more); ``within_slack``:
-    no more than the last slot's ``output_slack``."""
+    no more than the queue's ``output_slack``."""
     returned = _greatest(Value(0.0) - Param("output_seconds"), Value(0.0))
     if not within_slack:
         return returned
