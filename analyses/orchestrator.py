@@ -366,12 +366,14 @@ async def _review(run: AnalysisRun, work: UnitWork) -> list[Finding] | None:
         analysis_metrics.record_ai_call(record)
         run.calls.append((code_unit_id, record))
         run.tokens_used += record.input_tokens + record.output_tokens
+        run.analysis.cost_usd += record.cost_usd or 0  # in memory, for the spend cap (not saved)
 
     request = ReviewRequest(
         unit=unit,
         context=work.context,
         deadline=run.deadline,
         analysis_tokens_used=run.tokens_used if _calls_api(run.provider) else None,
+        analysis_cost_usd=run.analysis.cost_usd if _calls_api(run.provider) else None,
         wait_for_breaker=not run.analysis.fallback_to_static,
         wait_for_budget=True,
         on_wait=lambda wait: _waiting(run, wait),

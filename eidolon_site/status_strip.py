@@ -59,6 +59,7 @@ class BudgetDay:
     tokens_per_day: int | None
     cost_usd: Decimal
     paused: bool
+    usd_per_day: Decimal | None = None  # the daily spend cap, if any
 
     @property
     def requests_percent(self) -> float:
@@ -155,6 +156,7 @@ def _budget_days(*, today: float, now: float) -> list[BudgetDay]:
                 tokens_per_day=budget.tokens_per_day,
                 cost_usd=budget.day_cost_usd if same_day else Decimal(0),
                 paused=budget.paused_until > now,
+                usd_per_day=budget.usd_per_day,
             )
         )
     return days

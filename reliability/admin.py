@@ -380,7 +380,11 @@ class RateLimitBudgetAdmin(admin.ModelAdmin):
     @admin.display(description="spend today")
     def spend_today(self, budget: RateLimitBudget) -> str:
         same_day = budget.day_started_at >= utc_day_start(time.time())
-        return format_usd(budget.day_cost_usd if same_day else 0)
+        spent = format_usd(budget.day_cost_usd if same_day else 0)
+        day_cap = f" of {format_usd(budget.usd_per_day)}" if budget.usd_per_day is not None else ""
+        per_analysis = budget.usd_per_analysis
+        analysis_cap = f"; cap {format_usd(per_analysis)} per analysis" if per_analysis else ""
+        return f"{spent}{day_cap}{analysis_cap}"
 
     @admin.display(description="queue ahead")
     def queue_ahead(self, budget: RateLimitBudget) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from decimal import Decimal
+from typing import Any, ClassVar
 
 import structlog
 from django.core.exceptions import ValidationError
@@ -221,7 +222,7 @@ def _save_tuning(
             type(instance).objects.select_for_update().filter(pk=instance.pk).values(*fields).get()
         )
         changes = {
-            field: [stored[field], getattr(instance, field)]
+            field: [_recordable(stored[field]), _recordable(getattr(instance, field))]
             for field in fields
             if stored[field] != getattr(instance, field)
         }
@@ -249,6 +250,11 @@ class HistoryEntry:
     details: str  # the values changed, or the transition's reason
     actor: str
     reason: str
+
+
+def _recordable(value: Any) -> Any:
+    """A setting's value as the history's JSON keeps it: dollar caps as exact text."""
+    return str(value) if isinstance(value, Decimal) else value
 
 
 def describe_changes(changes: Mapping[str, list]) -> str:

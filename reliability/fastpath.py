@@ -146,7 +146,7 @@ async def admit_and_reserve(
     if row is None:  # refused: the ordinary way says why
         return None
     metrics.ratelimit_requests.labels(budget=budget_name).inc()
-    return breaker.permit_for(state), plan.reservation(row[0])
+    return breaker.permit_for(state), plan.reservation(*row)
 
 
 async def record_success(

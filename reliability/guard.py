@@ -18,12 +18,13 @@ import random
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Generic, TypeVar
 
 import structlog
 from django.conf import settings
 
-from reliability import breaker, fastpath, metrics, ratelimit
+from reliability import breaker, fastpath, metrics, ratelimit, ratelimit_wait
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.dbthread import in_db_thread
 from reliability.exceptions import (
@@ -53,6 +54,7 @@ _TARGET_LABELS = {"anthropic": "AI"}
 class TokenEstimate:
     input_tokens: int
     output_tokens: int
+    cost_usd: Decimal | None = None  # the tokens at the model's price (None: unpriced)
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ class Guard:
         estimate: TokenEstimate | None = None,
         deadline: float | None = None,
         analysis_tokens_used: int | None = None,
+        analysis_spent_usd: Decimal | None = None,
         wait_for_breaker: bool = False,
         wait_for_budget: bool = False,
         on_wait: Callable[[Wait], None] | None = None,
@@ -185,7 +188,12 @@ class Guard:
         """
         tokens = estimate or TokenEstimate(0, 0)
         ask = ratelimit.Ask(
-            tokens.input_tokens, tokens.output_tokens, deadline, analysis_tokens_used
+            tokens.input_tokens,
+            tokens.output_tokens,
+            deadline,
+            analysis_tokens_used,
+            estimated_cost_usd=tokens.cost_usd,
+            analysis_spent_usd=analysis_spent_usd,
         )
         call = _Call(fn, ask, wait_for_breaker, wait_for_budget, on_wait, on_attempt)
         if deferred:
@@ -250,7 +258,7 @@ class Guard:
         started = self.clock.monotonic()
         try:
             if reservation is not None:
-                reservation = await ratelimit.wait_for_slot(
+                reservation = await ratelimit_wait.wait_for_slot(
                     reservation,
                     reserve_again=lambda: self._reserve(call.ask),
                     on_wait=(lambda until: on_wait(Wait("rate_budget", until, self.label)))

@@ -175,6 +175,8 @@ BUDGET_LIMIT_FIELDS = (
     "requests_per_day",
     "tokens_per_day",
     "tokens_per_analysis",
+    "usd_per_day",
+    "usd_per_analysis",
 )
 
 
@@ -217,11 +219,34 @@ class RateLimitBudget(models.Model):
     tokens_per_analysis = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="Optional cap on input+output tokens per analysis."
     )
+    usd_per_day = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Optional cap on spend per UTC day, in US dollars (priced from the price table).",
+    )
+    usd_per_analysis = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Optional cap on spend per analysis, in US dollars.",
+    )
 
     # --- shared state (changed only by atomic UPDATEs in ratelimit.py)
     next_request_at = models.FloatField(default=0.0)
     next_input_at = models.FloatField(default=0.0)
     next_output_at = models.FloatField(default=0.0)
+    # Output-token time given back by replies smaller than their estimate, ever: callers
+    # waiting for a slot move theirs earlier by what was given back since they reserved.
+    output_seconds_returned = models.FloatField(default=0.0)
+    # How much later than their other dimensions allowed the queued slots start, for want of
+    # output tokens (summed since the queue was last empty): as far as the other dimensions'
+    # next slots follow returned output time.
+    output_slack = models.FloatField(default=0.0)
     paused_until = models.FloatField(default=0.0)
     pause_reason = models.CharField(max_length=200, blank=True, default="")
     day_started_at = models.FloatField(default=0.0)

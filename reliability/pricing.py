@@ -77,6 +77,12 @@ def model_call_cost(
     return call_cost(price_for(model, prices=prices), **tokens)
 
 
+def dollars(amount: Decimal) -> str:
+    """``$0.05``, ``$0.048``: at least cents, more places where they matter (caps, spend)."""
+    places = max(2, -int(amount.normalize().as_tuple().exponent))
+    return f"${amount:.{places}f}"
+
+
 def price_rows(prices: Iterable[Price]) -> list[dict[str, str | float]]:
     """The price table as JSON-friendly rows (prices as numbers)."""
     return [

@@ -16,23 +16,24 @@ in bursts. A 429 seen by any process pauses the whole budget until its ``retry-a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NoReturn
 
 import structlog
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Case, DecimalField, F, FloatField, Q, Value, When
-from django.db.models.functions import Greatest
-from django.db.models.lookups import LessThanOrEqual
+from django.db.models.functions import Greatest, Least
+from django.db.models.lookups import GreaterThan, LessThanOrEqual
 
 from reliability import metrics
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import BudgetExhaustedError, format_epoch
 from reliability.models import BUDGET_LIMIT_FIELDS, RateLimitBudget
+from reliability.pricing import dollars
 from reliability.ratelimit_headers import HEADER_DIMENSIONS, header_signals
+from reliability.spacing import Spacing, slot_seconds, spacing_of
 from reliability.sql import (
     Param,
     by_name,
@@ -46,10 +47,6 @@ from reliability.sql import (
 logger = structlog.get_logger(__name__)
 
 DAY_SECONDS = 86_400.0
-# The API states its limits per minute; budgets may use another window (tests do).
-API_LIMIT_WINDOW_SECONDS = 60.0
-# A pause that began while a caller slept is honoured only if it still has this long to run.
-_PAUSE_EPSILON = 0.001
 # However small the headroom, a caller may start this much after its slot.
 _MIN_LATENESS = 0.02
 
@@ -66,34 +63,33 @@ class Reservation:
     start_at: float
     input_tokens: int
     output_tokens: int
+    seconds_per_request: float
+    window_seconds: float
     seconds_per_input_token: float
     seconds_per_output_token: float
     max_lateness: float  # later than this after start_at, the slot is given up (see below)
+    placed_at: float = 0.0  # the slot first granted (start_at may move earlier while waiting)
     observed_limits: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
+    # The budget's ``output_seconds_returned`` when the slot was last placed (``ratelimit_wait``).
+    output_seconds_returned: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Ask:
     """What one request asks of a budget: its estimated tokens, the latest its slot may start
-    (None: whenever), and the tokens its analysis has used so far (for the per-analysis cap)."""
+    (None: whenever), the tokens its analysis has used so far (for the per-analysis cap), and
+    for the spend caps its estimated cost and its analysis's spend so far (None: unpriced)."""
 
     input_tokens: int
     output_tokens: int
     deadline: float | None = None
     analysis_tokens_used: int | None = None
+    estimated_cost_usd: Decimal | None = None
+    analysis_spent_usd: Decimal | None = None
 
     @property
     def cost(self) -> int:
         return self.input_tokens + self.output_tokens
-
-
-@dataclass(frozen=True, kw_only=True)
-class Spacing:
-    """Seconds each request and each token occupies, from the effective limits."""
-
-    request: float
-    input_token: float
-    output_token: float
 
 
 def budget_defaults(name: str) -> dict[str, Any]:
@@ -121,34 +117,6 @@ def _config(name: str) -> dict[str, Any]:
     )
 
 
-def _effective_limit(configured: int, observed: int | None, window: float) -> float:
-    """The tighter of our limit and the one the API reported (scaled to our window)."""
-    if observed is None:
-        return float(configured)
-    return max(1.0, min(float(configured), observed * window / API_LIMIT_WINDOW_SECONDS))
-
-
-def spacing_of(config: Mapping[str, Any], *, headroom: float | None = None) -> Spacing:
-    """Seconds per request and per token: the window over the effective limit, less headroom.
-
-    Requests leave this process exactly on their slots but reach the API a few milliseconds
-    apart from that, unevenly; keeping ``headroom`` (a fraction) of each limit free keeps the
-    API from ever counting more than the limit in a window.
-    """
-    headroom = settings.EIDOLON_RATE_HEADROOM if headroom is None else headroom
-    window = config["window_seconds"]
-
-    def seconds_per_unit(configured: str, observed: str) -> float:
-        limit = _effective_limit(config[configured], config[observed], window)
-        return window / (limit * (1.0 - headroom))
-
-    return Spacing(
-        request=seconds_per_unit("requests_per_window", "observed_requests_limit"),
-        input_token=seconds_per_unit("input_tokens_per_window", "observed_input_tokens_limit"),
-        output_token=seconds_per_unit("output_tokens_per_window", "observed_output_tokens_limit"),
-    )
-
-
 def utc_day_start(now: float) -> float:
     return now - (now % DAY_SECONDS)
 
@@ -165,6 +133,16 @@ def _next_free_slot() -> Greatest:
 
 
 _MONEY = DecimalField(max_digits=16, decimal_places=8)
+_OTHER_SLOTS = ("next_request_at", "next_input_at", "paused_until")
+
+
+def _greatest(*expressions: Any) -> Greatest:
+    return Greatest(*expressions, output_field=FloatField())
+
+
+def _own_slack() -> Greatest:
+    """How much later than its other dimensions allow a slot starts, for want of output."""
+    return _greatest(F("next_output_at") - _greatest(*map(F, _OTHER_SLOTS), Param("now")), 0.0)
 
 
 def _reservation_values() -> dict[str, Any]:
@@ -177,6 +155,11 @@ def _reservation_values() -> dict[str, Any]:
         "next_request_at": start + Param("request_seconds"),
         "next_input_at": start + Param("input_seconds"),
         "next_output_at": start + Param("output_seconds"),
+        "output_slack": Case(  # summed over the queue since it was last empty
+            When(GreaterThan(start, Param("now")), then=F("output_slack") + _own_slack()),
+            default=_own_slack(),
+            output_field=FloatField(),
+        ),
         "day_started_at": Case(
             When(new_day, then=Param("today")),
             default=F("day_started_at"),
@@ -205,12 +188,14 @@ def _reservation_values() -> dict[str, Any]:
     }
 
 
-def _reservation_condition(*, has_token_cap: bool, has_deadline: bool) -> Q:
+def _reservation_condition(*, has_token_cap: bool, has_deadline: bool, has_spend_cap: bool) -> Q:
     """Admit only within the daily caps and, if the caller has one, before its deadline."""
     new_day = Q(day_started_at__lt=Param("today"))
     condition = new_day | Q(day_requests__lt=int_param("requests_per_day"))
     if has_token_cap:
         condition &= new_day | Q(day_tokens__lte=int_param("tokens_left_today"))
+    if has_spend_cap:
+        condition &= new_day | Q(day_cost_usd__lte=Param("spend_left_today", _MONEY))
     if has_deadline:
         condition &= Q(LessThanOrEqual(_next_free_slot(), Param("deadline")))
     return condition
@@ -236,24 +221,32 @@ class ReservationPlan:
     def has_deadline(self) -> bool:
         return self.params["deadline"] is not None
 
-    def reservation(self, next_request_at: float) -> Reservation:
-        """The reservation, given the ``next_request_at`` the UPDATE returned."""
+    @property
+    def has_spend_cap(self) -> bool:
+        return self.params["spend_left_today"] is not None
+
+    def reservation(self, next_request_at: float, output_seconds_returned: float) -> Reservation:
+        """The reservation, given what the UPDATE returned (``RESERVE_RETURNING``)."""
         return Reservation(
             budget_id=self.config["id"],
             name=self.name,
             start_at=next_request_at - self.spacing.request,
+            placed_at=next_request_at - self.spacing.request,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
+            seconds_per_request=self.spacing.request,
+            window_seconds=self.config["window_seconds"],
             seconds_per_input_token=self.spacing.input_token,
             seconds_per_output_token=self.spacing.output_token,
             max_lateness=max(
                 _MIN_LATENESS, settings.EIDOLON_RATE_HEADROOM * self.config["window_seconds"] / 2
             ),
             observed_limits={column: self.config[column] for column in HEADER_DIMENSIONS.values()},
+            output_seconds_returned=output_seconds_returned,
         )
 
 
-RESERVE_RETURNING = ("next_request_at",)
+RESERVE_RETURNING = ("next_request_at", "output_seconds_returned")
 
 
 def _exceeds_analysis_cap(cap: int | None, ask: Ask) -> bool:
@@ -262,32 +255,56 @@ def _exceeds_analysis_cap(cap: int | None, ask: Ask) -> bool:
     return cap is not None and used is not None and used + ask.cost > cap
 
 
+def _exceeds_analysis_spend_cap(cap: Decimal | None, ask: Ask) -> bool:
+    """Whether the ask's estimated cost would take its analysis's spend past its cap (an
+    unpriced call, whose cost is unknown, is not held back)."""
+    spent, estimate = ask.analysis_spent_usd, ask.estimated_cost_usd
+    return cap is not None and spent is not None and estimate is not None and spent + estimate > cap
+
+
+def _spend_left_today(config: Mapping[str, Any], ask: Ask) -> Decimal | None:
+    """The day's spend the ask leaves room for (None: no daily spend cap applies to it)."""
+    cap = config["usd_per_day"]
+    if cap is None or ask.estimated_cost_usd is None:
+        return None
+    return cap - ask.estimated_cost_usd
+
+
 def plan_reservation(config: Mapping[str, Any], ask: Ask, *, now: float) -> ReservationPlan | None:
-    """The reservation's statement and parameters; None when the analysis token cap forbids it."""
+    """The reservation's statement and parameters; None when a per-analysis cap forbids it."""
     cost = ask.cost
     if _exceeds_analysis_cap(config["tokens_per_analysis"], ask):
         return None
-    spacing = spacing_of(config)
+    if _exceeds_analysis_spend_cap(config["usd_per_analysis"], ask):
+        return None
+    spacing, window = spacing_of(config), config["window_seconds"]
     has_token_cap = config["tokens_per_day"] is not None
+    spend_left_today = _spend_left_today(config, ask)
     return ReservationPlan(
         name=config["name"],
         config=config,
         spacing=spacing,
-        statement_key=("budget_reserve", has_token_cap, ask.deadline is not None),
+        statement_key=(
+            "budget_reserve",
+            has_token_cap,
+            ask.deadline is not None,
+            spend_left_today is not None,
+        ),
         params={
             "pk": config["id"],
             "now": now,
             "today": utc_day_start(now),
             "window_edge": now - config["window_seconds"],
             "request_seconds": spacing.request,
-            "input_seconds": ask.input_tokens * spacing.input_token,
-            "output_seconds": ask.output_tokens * spacing.output_token,
+            "input_seconds": slot_seconds(ask.input_tokens, spacing.input_token, window),
+            "output_seconds": slot_seconds(ask.output_tokens, spacing.output_token, window),
             "input_tokens": ask.input_tokens,
             "output_tokens": ask.output_tokens,
             "cost": cost,
             "requests_per_day": config["requests_per_day"],
             "tokens_left_today": (config["tokens_per_day"] or 0) - cost,
             "deadline": ask.deadline,
+            "spend_left_today": spend_left_today,
         },
         input_tokens=ask.input_tokens,
         output_tokens=ask.output_tokens,
@@ -310,7 +327,9 @@ def reserve(name: str, ask: Ask, *, clock: Clock = SYSTEM_CLOCK) -> Reservation:
             plan.statement_key,
             model=RateLimitBudget,
             condition=lambda: _reservation_condition(
-                has_token_cap=plan.has_token_cap, has_deadline=plan.has_deadline
+                has_token_cap=plan.has_token_cap,
+                has_deadline=plan.has_deadline,
+                has_spend_cap=plan.has_spend_cap,
             ),
             values=_reservation_values,
             params=plan.params,
@@ -319,48 +338,57 @@ def reserve(name: str, ask: Ask, *, clock: Clock = SYSTEM_CLOCK) -> Reservation:
     if row is None:
         _raise_refusal(name, ask, now=now)
     metrics.ratelimit_requests.labels(budget=name).inc()
-    return plan.reservation(row["next_request_at"])
+    return plan.reservation(row["next_request_at"], row["output_seconds_returned"])
 
 
 def _raise_refusal(name: str, ask: Ask, *, now: float) -> NoReturn:
     """Say why ``reserve`` admitted nothing."""
-    cost = ask.cost
     budget = RateLimitBudget.objects.get(name=name)
+    reason, available_at = _refusal(budget, ask, now=now)
+    metrics.ratelimit_rejections.labels(budget=name, reason=reason.split(" (")[0][:40]).inc()
+    logger.warning("ratelimit_refused", budget=name, reason=reason)
+    raise BudgetExhaustedError(budget=name, reason=reason, available_at=available_at)
+
+
+def _refusal(budget: RateLimitBudget, ask: Ask, *, now: float) -> tuple[str, float | None]:
+    """Why ``budget`` cannot admit ``ask``, and when it could again (None: not by waiting)."""
+    cost = ask.cost
     tomorrow = utc_day_start(now) + DAY_SECONDS
     same_day = budget.day_started_at >= utc_day_start(now)
     cap = budget.tokens_per_analysis
     if _exceeds_analysis_cap(cap, ask):
-        reason, available_at = (
+        return (
             f"the analysis token cap of {cap} would be exceeded "
             f"({ask.analysis_tokens_used} used, {cost} more estimated)",
             None,
         )
-    elif same_day and budget.day_requests >= budget.requests_per_day:
-        reason, available_at = (
-            f"daily request limit of {budget.requests_per_day} reached",
+    if _exceeds_analysis_spend_cap(budget.usd_per_analysis, ask):
+        spent = (ask.analysis_spent_usd or Decimal(0)).quantize(Decimal("0.001"))
+        return (
+            f"spend cap of {dollars(budget.usd_per_analysis)} per analysis reached: "
+            f"{dollars(spent)} spent (the next call is estimated at "
+            f"{dollars(ask.estimated_cost_usd.quantize(Decimal('0.0001')))})",
+            None,
+        )
+    if same_day and budget.day_requests >= budget.requests_per_day:
+        return f"daily request limit of {budget.requests_per_day} reached", tomorrow
+    token_cap = budget.tokens_per_day
+    if same_day and token_cap is not None and budget.day_tokens + cost > token_cap:
+        return f"daily token cap of {token_cap} reached", tomorrow
+    spend_left = _spend_left_today(budget.__dict__, ask)
+    if same_day and spend_left is not None and budget.day_cost_usd > spend_left:
+        return (
+            f"daily spend cap of {dollars(budget.usd_per_day)} reached: "
+            f"{dollars(budget.day_cost_usd.quantize(Decimal('0.001')))} spent today",
             tomorrow,
         )
-    elif (
-        same_day
-        and budget.tokens_per_day is not None
-        and budget.day_tokens + cost > budget.tokens_per_day
-    ):
-        reason, available_at = f"daily token cap of {budget.tokens_per_day} reached", tomorrow
-    else:
-        available_at = max(
-            budget.next_request_at,
-            budget.next_input_at,
-            budget.next_output_at,
-            budget.paused_until,
-            now,
-        )
-        reason = (
-            f"the next free slot ({format_epoch(available_at)}) is after the caller's "
-            f"deadline ({format_epoch(ask.deadline or now)})"
-        )
-    metrics.ratelimit_rejections.labels(budget=name, reason=reason.split(" (")[0][:40]).inc()
-    logger.warning("ratelimit_refused", budget=name, reason=reason)
-    raise BudgetExhaustedError(budget=name, reason=reason, available_at=available_at)
+    slots = (budget.next_request_at, budget.next_input_at, budget.next_output_at)
+    available_at = max(*slots, budget.paused_until, now)
+    return (
+        f"the next free slot ({format_epoch(available_at)}) is after the caller's "
+        f"deadline ({format_epoch(ask.deadline or now)})",
+        available_at,
+    )
 
 
 def paused_until(name: str) -> float:
@@ -385,16 +413,39 @@ def adjustment_params(
     output_tokens: int,
     move_token_slots: bool,
 ) -> dict[str, Any]:
-    time_factor = 1.0 if move_token_slots else 0.0
+    """The adjustment's parameters; with ``move_token_slots`` the token slots move by the
+    difference between the slots of the tokens reserved and of those plus the extra ones."""
+
+    def slot_change(reserved: int, extra: int, per_token: float) -> float:
+        if not move_token_slots:
+            return 0.0
+        window = reservation.window_seconds
+        return slot_seconds(reserved + extra, per_token, window) - slot_seconds(
+            reserved, per_token, window
+        )
+
     return {
         "pk": reservation.budget_id,
         "requests": requests,
         "tokens": input_tokens + output_tokens,
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
-        "input_seconds": time_factor * input_tokens * reservation.seconds_per_input_token,
-        "output_seconds": time_factor * output_tokens * reservation.seconds_per_output_token,
+        "input_seconds": slot_change(
+            reservation.input_tokens, input_tokens, reservation.seconds_per_input_token
+        ),
+        "output_seconds": slot_change(
+            reservation.output_tokens, output_tokens, reservation.seconds_per_output_token
+        ),
     }
+
+
+def _returned(*, within_slack: bool = False) -> Greatest | Least:
+    """The output time an adjustment gives back (none when it takes more); ``within_slack``:
+    no more than the queue's ``output_slack``."""
+    returned = _greatest(Value(0.0) - Param("output_seconds"), Value(0.0))
+    if not within_slack:
+        return returned
+    return Least(returned, F("output_slack"), output_field=FloatField())
 
 
 def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
@@ -403,8 +454,16 @@ def _adjust_counts(reservation: Reservation, **adjustment: Any) -> None:
         ADJUST_STATEMENT,
         model=RateLimitBudget,
         values=lambda: {
-            "next_input_at": F("next_input_at") + Param("input_seconds"),
+            # Output time given back moves the queue forward (``ratelimit_wait``): the callers
+            # waiting move their slots, and the next slots of the other dimensions follow as
+            # far as the last slot waited for output tokens (no further: their own spacing).
+            "next_request_at": F("next_request_at") - _returned(within_slack=True),
+            "next_input_at": F("next_input_at")
+            + Param("input_seconds")
+            - _returned(within_slack=True),
+            "output_slack": F("output_slack") - _returned(within_slack=True),
             "next_output_at": F("next_output_at") + Param("output_seconds"),
+            "output_seconds_returned": F("output_seconds_returned") + _returned(),
             "day_requests": Greatest(F("day_requests") + int_param("requests"), 0),
             "day_tokens": Greatest(F("day_tokens") + int_param("tokens"), 0),
             "window_requests": Greatest(F("window_requests") + int_param("requests"), 0),
@@ -537,43 +596,3 @@ def _record_observed_limits(budget_id: int, observed: Mapping[str, int]) -> None
         values=lambda: {field: int_param(field) for field in fields},
         params={"pk": budget_id, **observed},
     )
-
-
-async def wait_for_slot(
-    reservation: Reservation,
-    *,
-    reserve_again: Callable[[], Reservation],
-    on_wait: Callable[[float], None] | None = None,
-    clock: Clock = SYSTEM_CLOCK,
-) -> Reservation:
-    """Sleep until the reservation's slot (no lock or transaction held); return the slot used.
-
-    The slot is given back and the caller queues again when a 429 elsewhere paused the budget
-    while it slept, or when it wakes too late for its slot (a busy event loop, a starved
-    process): sent late, it would bunch up with the requests after it and a window could hold
-    more than the limit. Half the headroom is allowed for that lateness, the other half for the
-    network.
-    """
-    began = clock.monotonic()
-    while True:
-        if (wait := reservation.start_at - clock.now()) > 0:
-            if on_wait is not None:
-                on_wait(reservation.start_at)
-            await clock.sleep(wait)
-            paused = await sync_to_async(paused_until)(reservation.name)
-            if paused > clock.now() + _PAUSE_EPSILON:
-                reservation = await _requeue(reservation, reserve_again, why="paused")
-                continue
-        if clock.now() - reservation.start_at <= reservation.max_lateness:
-            break
-        reservation = await _requeue(reservation, reserve_again, why="late")
-    metrics.ratelimit_wait.labels(budget=reservation.name).observe(clock.monotonic() - began)
-    return reservation
-
-
-async def _requeue(
-    reservation: Reservation, reserve_again: Callable[[], Reservation], *, why: str
-) -> Reservation:
-    metrics.ratelimit_requeued.labels(budget=reservation.name, why=why).inc()
-    await sync_to_async(release)(reservation)
-    return await sync_to_async(reserve_again)()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from reliability.breaker import window_stats
@@ -57,12 +58,17 @@ def breaker_status(breaker: CircuitBreaker, *, now: float) -> dict[str, Any]:
     }
 
 
+def _plain(value: Any) -> Any:
+    """A limit as JSON carries it: dollar caps (``Decimal``) as numbers."""
+    return float(value) if isinstance(value, Decimal) else value
+
+
 def budget_status(budget: RateLimitBudget, *, now: float) -> dict[str, Any]:
     in_window = now - budget.window_started_at < budget.window_seconds
     same_day = budget.day_started_at >= utc_day_start(now)
     return {
         "name": budget.name,
-        "limits": {field: getattr(budget, field) for field in BUDGET_LIMIT_FIELDS},
+        "limits": {field: _plain(getattr(budget, field)) for field in BUDGET_LIMIT_FIELDS},
         "window": {
             "requests": budget.window_requests if in_window else 0,
             "input_tokens": budget.window_input_tokens if in_window else 0,

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from asgiref.sync import sync_to_async
 
 from reliability.clock import SYSTEM_CLOCK, Clock
-from reliability.ratelimit import Ask, Reservation, reserve, wait_for_slot
+from reliability.ratelimit import Ask, Reservation, reserve
+from reliability.ratelimit_wait import wait_for_slot
 
 
 async def acquire(

@@ -32,27 +32,27 @@ import functools
 import inspect
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import anthropic
 import structlog
 from anthropic import AsyncAPIResponse
 from anthropic.types import Message
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from analyses.findings import (
     FINDINGS_JSON_SCHEMA,
-    MAX_TITLE_CHARS,
     Finding,
-    FindingKind,
     InvalidReply,
-    Severity,
     read_findings_reply,
 )
-from analyses.parsing import ContextSnippet, Unit, module_name
+from analyses.parsing import Unit
 from analyses.providers.base import (
     CallCallback,
     LLMCallRecord,
@@ -60,17 +60,25 @@ from analyses.providers.base import (
     ReviewRequest,
     ReviewResult,
 )
+from analyses.providers.prompt import (
+    PROMPT_VERSION,
+    SYSTEM_PROMPT,
+    message_text,
+    min_cacheable_tokens,
+    review_prompt,
+    system_parameter,
+)
 from reliability.exceptions import CallTimeoutError
 from reliability.guard import Attempt, AttemptReport, Guard, TokenEstimate, guard_for
 from reliability.outcomes import Outcome
+from reliability.output_estimate import OutputTokenEstimate, output_estimate_for
+from reliability.pricing import Price, call_cost, price_for
 from reliability.redaction import redact_text, secret_values
 
 logger = structlog.get_logger(__name__)
 
-PROMPT_VERSION = "review-v1"  # bump whenever SYSTEM_PROMPT or the user message layout changes
 DEFAULT_MODEL = "claude-sonnet-5-5"
 DEFAULT_MAX_TOKENS = 2048
-MAX_CONTEXT_PER_ROLE = 3
 
 # Characters per token of English prose mixed with code: errs towards more tokens, so the rate
 # budget reserves slightly too much rather than too little; every reply reconciles it.
@@ -78,55 +86,12 @@ _CHARS_PER_TOKEN = 3.5
 # Structured outputs send the schema to the model with instructions of the API's own.
 _SCHEMA_OVERHEAD_TOKENS = math.ceil(len(json.dumps(FINDINGS_JSON_SCHEMA)) / _CHARS_PER_TOKEN) + 150
 # Most reviews answer in a few hundred tokens; reserving the full max_tokens would starve the
-# output-token budget for nothing.
+# output-token budget for nothing. Reserved until recent replies say better (output_estimate).
 _TYPICAL_OUTPUT_TOKENS = 800
+# A price edited in the admin is used for the estimates of calls made this much later.
+_PRICE_RECHECK_SECONDS = 60.0
 _MAX_DETAIL_CHARS = 200
-# The API's minimum cacheable prefix, in tokens, when EIDOLON_AI_PROMPT_CACHE_MIN_TOKENS is 0.
-_MIN_CACHEABLE_TOKENS = 1024
-_MIN_CACHEABLE_TOKENS_HAIKU = 2048
 _MAX_STATUS_CHARS = 40  # LLMCall.status
-
-_KIND_MEANINGS: dict[FindingKind, str] = {
-    "bug": "wrong behaviour for some input or state: a wrong condition, an off-by-one, an "
-    "unhandled None or empty case, a crash",
-    "risk": "correct today but fragile: races, swallowed errors, hidden coupling, surprising "
-    "side effects, resources not released",
-    "security": "injection, unsafe deserialisation or eval, path traversal, secrets in code, "
-    "untrusted input used without validation",
-    "performance": "needless quadratic work, repeated I/O or queries in a loop, unbounded memory",
-    "smell": "hard to read or change: too long, too deeply nested, duplicated, misleading names",
-    "docs": "a public function whose docstring is missing, wrong or out of date",
-    "test": "behaviour that is hard to test as written, or an edge case that clearly needs a test",
-}
-_SEVERITY_MEANINGS: dict[Severity, str] = {
-    "high": "causes wrong results, data loss, a crash or a vulnerability in normal use",
-    "medium": "bites under plausible conditions, or makes the code markedly harder to maintain",
-    "low": "a minor improvement",
-}
-
-SYSTEM_PROMPT = f"""\
-You are an expert Python reviewer. You review one function at a time and report only problems \
-worth a maintainer's time. An empty list of findings is the right answer for sound code: never \
-invent problems to fill the list, and report each problem once.
-
-Kinds of finding:
-{chr(10).join(f"- {kind}: {meaning}." for kind, meaning in _KIND_MEANINGS.items())}
-
-Severities:
-{chr(10).join(f"- {severity}: {meaning}." for severity, meaning in _SEVERITY_MEANINGS.items())}
-
-Rules:
-- The header line gives the function's file and line range. line_start and line_end are absolute \
-line numbers in that file, as printed in the left margin of the source, and must lie within the \
-function's range.
-- title: one line of at most {MAX_TITLE_CHARS} characters. explanation: what is wrong, why it \
-matters and when it bites.
-- fix: replacement code for the affected lines only, or null when there is no short fix.
-- confidence: from 0.0 to 1.0, how sure you are that the problem is real.
-- Callers and callees are shown only to help you understand the function. Report problems in \
-the function under review only.
-- Answer with only a JSON object that matches the given schema, {{"findings": [...]}}: no prose, \
-no Markdown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +133,10 @@ class _Exchange:
     def tokens_used(self) -> int:
         return sum(call.input_tokens + call.output_tokens for call in self.calls)
 
+    @property
+    def cost_usd(self) -> Decimal:
+        return sum((call.cost_usd for call in self.calls if call.cost_usd), Decimal(0))
+
 
 class AnthropicProvider:
     """Reviews functions with Claude, structured JSON output, behind the ``anthropic`` guard."""
@@ -201,6 +170,8 @@ class AnthropicProvider:
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
         )
+        self._price: Price | None = None
+        self._price_read_at: float | None = None
 
     @classmethod
     def from_settings(cls, *, guard: Guard | None = None) -> AnthropicProvider:
@@ -267,15 +238,17 @@ class AnthropicProvider:
             purpose=purpose,
             exchange=exchange,
             on_call=request.on_call,
+            price=await self._current_price(),
         )
-        used = request.analysis_tokens_used
+        used, spent = request.analysis_tokens_used, request.analysis_cost_usd
         exchange.last_report = None
         try:
             reply = await self.guard.call(
                 call.send,
-                estimate=self._estimate(messages),
+                estimate=self._estimate(messages, purpose=purpose, price=call.price),
                 deadline=request.deadline,
                 analysis_tokens_used=None if used is None else used + exchange.tokens_used,
+                analysis_spent_usd=None if spent is None else spent + exchange.cost_usd,
                 wait_for_breaker=request.wait_for_breaker,
                 wait_for_budget=request.wait_for_budget,
                 on_wait=request.on_wait,
@@ -317,12 +290,31 @@ class AnthropicProvider:
             timeout=request_timeout,
         )
 
-    def _estimate(self, messages: Sequence[Mapping[str, Any]]) -> TokenEstimate:
-        characters = len(self.system_prompt) + sum(len(_message_text(m)) for m in messages)
+    def output_estimate(self, purpose: str) -> OutputTokenEstimate:
+        """What replies to this model, prompt version and purpose used lately (``observe``d
+        by every reply), and so what the next one reserves."""
+        kind = (self.model, PROMPT_VERSION, purpose)
+        return output_estimate_for(kind, fallback=_TYPICAL_OUTPUT_TOKENS)
+
+    def _estimate(
+        self, messages: Sequence[Mapping[str, Any]], *, purpose: str, price: Price | None
+    ) -> TokenEstimate:
+        characters = len(self.system_prompt) + sum(len(message_text(m)) for m in messages)
+        input_tokens = math.ceil(characters / _CHARS_PER_TOKEN) + _SCHEMA_OVERHEAD_TOKENS
+        output_tokens = self.output_estimate(purpose).estimate(max_tokens=self.max_tokens)
         return TokenEstimate(
-            input_tokens=math.ceil(characters / _CHARS_PER_TOKEN) + _SCHEMA_OVERHEAD_TOKENS,
-            output_tokens=min(self.max_tokens, _TYPICAL_OUTPUT_TOKENS),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=call_cost(price, input_tokens=input_tokens, output_tokens=output_tokens),
         )
+
+    async def _current_price(self) -> Price | None:
+        """The model's price for the spend caps, read again every ``_PRICE_RECHECK_SECONDS``."""
+        now = time.monotonic()
+        if self._price_read_at is None or now - self._price_read_at > _PRICE_RECHECK_SECONDS:
+            self._price = await sync_to_async(price_for)(self.model)
+            self._price_read_at = now
+        return self._price
 
     def _failure_reason(self, exc: BaseException, *, last_report: AttemptReport | None) -> str:
         """A short reason for the user, without secrets, for an API failure the guard gave up on."""
@@ -361,6 +353,7 @@ class _GuardedCall:
     purpose: str
     exchange: _Exchange
     on_call: CallCallback | None
+    price: Price | None = None  # the model's, to price each attempt
     note: _AttemptNote = field(default_factory=_AttemptNote, init=False)
 
     async def send(self, attempt: Attempt) -> _Reply:
@@ -381,6 +374,7 @@ class _GuardedCall:
         note.cache_creation_input_tokens = usage.cache_creation_input_tokens or 0
         # What the API counts against its input-tokens-per-minute limit: cache writes count,
         # cache reads do not. The record takes the cache write back out (priced apart).
+        self.provider.output_estimate(self.purpose).observe(usage.output_tokens)
         attempt.observe(
             input_tokens=usage.input_tokens + note.cache_creation_input_tokens,
             output_tokens=usage.output_tokens,
@@ -404,6 +398,9 @@ class _GuardedCall:
         outcome = report.outcome
         invalid = outcome.is_success and self.note.invalid
         status = "invalid_reply" if invalid else outcome.reason
+        # The guard was told what the API's input limit counts (cache writes included); the
+        # record keeps plain input apart from cache writes, each priced at its own rate.
+        input_tokens = max(0, report.input_tokens - self.note.cache_creation_input_tokens)
         return LLMCallRecord(
             provider=self.provider.name,
             model=self.provider.model,
@@ -412,7 +409,7 @@ class _GuardedCall:
             status=status[:_MAX_STATUS_CHARS],
             http_status=self.note.http_status or outcome.status,
             latency_ms=round(report.duration * 1000),
-            input_tokens=max(0, report.input_tokens - self.note.cache_creation_input_tokens),
+            input_tokens=input_tokens,
             output_tokens=report.output_tokens,
             request_id=self.note.request_id,
             cache_read_input_tokens=self.note.cache_read_input_tokens,
@@ -421,6 +418,13 @@ class _GuardedCall:
             findings_merged=self.note.findings_merged,
             error=self.provider._redacted(self._error(outcome, invalid=invalid)),
             budget=self.provider.guard.budget or "",
+            cost_usd=call_cost(
+                self.price,
+                input_tokens=input_tokens,
+                output_tokens=report.output_tokens,
+                cache_read_input_tokens=self.note.cache_read_input_tokens,
+                cache_creation_input_tokens=self.note.cache_creation_input_tokens,
+            ),
         )
 
     def _error(self, outcome: Outcome, *, invalid: bool) -> str:
@@ -444,79 +448,6 @@ def _status_label(exc: anthropic.APIStatusError) -> str:
 
 
 # --- the prompt ----------------------------------------------------------------------------------
-
-
-def min_cacheable_tokens(model: str) -> int:
-    """The shortest prefix the API caches for ``model``, as its prompt-caching docs give it."""
-    return _MIN_CACHEABLE_TOKENS_HAIKU if "haiku" in model else _MIN_CACHEABLE_TOKENS
-
-
-def shared_prefix_tokens(system_prompt: str) -> int:
-    """Tokens of what every review request starts with: the system prompt and the schema."""
-    return math.ceil((len(system_prompt) + len(json.dumps(FINDINGS_JSON_SCHEMA))) / 4)
-
-
-def system_parameter(system_prompt: str, *, min_tokens: int) -> str | list[dict[str, Any]]:
-    """The ``system`` parameter: the prompt as one text block marked for the prompt cache when
-    it (with the schema) is long enough for the API to cache it, else the plain prompt."""
-    if shared_prefix_tokens(system_prompt) < min_tokens:
-        return system_prompt
-    return [{"type": "text", "text": system_prompt, "cache_control": {"type": "ephemeral"}}]
-
-
-def review_prompt(unit: Unit, *, context: Sequence[ContextSnippet] = ()) -> str:
-    """The user message for ``unit``: a header line, the numbered source, then the context."""
-    parts = [
-        function_header(unit),
-        "",
-        "<function>",
-        _numbered(unit.source, first_line=unit.lineno),
-        "</function>",
-    ]
-    snippets = _capped(context)
-    if snippets:
-        parts += ["", "Context, to understand the function (do not review it):"]
-        parts += [_snippet_block(snippet) for snippet in snippets]
-    return "\n".join(parts)
-
-
-def function_header(unit: Unit) -> str:
-    """``Function: pkg.mod.Class.method (pkg/mod.py, lines 12-40)``: one line, machine-readable."""
-    name = _dotted_name(path=unit.path, qualname=unit.qualname)
-    return f"Function: {name} ({unit.path}, lines {unit.lineno}-{unit.end_lineno})"
-
-
-def _numbered(source: str, *, first_line: int) -> str:
-    lines = source.rstrip("\n").split("\n")
-    width = len(str(first_line + len(lines) - 1))
-    return "\n".join(
-        f"{number:>{width}} | {line}" for number, line in enumerate(lines, start=first_line)
-    )
-
-
-def _capped(context: Sequence[ContextSnippet]) -> list[ContextSnippet]:
-    """The first ``MAX_CONTEXT_PER_ROLE`` callees and callers, in their given order."""
-    kept: list[ContextSnippet] = []
-    per_role: dict[str, int] = {}
-    for snippet in context:
-        per_role[snippet.role] = per_role.get(snippet.role, 0) + 1
-        if per_role[snippet.role] <= MAX_CONTEXT_PER_ROLE:
-            kept.append(snippet)
-    return kept
-
-
-def _snippet_block(snippet: ContextSnippet) -> str:
-    name = _dotted_name(path=snippet.path, qualname=snippet.qualname)
-    opening = (
-        f'<{snippet.role} name="{name}" path="{snippet.path}" '
-        f'lines="{snippet.lineno}-{snippet.end_lineno}">'
-    )
-    return f"{opening}\n{snippet.source.rstrip()}\n</{snippet.role}>"
-
-
-def _dotted_name(*, path: str, qualname: str) -> str:
-    """``pkg/mod.py`` + ``Class.method`` -> ``pkg.mod.Class.method``."""
-    return f"{module_name(path)}.{qualname}"
 
 
 def _correction_messages(prompt: str, *, reply: _Reply, unit: Unit) -> list[dict[str, Any]]:
@@ -544,16 +475,6 @@ def _correction_messages(prompt: str, *, reply: _Reply, unit: Unit) -> list[dict
         {"role": "assistant", "content": reply.text},
         {"role": "user", "content": correction},
     ]
-
-
-def _message_text(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    return "".join(block.get("text", "") for block in content or () if isinstance(block, Mapping))
-
-
-# --- the reply -----------------------------------------------------------------------------------
 
 
 def _read_reply(message: Message, *, unit: Unit, max_tokens: int) -> _Reply:

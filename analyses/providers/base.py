@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol
 
 from analyses.findings import Finding
@@ -31,6 +32,7 @@ class LLMCallRecord:
     budget: str = ""  # the rate-limit budget the call counted against (and its spend is charged to)
     findings_clamped: int = 0  # findings of the reply whose lines were moved into the unit
     findings_merged: int = 0  # findings of the reply folded into one they repeated
+    cost_usd: Decimal | None = None  # at the price the provider knew (None: unpriced)
 
 
 WaitCallback = Callable[[Wait], None]
@@ -43,6 +45,7 @@ class ReviewRequest:
     context: Sequence[ContextSnippet] = ()
     deadline: float | None = None  # epoch seconds; no request may run past it
     analysis_tokens_used: int | None = None  # for the budget's per-analysis token cap
+    analysis_cost_usd: Decimal | None = None  # spent so far, for the per-analysis spend cap
     # Wait out an open breaker / a spent budget while the deadline allows (the guard decides
     # how long), instead of failing at once.
     wait_for_breaker: bool = False

@@ -37,6 +37,7 @@ class RequestOutcome(StrEnum):
     ``Fault`` values."""
 
     RPM_LIMITED = "rpm_limit"  # 429: the fake's own requests-per-window limit
+    BUCKET_LIMITED = "bucket_limit"  # 429: a rate-limit bucket is short (enforce_rate_limits)
     MISSING_API_KEY = "missing_api_key"  # 401: no x-api-key or authorization header
     INVALID_REQUEST = "invalid_request"  # 400: not a valid Messages request
     RESPONDER_FAILED = "responder_failed"  # 500: the responder raised or returned junk
@@ -60,7 +61,11 @@ class FakeConfig:
     trickle_chunk_bytes: int = 16
     input_tokens_limit: int = 400_000
     output_tokens_limit: int = 80_000
-    """Advertised in the token rate-limit headers; not enforced."""
+    """Advertised in the token rate-limit headers; enforced with ``enforce_rate_limits``."""
+    enforce_rate_limits: bool = False
+    """Enforce ``rpm_limit``, ``input_tokens_limit`` and ``output_tokens_limit`` per
+    ``rpm_window_s`` as the API does: token buckets, output charged at ``max_tokens`` when a
+    request starts and corrected when it ends (``ratelimits``)."""
     require_api_key: bool = True
     seed: int | None = None
 
@@ -76,6 +81,8 @@ class FakeConfig:
         _check_number("trickle_chunk_bytes", self.trickle_chunk_bytes, minimum=1, integer=True)
         _check_number("input_tokens_limit", self.input_tokens_limit, minimum=1, integer=True)
         _check_number("output_tokens_limit", self.output_tokens_limit, minimum=1, integer=True)
+        if not isinstance(self.enforce_rate_limits, bool):
+            raise ValueError("enforce_rate_limits must be true or false")
         if not isinstance(self.require_api_key, bool):
             raise ValueError("require_api_key must be true or false")
         if self.seed is not None and (

@@ -81,6 +81,12 @@ _ERRORS: Mapping[str, _ErrorSpec] = {
         400, "invalid_request_error", "The request is invalid (injected fault).", retryable=False
     ),
     Fault.AUTH: _ErrorSpec(401, "authentication_error", "invalid x-api-key", retryable=False),
+    RequestOutcome.BUCKET_LIMITED: _ErrorSpec(
+        429,
+        "rate_limit_error",
+        "This request would exceed your organization's rate limit. Please retry later.",
+        retryable=True,
+    ),
     RequestOutcome.RPM_LIMITED: _ErrorSpec(
         429,
         "rate_limit_error",

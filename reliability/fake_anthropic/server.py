@@ -51,6 +51,7 @@ from reliability.fake_anthropic.messages import (
     reply,
 )
 from reliability.fake_anthropic.prompt_cache import PromptCache
+from reliability.fake_anthropic.ratelimits import Charge, RateLimits, estimated_input_tokens
 from reliability.fake_anthropic.records import RequestRecord, credential_header
 from reliability.fake_anthropic.windows import UsageWindows, ratelimit_headers
 
@@ -86,6 +87,7 @@ class FakeAnthropic:
         self._records: list[RequestRecord] = []
         self._windows = UsageWindows()
         self._prompt_cache = PromptCache()
+        self._limits = RateLimits()
         self._fault_rng, self._latency_rng = _rngs(self._config.seed)
         self._server: asyncio.Server | None = None
         self._port: int | None = None
@@ -217,6 +219,7 @@ class FakeAnthropic:
             self._script.clear()
             self._windows.clear()
             self._prompt_cache.clear()
+            self._limits.clear()
             self._fault_rng, self._latency_rng = _rngs(self._config.seed)
 
     # connections
@@ -261,6 +264,9 @@ class FakeAnthropic:
         plan = await self._plan(request)
         if plan.delay_s:
             await asyncio.sleep(plan.delay_s)
+        if plan.charge is not None:  # the request ends: its charge becomes what it used
+            with self._lock:
+                self._limits.settle(plan.config, plan.charge, now=time.monotonic())
         if plan.response is None:  # hang
             await asyncio.sleep(plan.config.hang_seconds)
             return False
@@ -287,7 +293,7 @@ class FakeAnthropic:
         request_id = new_id("req_")
         with self._lock:
             config = self._config
-            fault, rpm_wait_s = self._choose_fault(
+            fault, rpm_wait_s, charge = self._choose_fault(
                 request,
                 config,
                 has_credential=credential_header(request.headers) is not None,
@@ -299,6 +305,7 @@ class FakeAnthropic:
             fault=fault,
             request_id=request_id,
             retry_after_s=config.retry_after_s if rpm_wait_s is None else rpm_wait_s,
+            charge=charge,
         )
         with self._lock:
             record = RequestRecord.of(
@@ -319,23 +326,34 @@ class FakeAnthropic:
             fault=fault,
             status=record.status,
         )
-        return _Plan(fault=fault, response=response, config=config, delay_s=delay_s)
+        return _Plan(fault=fault, response=response, config=config, delay_s=delay_s, charge=charge)
 
     def _choose_fault(
         self, request: HttpRequest, config: FakeConfig, *, has_credential: bool, now: float
-    ) -> tuple[str, float | None]:
-        """The fault for this request and, when the RPM limit refuses it, the seconds to wait."""
+    ) -> tuple[str, float | None, Charge | None]:
+        """The fault for this request, the seconds to wait when a rate limit refuses it, and
+        what it holds of the rate limits (``enforce_rate_limits``)."""
         if (request.method, request.path) not in _API_ROUTES:
-            return RequestOutcome.NOT_FOUND, None
+            return RequestOutcome.NOT_FOUND, None, None
         if self._script:
             self._windows.admit(now)
-            return self._script.popleft(), None
+            return self._script.popleft(), None, None
         if config.require_api_key and not has_credential:
-            return RequestOutcome.MISSING_API_KEY, None
-        if (wait_s := self._windows.rpm_wait(config, now=now)) is not None:
-            return RequestOutcome.RPM_LIMITED, wait_s
+            return RequestOutcome.MISSING_API_KEY, None, None
+        charge = None
+        if config.enforce_rate_limits and request.path == MESSAGES_PATH:
+            charge, wait_s = self._limits.admit(
+                config,
+                body=request.json_body,
+                input_tokens=estimated_input_tokens(request.json_body),
+                now=now,
+            )
+            if charge is None:
+                return RequestOutcome.BUCKET_LIMITED, wait_s, None
+        elif (wait_s := self._windows.rpm_wait(config, now=now)) is not None:
+            return RequestOutcome.RPM_LIMITED, wait_s, None
         self._windows.admit(now)
-        return self._drawn_fault(config), None
+        return self._drawn_fault(config), None, charge
 
     def _drawn_fault(self, config: FakeConfig) -> Fault:
         draw = self._fault_rng.random()
@@ -352,7 +370,13 @@ class FakeAnthropic:
         return config.latency_s
 
     async def _response(
-        self, request: HttpRequest, *, fault: str, request_id: str, retry_after_s: float
+        self,
+        request: HttpRequest,
+        *,
+        fault: str,
+        request_id: str,
+        retry_after_s: float,
+        charge: Charge | None = None,
     ) -> tuple[str, HttpResponse | None]:
         """The response for ``fault`` (None for a hang), and the fault itself, which may turn
         into an error."""
@@ -371,6 +395,8 @@ class FakeAnthropic:
                     return RequestOutcome.RESPONDER_FAILED, self._error(
                         RequestOutcome.RESPONDER_FAILED, request_id=request_id
                     )
+                if charge is not None:
+                    charge.used = usage
                 headers = self._api_headers(request_id=request_id, usage=usage)
                 return fault, json_response(200, payload, headers=headers)
             case Fault.RESET:
@@ -379,7 +405,7 @@ class FakeAnthropic:
             case Fault.MALFORMED:
                 headers = self._api_headers(request_id=request_id)
                 return fault, HttpResponse(200, headers, MALFORMED_BODY)
-            case Fault.RATE_LIMIT | RequestOutcome.RPM_LIMITED:
+            case Fault.RATE_LIMIT | RequestOutcome.RPM_LIMITED | RequestOutcome.BUCKET_LIMITED:
                 return fault, self._error(fault, request_id=request_id, retry_after_s=retry_after_s)
             case _:
                 return fault, self._error(fault, request_id=request_id)
@@ -421,6 +447,9 @@ class FakeAnthropic:
             if usage is not None:
                 self._windows.count_tokens(now, usage)
             window_usage = self._windows.usage(config, now=now)
+            if config.enforce_rate_limits:
+                limits = self._limits.headers(config, now=now, wall_now=wall_now)
+                return {"request-id": request_id, **limits}
         return {
             "request-id": request_id,
             **ratelimit_headers(
@@ -438,6 +467,7 @@ class _Plan:
     """None: send nothing (``hang``)."""
     config: FakeConfig
     delay_s: float
+    charge: Charge | None = None  # what it holds of the rate limits until it ends
 
 
 def _rngs(seed: int | None) -> tuple[random.Random, random.Random]:

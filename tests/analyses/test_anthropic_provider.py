@@ -13,8 +13,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from analyses.findings import FINDING_KINDS, FINDINGS_JSON_SCHEMA, SEVERITIES, Finding
 from analyses.parsing import ContextSnippet, Unit, build_call_graph, context_for, parse_module
-from analyses.providers.anthropic import SYSTEM_PROMPT, AnthropicProvider, review_prompt
+from analyses.providers.anthropic import AnthropicProvider
 from analyses.providers.base import LLMCallRecord, ReviewFailed, ReviewRequest
+from analyses.providers.prompt import SYSTEM_PROMPT, review_prompt
 from analyses.review_responder import review_responder
 from reliability.controls import breaker_force_open
 from reliability.exceptions import (

@@ -12,12 +12,8 @@ from asgiref.sync import sync_to_async
 
 from analyses.models import Analysis, AnalysisStatus, LLMCall
 from analyses.orchestrator import run_analysis
-from analyses.providers.anthropic import (
-    SYSTEM_PROMPT,
-    AnthropicProvider,
-    shared_prefix_tokens,
-    system_parameter,
-)
+from analyses.providers.anthropic import AnthropicProvider
+from analyses.providers.prompt import SYSTEM_PROMPT, shared_prefix_tokens, system_parameter
 from analyses.review_responder import review_responder
 from analyses.services import analysis_create
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig

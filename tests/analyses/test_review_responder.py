@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 
 from analyses.findings import InvalidReply, parse_findings_reply, read_findings_reply
 from analyses.parsing import parse_module
-from analyses.providers.anthropic import review_prompt
+from analyses.providers.prompt import review_prompt
 from analyses.review_responder import make_review_responder, review_responder
 from tests.anthropic_support import MODEL
 from tests.processes import start_fake_anthropic_command

@@ -5,7 +5,7 @@ manage.py reliability breaker NAME --reset | --force-open | --disable | --enable
 manage.py reliability breaker NAME --set FIELD=VALUE [--set FIELD=VALUE ...]
 manage.py reliability budget NAME [--rpm N] [--input-tpm N] [--output-tpm N] [--rpd N]
                                   [--window S] [--tokens-per-day N] [--tokens-per-analysis N]
-                                  [--resume]
+                                  [--usd-per-day X] [--usd-per-analysis X] [--resume]
 """
 
 from __future__ import annotations
@@ -45,7 +45,11 @@ BUDGET_OPTIONS = {
     "window": "window_seconds",
     "tokens_per_day": "tokens_per_day",
     "tokens_per_analysis": "tokens_per_analysis",
+    "usd_per_day": "usd_per_day",
+    "usd_per_analysis": "usd_per_analysis",
 }
+# Caps where 0 means "no cap".
+OPTIONAL_CAPS = ("tokens_per_day", "tokens_per_analysis", "usd_per_day", "usd_per_analysis")
 
 
 def operator_name() -> str:
@@ -63,6 +67,25 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
             raise CommandError(f"--set takes FIELD=VALUE, got {pair!r}")
         assignments[name.strip()] = value.strip()
     return assignments
+
+
+def _is_zero(text: str) -> bool:
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
+
+
+def spend_against_caps(spent: float, limits: dict[str, Any]) -> str:
+    """``$0.0123 of $5.00 spent`` (``$0.0123 spent`` without a daily cap), and the per-analysis
+    cap when there is one."""
+    text = f"${spent:.4f}"
+    if limits.get("usd_per_day") is not None:
+        text += f" of ${limits['usd_per_day']:.2f}"
+    text += " spent"
+    if limits.get("usd_per_analysis") is not None:
+        text += f" (cap ${limits['usd_per_analysis']:.2f} per analysis)"
+    return text
 
 
 def validation_message(error: ValidationError) -> str:
@@ -115,6 +138,12 @@ class Command(BaseCommand):
         budget.add_argument(
             "--tokens-per-analysis", type=int, help="Token cap per analysis (0: none)."
         )
+        budget.add_argument(
+            "--usd-per-day", help="Spend cap per UTC day in US dollars, e.g. 5.00 (0: none)."
+        )
+        budget.add_argument(
+            "--usd-per-analysis", help="Spend cap per analysis in US dollars (0: none)."
+        )
         budget.add_argument("--resume", action="store_true", help="End a pause now.")
 
     def handle(self, *args: Any, subcommand: str, **options: Any) -> None:
@@ -154,7 +183,7 @@ class Command(BaseCommand):
                 f"  {budget['name']:<12} {window['requests']}/{limits['requests_per_window']} req "
                 f"per {limits['window_seconds']:g} s, {today['requests']}/"
                 f"{limits['requests_per_day']} today, {today['tokens']} tokens and "
-                f"${today['cost_usd']:.4f} spent today, next slot in "
+                f"{spend_against_caps(today['cost_usd'], limits)} today, next slot in "
                 f"{budget['next_slot_in_s']:.1f} s{paused}"
             )
         if not snapshot["budgets"]:
@@ -208,8 +237,8 @@ class Command(BaseCommand):
             for option, field in BUDGET_OPTIONS.items()
             if options.get(option) is not None
         }
-        for cap in ("tokens_per_day", "tokens_per_analysis"):
-            if changes.get(cap) == "0":
+        for cap in OPTIONAL_CAPS:
+            if cap in changes and _is_zero(changes[cap]):
                 changes[cap] = "none"
         if not changes and not resume:
             raise CommandError("nothing to do: give a limit to set (--rpm ...) or --resume")
