@@ -382,7 +382,7 @@ EIDOLON_RETRY = {
 }
 EIDOLON_RETRY_BUDGET = {
     "ratio": env_float("EIDOLON_RETRY_BUDGET_RATIO", 0.2, minimum=0.0),
-    "window": env_float("EIDOLON_RETRY_BUDGET_WINDOW", 60.0, minimum=1.0),
+    "window": env_float("EIDOLON_RETRY_BUDGET_WINDOW", 10.0, minimum=1.0),
     "min_retries": env_int("EIDOLON_RETRY_BUDGET_MIN_RETRIES", 3, minimum=0),
 }
 

@@ -97,7 +97,7 @@ class RetryBudget:
         self,
         *,
         ratio: float = 0.2,
-        window: float = 60.0,
+        window: float = 10.0,
         min_retries: int = 3,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:

@@ -36,7 +36,7 @@ FAULT_MIX = {"overloaded": 0.20, "rate_limit": 0.10, "server_error": 0.05, "rese
 FAULT_MIX_SEED = 1  # a typical seed, not a lucky one: see test_the_seed_is_typical
 FUNCTIONS = 60  # write_project(functions=54): 54 functions and 6 helpers
 CONCURRENCY = 10
-RETRY_BUDGET_WINDOW = 3.0  # the product's 60 s, scaled down
+RETRY_BUDGET_WINDOW = 3.0  # the product's 10 s, scaled down
 
 
 def provider_for(fake: FakeAnthropic) -> AnthropicProvider:

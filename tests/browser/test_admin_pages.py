@@ -105,7 +105,9 @@ def screenshot_dir(tmp_path: Path) -> Path:
 def after_an_analysis():
     """A finished AI analysis against the fake (one reply in five overloaded), a health check
     recorded, and a live daphne; yields the base URL and the analysis."""
-    generous_anthropic_limits()
+    # A fault rate this high opens the breaker now and then (failures are retried, not failed):
+    # a short recovery keeps the analysis to seconds.
+    generous_anthropic_limits(recovery_timeout=1)
     ModelPrice.objects.update_or_create(  # transactional tests before this one flush the table
         model="claude-sonnet",
         defaults={

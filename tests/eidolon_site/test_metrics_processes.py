@@ -183,12 +183,19 @@ class TestDevScriptServe:
             pids = wait_until(
                 lambda: writers(multiproc) if len(writers(multiproc)) >= 3 else None, timeout=30
             )
-            scraped = scrape(f"http://127.0.0.1:{port}")
+            # A process writes its files when it starts, its query counts once it has queried.
+            scraped = wait_until(lambda: counted_queries(f"http://127.0.0.1:{port}"), timeout=30)
         finally:
             server.stop()
         assert not stale.exists()
         assert len(pids) >= 3  # web, worker, health monitor
         assert scraped.value("eidolon_db_queries_total") > 0
+
+
+def counted_queries(url: str):
+    """A scrape of ``url`` once it counts database queries, else None."""
+    scraped = scrape(url)
+    return scraped if scraped.value("eidolon_db_queries_total") > 0 else None
 
 
 def writers(directory) -> set[int]:
