@@ -20,6 +20,7 @@ the spacing (the API's own buckets hold a minute's worth, so this does not earn 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +96,12 @@ async def wait_for_slot(
     """
     began = clock.monotonic()
     recheck = recheck or reservation.window_seconds * RECHECK_FRACTION_OF_WINDOW
+    if reservation.output_tokens * reservation.seconds_per_output_token <= (
+        reservation.seconds_per_request
+    ):
+        # Output tokens do not space this budget's requests: nothing returned can move the slot,
+        # and every wake-up early is a chance to start late (one sleep, as before).
+        recheck = math.inf
     reported = None
     while True:
         if (wait := reservation.start_at - clock.now()) > 0:
