@@ -15,7 +15,6 @@ breaker's state (why an analysis may be waiting) and how many analyses are queue
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,6 +29,7 @@ from reliability.clock import epoch_datetime
 from reliability.health.history import monitor_stale_after
 from reliability.models import CircuitBreaker, HealthComponentState, HealthStatus, RateLimitBudget
 from reliability.ratelimit import utc_day_start
+from reliability.views import Recent
 
 OVERALL = "overall"  # the health component that sums up the others
 
@@ -103,32 +103,10 @@ def status_strip(*, public: bool, now: float | None = None) -> StatusStrip:
     )
 
 
-class RecentPublicStrip:
-    """The public strip as read at most ``EIDOLON_STATUS_STRIP_CACHE_SECONDS`` ago by this
-    process: the home page is open to anyone, so a burst of visitors costs one set of reads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._strip: StatusStrip | None = None
-        self._read_at = 0.0
-
-    def get(self) -> StatusStrip:
-        with self._lock:
-            now = time.monotonic()
-            if (
-                self._strip is None
-                or now - self._read_at >= settings.EIDOLON_STATUS_STRIP_CACHE_SECONDS
-            ):
-                self._strip = status_strip(public=True)
-                self._read_at = now
-            return self._strip
-
-    def clear(self) -> None:
-        with self._lock:
-            self._strip = None
-
-
-recent_public_strip = RecentPublicStrip()
+# The home page is open to anyone: a burst of visitors costs one set of reads.
+recent_public_strip = Recent(
+    lambda: status_strip(public=True), ttl=lambda: settings.EIDOLON_STATUS_STRIP_CACHE_SECONDS
+)
 
 
 def _health(*, now: float) -> HealthLight:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -24,6 +25,8 @@ from reliability.breaker import window_stats
 from reliability.health.checks import existing_ancestor
 from reliability.models import BreakerState, CircuitBreaker, RateLimitBudget, WorkerHeartbeat
 from reliability.ratelimit import utc_day_start
+
+T = TypeVar("T")
 
 
 class SharedStateCollector(Collector):
@@ -128,7 +131,31 @@ def disk_families() -> list[Metric]:
     return [free, total]
 
 
-class ScrapeCache:
+class Recent(Generic[T]):
+    """The value of ``read()`` as read at most ``ttl()`` seconds ago by this process: a burst
+    of readers (scrapes, visitors) costs one read of the shared state."""
+
+    def __init__(self, read: Callable[[], T], *, ttl: Callable[[], float]) -> None:
+        self._read = read
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._read_at: float | None = None
+
+    def get(self) -> T:
+        with self._lock:
+            now = time.monotonic()
+            if self._read_at is None or now - self._read_at >= self._ttl():
+                self._value = self._read()
+                self._read_at = now
+            return self._value  # type: ignore[return-value]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._read_at = None
+
+
+class ScrapeCache(Recent[bytes]):
     """The text of the shared-state collectors, computed at most once per ``ttl`` seconds per
     process: scrapes from several Prometheus servers (or a reload storm) cost one set of reads."""
 
@@ -136,22 +163,10 @@ class ScrapeCache:
         self.registry = CollectorRegistry(auto_describe=False)
         for collector in collectors:
             self.registry.register(collector)
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._text = b""
-        self._read_at: float | None = None
+        super().__init__(lambda: generate_latest(self.registry), ttl=ttl)
 
     def text(self) -> bytes:
-        with self._lock:
-            now = time.monotonic()
-            if self._read_at is None or now - self._read_at >= self._ttl():
-                self._text = generate_latest(self.registry)
-                self._read_at = now
-            return self._text
-
-    def clear(self) -> None:
-        with self._lock:
-            self._read_at = None
+        return self.get()
 
 
 def process_registry() -> CollectorRegistry:
