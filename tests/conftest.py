@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from django.conf import settings
 from django.core.management import call_command
@@ -18,7 +20,13 @@ def pytest_collection_modifyitems(config, items):
     skip_redis = pytest.mark.skip(
         reason="needs Redis: set REDIS_URL=redis://... (CI runs this with it set)"
     )
+    skip_haproxy = pytest.mark.skip(
+        reason="needs HAProxy: apt-get install haproxy (.ci/run installs it)"
+    )
+    has_haproxy = shutil.which("haproxy") or shutil.which("/usr/sbin/haproxy")
     for item in items:
+        if "haproxy" in item.keywords and not has_haproxy:
+            item.add_marker(skip_haproxy)
         if "postgres" in item.keywords and not uses_postgres:
             item.add_marker(skip_postgres)
         if "redis" in item.keywords and not settings.REDIS_URL:
