@@ -103,7 +103,7 @@ def database_url(env: dict[str, str]) -> str:
     url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     if not url.startswith(("postgres://", "postgresql://")):
         raise SetupError(
-            f"scripts/cluster needs PostgreSQL, not {url.split(':', 1)[0]}: its processes share "
+            f"the cluster needs PostgreSQL, not {url.split(':', 1)[0]}: its processes share "
             "the task queue, breakers and budgets through the database. Set "
             f"DATABASE_URL=postgres://... (default {DEFAULT_DATABASE_URL})."
         )
@@ -125,7 +125,7 @@ def redis_url(env: dict[str, str]) -> str:
         answer = str(error).encode()
     if not answer.startswith((b"+PONG", b"-NOAUTH")):
         raise SetupError(
-            f"scripts/cluster needs Redis (live progress between processes): nothing answers at "
+            f"the cluster needs Redis (live progress between processes): nothing answers at "
             f"{address[0]}:{address[1]} ({answer.decode(errors='replace').strip()}). Start Redis "
             f"or set REDIS_URL (default {DEFAULT_REDIS_URL})."
         )
@@ -250,6 +250,23 @@ def ports_in_use(cluster: Cluster, *, fake_api: bool) -> list[int]:
     return busy
 
 
+def migrate_and_collect_static(env: dict[str, str]) -> None:
+    """``migrate`` and ``collectstatic`` at once (the second needs no database), keeping their
+    metrics to themselves: the metrics directory is the services'."""
+    one_off = {key: value for key, value in env.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    dev.say("applying database migrations and collecting static files")
+    running = {
+        name: subprocess.Popen(
+            [str(dev.venv_python()), "manage.py", name, "--no-input", "--verbosity", "0"],
+            cwd=ROOT,
+            env=one_off,
+        )
+        for name in ("migrate", "collectstatic")
+    }
+    if failed := [name for name, process in running.items() if process.wait() != 0]:
+        raise SetupError(f"manage.py {' and '.join(failed)} failed (its output is above)")
+
+
 def prepare(cluster: Cluster, *, fake_api: bool) -> dict[str, str]:
     """Check and install what the cluster needs, migrate and collect static files once; the
     environment of its processes."""
@@ -264,11 +281,6 @@ def prepare(cluster: Cluster, *, fake_api: bool) -> dict[str, str]:
     ensure_haproxy()
     dev.install(dev.RUNTIME_REQUIREMENTS)
     ensure_database(env["DATABASE_URL"])
-    # The one-off commands keep their metrics to themselves: the directory is the services'.
-    one_off = {key: value for key, value in env.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
-    dev.say("applying database migrations")
-    dev.manage("migrate", "--no-input", "--verbosity", "0", env=one_off)
-    dev.say("collecting static files")
-    dev.manage("collectstatic", "--no-input", "--verbosity", "0", env=one_off)
+    migrate_and_collect_static(env)
     dev.fresh_metrics_directory(env)
     return env
