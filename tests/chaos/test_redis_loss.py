@@ -95,6 +95,7 @@ async def test_redis_killed_mid_run__sockets_fed_from_the_database_then_the_laye
         worker = None
         figures: dict[str, float] = {}
         clients: list[RecordingClient] = []
+        watching: list[asyncio.Task] = []
         try:
             await in_thread(wait_until, lambda: readiness(base_url)[0] == 200, timeout=30)
             analysis = await sync_to_async(slow_analysis)(
@@ -114,6 +115,8 @@ async def test_redis_killed_mid_run__sockets_fed_from_the_database_then_the_laye
             await recovery(server, web, base_url, analysis.pk, clients, figures)
             await asyncio.wait_for(asyncio.gather(*watching), timeout=90)
         finally:
+            for task in watching:
+                task.cancel()
             for process in (worker, web):
                 if process is not None:
                     await in_thread(process.stop)

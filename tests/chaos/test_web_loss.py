@@ -58,6 +58,7 @@ async def test_a_web_process_killed_mid_run__clients_reconnect_and_miss_nothing(
             env=env,
         )
         worker = None
+        watching: list[asyncio.Task] = []
         try:
             await asyncio.to_thread(wait_for_status, lb, "web1", "UP", timeout=20)
             await asyncio.to_thread(wait_for_status, lb, "web2", "UP", timeout=20)
@@ -81,6 +82,8 @@ async def test_a_web_process_killed_mid_run__clients_reconnect_and_miss_nothing(
             assert lost, "no client was on the killed web process"
             assert all(client.reconnects >= 1 for client in lost)
         finally:
+            for task in watching:
+                task.cancel()
             for process in (worker, web1, web2):
                 if process is not None:
                     await asyncio.to_thread(process.stop)

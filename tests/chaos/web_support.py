@@ -57,8 +57,12 @@ class Haproxy:
         self.process = ManagedProcess(
             [binary, "-db", "-f", str(HAPROXY_CONFIG)], env=environment, name="haproxy"
         )
-        wait_for_port(self.port)
-        wait_for_port(self.stats_port)
+        try:
+            wait_for_port(self.port)
+            wait_for_port(self.stats_port)
+        except BaseException:
+            self.process.stop()
+            raise
 
     @property
     def ws_url(self) -> str:
@@ -140,6 +144,7 @@ class RecordingClient:
     types: list[str] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each event
     connections: int = 0
+    opened: list[float] = field(default_factory=list)  # when each socket was opened
     lost: list[float] = field(default_factory=list)  # when a socket was lost
     failed_attempts: int = 0
     close_code: int | None = None
@@ -168,6 +173,7 @@ class RecordingClient:
                     open_timeout=5,
                 ) as socket:
                     self.connections += 1
+                    self.opened.append(time.monotonic())
                     async for text in socket:
                         self._record(json.loads(text))
                     self.close_code = socket.close_code
@@ -189,11 +195,19 @@ class RecordingClient:
         self.types.append(message["type"])
         self.arrivals.append(time.monotonic())
 
+    def reconnect_delays(self) -> list[float]:
+        """For each lost socket, the seconds until the next one was open."""
+        return [
+            min((at for at in self.opened if at > lost), default=float("nan")) - lost
+            for lost in self.lost
+        ]
+
     def summary(self) -> str:
+        delays = ", ".join(f"{delay:.2f} s" for delay in self.reconnect_delays())
         return (
             f"{self.name}: {len(self.seqs)} events, {self.connections} connection(s), "
-            f"{len(self.lost)} lost, {self.failed_attempts} failed attempt(s), "
-            f"close {self.close_code}"
+            f"{len(self.lost)} lost" + (f" (reopened after {delays})" if delays else "") + ", "
+            f"{self.failed_attempts} failed attempt(s), close {self.close_code}"
         )
 
 
