@@ -281,12 +281,16 @@ class AnalysisWatch:
     async def layer_lost(self, error: Exception) -> None:
         """Receiving from the shared layer failed: feed the socket from the database (with a
         catch-up now, for what the layer may have lost) until the watch rejoins its group."""
+        if not self.shared_layer:
+            raise error  # the in-memory layer does not fail: something else is wrong
         if self.closed or not self.subscribed.is_set():
             return
         await self._fall_back_to_tailer(error)
         await self._catch_up_now()
 
     async def _fall_back_to_tailer(self, error: Exception) -> None:
+        if self._fed_by_tailer:
+            return
         self.subscribed.clear()
         self._log.warning(
             "websocket_layer_lost",
