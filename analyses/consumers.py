@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from analyses import metrics
 from analyses.events import CHANNEL_MESSAGE_TYPE
 from analyses.live import AnalysisWatch, Message
-from analyses.tailing import tailers_for
+from analyses.tailing import loop_tailers
+from reliability.health.checks import is_shared_channel_layer
 
 
 class AnalysisEventsConsumer(AsyncJsonWebsocketConsumer):
@@ -18,6 +22,34 @@ class AnalysisEventsConsumer(AsyncJsonWebsocketConsumer):
     """
 
     watch: AnalysisWatch | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._watch_created = asyncio.Event()
+        self._layer_receive: Callable[[], Awaitable[Message]] | None = None
+
+    # Channels' __call__ sets ``channel_receive`` (the layer's receive for this socket's channel)
+    # and then waits on it beside the client's messages; an exception from it would end the
+    # consumer and drop the client. It gets a receive that outlives a shared layer's outage.
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[Message]]:
+        return self._receive_from_layer
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[Message]]) -> None:
+        self._layer_receive = receive
+
+    async def _receive_from_layer(self) -> Message:
+        """The next message from the layer, received only while the watch is subscribed; a
+        failure switches the watch to the database tail (it rejoins by itself)."""
+        await self._watch_created.wait()
+        assert self.watch is not None and self._layer_receive is not None
+        while True:
+            await self.watch.subscribed.wait()
+            try:
+                return await self._layer_receive()
+            except Exception as error:
+                await self.watch.layer_lost(error)
 
     async def connect(self) -> None:
         # Accepted first, even when it is refused next: a close before the accept reaches a
@@ -31,8 +63,10 @@ class AnalysisEventsConsumer(AsyncJsonWebsocketConsumer):
             send_message=self._send,
             close_socket=self._close,
             keepalive_seconds=settings.EIDOLON_WS_KEEPALIVE_SECONDS,
-            tailers=tailers_for(),
+            tailers=loop_tailers(),
+            shared_layer=is_shared_channel_layer(self.channel_layer_alias),
         )
+        self._watch_created.set()
         await self.watch.open()
 
     async def _send(self, message: Message) -> None:

@@ -22,6 +22,12 @@ and the catch-up from the database, so every event is either read or received (o
 cursor sends only ``last_sent + 1``: what it has sent is dropped, and a batch that starts beyond
 the next expected event has the missing range read from the database first (events are always
 persisted before they are published, and committed in ``seq`` order).
+
+When the shared (Redis) layer stops answering (a subscribe or the consumer's receive fails), the
+socket is kept: its watch is fed from the database by this process's tailers (``analyses.
+tailing``), catches up at once, and tries to rejoin its group every few seconds; once it has, the
+tailer lets it go and a catch-up covers whatever was published before the rejoin. The cursor
+makes the switch in either direction free of gaps and duplicates.
 """
 
 from __future__ import annotations
@@ -61,6 +67,9 @@ LIFECYCLE = ("analysis.started", "analysis.resumed", FINISHED)
 PAGE = 500
 _SEQ = re.compile(r"\d{1,18}")
 _LARGEST_ID = 2**63 - 1
+# While the shared layer is down, a watch tries to rejoin its group after this long, doubling up
+# to the second figure.
+REJOIN_SECONDS = (0.5, 4.0)
 
 Message = dict[str, Any]
 ReadAfter = Callable[..., Awaitable[list[Message]]]
@@ -194,8 +203,13 @@ class EventCursor:
 class AnalysisWatch:
     """One WebSocket's watch over one analysis, from the accepted handshake to the close.
 
-    The consumer calls ``open`` once, ``deliver`` for each batch the channel layer brings, and
-    ``leave`` when the socket is gone; ``send_message`` and ``close_socket`` are the consumer's.
+    The consumer calls ``open`` once, ``deliver`` for each batch the channel layer brings,
+    ``layer_lost`` when receiving from a shared layer fails, and ``leave`` when the socket is
+    gone; ``send_message`` and ``close_socket`` are the consumer's. ``subscribed`` is set while
+    the watch is in its group: the consumer receives from the layer only then.
+
+    ``tailers`` are this process's: with the in-memory layer they always feed the socket; with a
+    shared layer, only while it is down (``shared_layer``).
     """
 
     scope: dict[str, Any]
@@ -204,16 +218,21 @@ class AnalysisWatch:
     send_message: Callable[[Message], Awaitable[None]]
     close_socket: Callable[[int, str], Awaitable[None]]
     keepalive_seconds: float
-    tailers: EventTailers | None
+    tailers: EventTailers
+    shared_layer: bool
 
     def __post_init__(self) -> None:
         self.analysis_id: int = self.scope["url_route"]["kwargs"]["analysis_id"]
+        self.group = analysis_group(self.analysis_id)
         self.cursor: EventCursor | None = None
         self.closed = False
+        self.subscribed = asyncio.Event()
         self._in_group = False
-        self._tailed = False
+        self._tailed = False  # through the local layer (in-memory)
+        self._fed_by_tailer = False  # directly, while the shared layer is down
         self._sending = asyncio.Lock()  # deliveries and keep-alives: one at a time, in order
         self._keepalive: asyncio.Task | None = None
+        self._rejoin: asyncio.Task | None = None
         self._log = logger.bind(analysis_id=self.analysis_id)
 
     async def open(self) -> None:
@@ -230,11 +249,7 @@ class AnalysisWatch:
         )
         # Subscribe first: whatever is published from now on reaches this socket, and whatever
         # was published before is in the database the catch-up reads next.
-        await self.layer.group_add(analysis_group(self.analysis_id), self.channel_name)
-        self._in_group = True
-        if self.tailers is not None:
-            await self.tailers.watch(self.analysis_id, layer=self.layer)
-            self._tailed = True
+        await self._subscribe()
         snapshot, finished = await database_sync_to_async(opening)(
             analysis_id=self.analysis_id, after=after
         )
@@ -246,6 +261,77 @@ class AnalysisWatch:
             await self._close_if_finished()
         if not self.closed:
             self._keepalive = asyncio.create_task(self._keep_alive())
+
+    async def _subscribe(self) -> None:
+        """Into the group (and, on the in-memory layer, onto the tailer); or, when the shared
+        layer does not answer, onto the tailer until it rejoins."""
+        try:
+            await self.layer.group_add(self.group, self.channel_name)
+        except Exception as error:
+            if not self.shared_layer:
+                raise
+            await self._fall_back_to_tailer(error)
+            return
+        self._in_group = True
+        if not self.shared_layer:
+            await self.tailers.watch(self.analysis_id, layer=self.layer)
+            self._tailed = True
+        self.subscribed.set()
+
+    async def layer_lost(self, error: Exception) -> None:
+        """Receiving from the shared layer failed: feed the socket from the database (with a
+        catch-up now, for what the layer may have lost) until the watch rejoins its group."""
+        if not self.shared_layer:
+            raise error  # the in-memory layer does not fail: something else is wrong
+        if self.closed or not self.subscribed.is_set():
+            return
+        await self._fall_back_to_tailer(error)
+        await self._catch_up_now()
+
+    async def _fall_back_to_tailer(self, error: Exception) -> None:
+        if self._fed_by_tailer:
+            return
+        self.subscribed.clear()
+        self._log.warning(
+            "websocket_layer_lost",
+            error=type(error).__name__,
+            last_sent=self.cursor.last_sent if self.cursor else None,
+        )
+        await self.tailers.watch(self.analysis_id, receiver=self.deliver)
+        self._fed_by_tailer = True
+        self._rejoin = asyncio.create_task(self._rejoin_group())
+
+    async def _rejoin_group(self) -> None:
+        delay, longest = REJOIN_SECONDS
+        while not self.closed:
+            await asyncio.sleep(delay)
+            try:
+                await self.layer.group_add(self.group, self.channel_name)
+            except Exception:
+                delay = min(2 * delay, longest)
+                continue
+            # Published from now on reaches the socket (once the consumer receives again);
+            # the catch-up after the tailer lets go reads everything before.
+            self._in_group = True
+            self._stop_tailer_feed()
+            self.subscribed.set()
+            self._log.info(
+                "websocket_layer_rejoined",
+                last_sent=self.cursor.last_sent if self.cursor else None,
+            )
+            await self._catch_up_now()
+            return
+
+    def _stop_tailer_feed(self) -> None:
+        if self._fed_by_tailer:
+            self._fed_by_tailer = False
+            self.tailers.unwatch(self.analysis_id, receiver=self.deliver)
+
+    async def _catch_up_now(self) -> None:
+        async with self._sending:
+            if self.cursor is not None and not self.closed:
+                await self._catch_up()
+                await self._close_if_finished()
 
     async def deliver(self, events: Sequence[Message]) -> None:
         """A batch from the channel layer (the worker's publish, or this process's tailer)."""
@@ -293,17 +379,23 @@ class AnalysisWatch:
     async def leave(self) -> None:
         """Unsubscribe (idempotent): called when the socket closes, from either end."""
         self.closed = True
-        if self._keepalive is not None and self._keepalive is not asyncio.current_task():
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
-        self._keepalive = None
+        self.subscribed.clear()
+        for task in (self._keepalive, self._rejoin):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._keepalive = self._rejoin = None
         if self._tailed:
             self._tailed = False
             self.tailers.unwatch(self.analysis_id)
+        self._stop_tailer_feed()
         if self._in_group:
             self._in_group = False
-            await self.layer.group_discard(analysis_group(self.analysis_id), self.channel_name)
+            try:
+                await self.layer.group_discard(self.group, self.channel_name)
+            except Exception as error:  # a shared layer that is down: its membership expires
+                self._log.info("websocket_group_discard_failed", error=type(error).__name__)
             self._log.info(
                 "websocket_watch_closed", last_sent=self.cursor.last_sent if self.cursor else None
             )

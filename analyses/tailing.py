@@ -8,7 +8,9 @@ analysis's sockets in this process, polls ``events_after`` every ``EIDOLON_WS_TA
 cursor takes it like a batch the worker had published. Fifty sockets cost one query per poll.
 
 With a shared (Redis) layer the worker's own ``group_send`` reaches every web process and no
-tailer runs (``tailers_for`` returns None).
+tailer runs (``tailers_for`` returns None) - until that layer stops answering: a socket that
+loses it keeps its client and is fed by the same tailers, straight to its watch (a *receiver*)
+since the layer cannot carry the batch, until it rejoins its group (``analyses.live``).
 
 Who owns what: the ``EventTailers`` of an event loop belong to that loop (daphne serves all of a
 process's sockets on one loop) and are dropped with it; each ``EventTailer`` belongs to its
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -35,6 +38,9 @@ logger = structlog.get_logger(__name__)
 # Events read per query; a full page is followed by another read at once.
 TAIL_PAGE = 500
 
+# A socket's watch, fed the batches directly (``AnalysisWatch.deliver``).
+Receiver = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
 
 def _last_seq(analysis_id: int) -> int:
     return Analysis.objects.filter(pk=analysis_id).values_list("event_seq", flat=True).first() or 0
@@ -42,11 +48,13 @@ def _last_seq(analysis_id: int) -> int:
 
 class EventTailer:
     """Polls one analysis's persisted events and fans out what is new to this process's
-    sockets, through the analysis's group on the local channel layer."""
+    sockets: through the analysis's group on the local channel layer (``layer``), and straight
+    to the ``receivers`` (sockets whose shared layer is down)."""
 
-    def __init__(self, *, analysis_id: int, layer: Any, interval: float) -> None:
+    def __init__(self, *, analysis_id: int, interval: float, layer: Any = None) -> None:
         self.analysis_id = analysis_id
         self.layer = layer
+        self.receivers: set[Receiver] = set()
         self.interval = interval
         self.watchers = 0
         self.last_seq = 0
@@ -76,10 +84,27 @@ class EventTailer:
         )
         if events:
             self.last_seq = events[-1]["seq"]
+            await self.fan_out(events)
+        return len(events)
+
+    async def fan_out(self, events: list[dict[str, Any]]) -> None:
+        if self.layer is not None:
             await self.layer.group_send(
                 analysis_group(self.analysis_id), {"type": CHANNEL_MESSAGE_TYPE, "events": events}
             )
-        return len(events)
+        # At once, so that one slow socket does not hold the others back; awaited, so that
+        # each receiver gets its batches in order.
+        receivers = list(self.receivers)
+        outcomes = await asyncio.gather(
+            *(deliver(events) for deliver in receivers), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                logger.warning(
+                    "event_tailer_delivery_failed",
+                    analysis_id=self.analysis_id,
+                    error=type(outcome).__name__,
+                )
 
     async def _run(self) -> None:
         failing = False
@@ -113,33 +138,35 @@ class EventTailers:
     def __len__(self) -> int:
         return len(self._by_analysis)
 
-    async def watch(self, analysis_id: int, *, layer: Any) -> None:
-        """Count one more watcher (the first starts the tailer); returns once the tailer knows
-        where it starts."""
+    async def watch(
+        self, analysis_id: int, *, layer: Any = None, receiver: Receiver | None = None
+    ) -> None:
+        """Count one more watcher (the first starts the tailer), fed through the local
+        ``layer`` or as a ``receiver``; returns once the tailer knows where it starts."""
         tailer = self._by_analysis.get(analysis_id)
+        starting = tailer is None
         if tailer is None:
             tailer = self._by_analysis[analysis_id] = EventTailer(
-                analysis_id=analysis_id, layer=layer, interval=self.interval
+                analysis_id=analysis_id, interval=self.interval
             )
-            tailer.watchers += 1
-            try:
-                await tailer.start()
-            except BaseException:
-                self.unwatch(analysis_id)
-                raise
-            return
         tailer.watchers += 1
+        if layer is not None:
+            tailer.layer = layer
+        if receiver is not None:
+            tailer.receivers.add(receiver)
         try:
-            await asyncio.shield(tailer.ready)
+            await (tailer.start() if starting else asyncio.shield(tailer.ready))
         except BaseException:
-            self.unwatch(analysis_id)
+            self.unwatch(analysis_id, receiver=receiver)
             raise
 
-    def unwatch(self, analysis_id: int) -> None:
+    def unwatch(self, analysis_id: int, *, receiver: Receiver | None = None) -> None:
         """Count one watcher less (the last stops the tailer)."""
         tailer = self._by_analysis.get(analysis_id)
         if tailer is None:
             return
+        if receiver is not None:
+            tailer.receivers.discard(receiver)
         tailer.watchers -= 1
         if tailer.watchers <= 0:
             del self._by_analysis[analysis_id]
@@ -157,9 +184,15 @@ _TAILERS_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventTail
 
 
 def tailers_for(alias: str = "default") -> EventTailers | None:
-    """This event loop's tailers, or None when the channel layer is shared (nothing to tail)."""
+    """This event loop's tailers, or None when the channel layer is shared (nothing to tail
+    while it answers)."""
     if is_shared_channel_layer(alias):
         return None
+    return loop_tailers()
+
+
+def loop_tailers() -> EventTailers:
+    """This event loop's tailers, whatever the channel layer."""
     loop = asyncio.get_running_loop()
     tailers = _TAILERS_BY_LOOP.get(loop)
     if tailers is None:
