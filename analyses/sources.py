@@ -133,7 +133,7 @@ def resolve_local_directory(
     given = os.fspath(path)
     if not given:
         raise SourceError("invalid_path", "No directory was given.")
-    if "\x00" in given:
+    if "\x00" in given or not _encodable(given):
         raise SourceError("invalid_path", f"{quoted(given)} is not a valid path.")
     roots = None if allowed_roots is None else [Path(root).resolve() for root in allowed_roots]
     if roots == []:
@@ -153,6 +153,15 @@ def resolve_local_directory(
     if not os.access(resolved, os.R_OK | os.X_OK):
         raise SourceError("not_readable", f"Directory {quoted(given)} is not readable.")
     return resolved
+
+
+def _encodable(path: str) -> bool:
+    """Whether the filesystem can name ``path`` (a lone surrogate from JSON cannot)."""
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _refuse_outside_roots(given: str, resolved: Path, roots: list[Path] | None) -> None:
@@ -219,9 +228,10 @@ def validate_git_url(url: str, *, allow_insecure_http: bool = False) -> None:
     elif _is_scp_like(url):
         _validate_scp_like(url)
     else:
+        shown = "The source" if "@" in url else quoted(url)  # '@' may follow a password
         raise SourceError(
             "unsupported_url",
-            f"{quoted(url)} is a local path, not a git URL; "
+            f"{shown} is a local path, not a git URL; "
             "use an https:// or ssh:// URL, or user@host:path.",
         )
 
@@ -259,7 +269,10 @@ def _validate_scheme_url(url: str, scheme: str, allow_insecure_http: bool) -> No
         raise SourceError(
             "unsupported_url", f"'{scheme}://' URLs are not allowed; use https:// or ssh://."
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket; the URL may hold credentials: not echoed
+        raise SourceError("unsupported_url", "The URL has an invalid host.") from None
     # Checked before anything below echoes the URL.
     if parts.password is not None or (scheme != "ssh" and parts.username is not None):
         raise _credentials_refused()
