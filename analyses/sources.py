@@ -105,7 +105,7 @@ def parse_source_spec(
     if spec.startswith("-"):
         raise SourceError(
             "option_injection",
-            f"{quoted(spec)} looks like a command-line option; "
+            f"{quoted_unless_credentials(spec)} looks like a command-line option; "
             "write ./-name for a directory whose name starts with '-'.",
         )
     kind = classify_source(spec)
@@ -192,7 +192,8 @@ def _unresolvable(given: str, exc: OSError | RuntimeError) -> SourceError:
 
 _SCP_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SCP_USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
-_SCP_PASSWORD_LOOKALIKE = re.compile(r"^[^/]*@[^/]*:")
+# "user:secret@host:path", and "user:token@host/path" typed without its scheme.
+_SCP_PASSWORD_LOOKALIKE = re.compile(r"^[^/]*@")
 _COMMIT_SHA = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 # git check-ref-format: no control characters, space, ~ ^ : ? * [ \, no "..", "@{" or "//".
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
@@ -228,10 +229,9 @@ def validate_git_url(url: str, *, allow_insecure_http: bool = False) -> None:
     elif _is_scp_like(url):
         _validate_scp_like(url)
     else:
-        shown = "The source" if "@" in url else quoted(url)  # '@' may follow a password
         raise SourceError(
             "unsupported_url",
-            f"{shown} is a local path, not a git URL; "
+            f"{quoted_unless_credentials(url)} is a local path, not a git URL; "
             "use an https:// or ssh:// URL, or user@host:path.",
         )
 
@@ -326,6 +326,11 @@ def _ref_format_problem(ref: str) -> bool:
         or has_space_or_control(ref)
         or any(part.startswith(".") or part.endswith(".lock") for part in ref.split("/"))
     )
+
+
+def quoted_unless_credentials(text: str) -> str:
+    """``quoted(text)``, or "The source" when an '@' in it may follow a password."""
+    return "The source" if "@" in text else quoted(text)
 
 
 def quoted(text: str) -> str:

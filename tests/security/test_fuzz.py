@@ -457,6 +457,24 @@ def test_fuzz_found_unclosed_ipv6_host_is_refused(url):
     assert_refused_without_secret(refused.value)
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        f"user:{SECRET}@github.com/team/project.git",  # https:// forgotten: was host "user"
+        f"user:{SECRET}@/:team/project.git",
+        f"-https://user:{SECRET}@github.com/team/project.git",  # echoed as an option
+    ],
+)
+def test_fuzz_found_credentials_without_a_scheme_are_refused_unechoed(spec):
+    """Found by the random exploration (EIDOLON_FUZZ_RANDOM=1): a token typed without
+    ``https://`` was accepted as an scp-like URL to the host ``user`` (and stored and shown in
+    clear), and an option-looking spec echoed its password."""
+    with pytest.raises(SourceError) as refused:
+        parse_source_spec(spec)
+    assert refused.value.code in ("credentials_in_url", "option_injection")
+    assert_refused_without_secret(refused.value)
+
+
 # --------------------------------------------------------------------------------------------
 # The model-reply validator
 # --------------------------------------------------------------------------------------------
