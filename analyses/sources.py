@@ -105,7 +105,7 @@ def parse_source_spec(
     if spec.startswith("-"):
         raise SourceError(
             "option_injection",
-            f"{quoted(spec)} looks like a command-line option; "
+            f"{quoted_unless_credentials(spec)} looks like a command-line option; "
             "write ./-name for a directory whose name starts with '-'.",
         )
     kind = classify_source(spec)
@@ -133,7 +133,7 @@ def resolve_local_directory(
     given = os.fspath(path)
     if not given:
         raise SourceError("invalid_path", "No directory was given.")
-    if "\x00" in given:
+    if "\x00" in given or not _encodable(given):
         raise SourceError("invalid_path", f"{quoted(given)} is not a valid path.")
     roots = None if allowed_roots is None else [Path(root).resolve() for root in allowed_roots]
     if roots == []:
@@ -153,6 +153,15 @@ def resolve_local_directory(
     if not os.access(resolved, os.R_OK | os.X_OK):
         raise SourceError("not_readable", f"Directory {quoted(given)} is not readable.")
     return resolved
+
+
+def _encodable(path: str) -> bool:
+    """Whether the filesystem can name ``path`` (a lone surrogate from JSON cannot)."""
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _refuse_outside_roots(given: str, resolved: Path, roots: list[Path] | None) -> None:
@@ -183,7 +192,8 @@ def _unresolvable(given: str, exc: OSError | RuntimeError) -> SourceError:
 
 _SCP_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SCP_USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
-_SCP_PASSWORD_LOOKALIKE = re.compile(r"^[^/]*@[^/]*:")
+# "user:secret@host:path", and "user:token@host/path" typed without its scheme.
+_SCP_PASSWORD_LOOKALIKE = re.compile(r"^[^/]*@")
 _COMMIT_SHA = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 # git check-ref-format: no control characters, space, ~ ^ : ? * [ \, no "..", "@{" or "//".
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
@@ -221,7 +231,7 @@ def validate_git_url(url: str, *, allow_insecure_http: bool = False) -> None:
     else:
         raise SourceError(
             "unsupported_url",
-            f"{quoted(url)} is a local path, not a git URL; "
+            f"{quoted_unless_credentials(url)} is a local path, not a git URL; "
             "use an https:// or ssh:// URL, or user@host:path.",
         )
 
@@ -259,7 +269,10 @@ def _validate_scheme_url(url: str, scheme: str, allow_insecure_http: bool) -> No
         raise SourceError(
             "unsupported_url", f"'{scheme}://' URLs are not allowed; use https:// or ssh://."
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket; the URL may hold credentials: not echoed
+        raise SourceError("unsupported_url", "The URL has an invalid host.") from None
     # Checked before anything below echoes the URL.
     if parts.password is not None or (scheme != "ssh" and parts.username is not None):
         raise _credentials_refused()
@@ -313,6 +326,11 @@ def _ref_format_problem(ref: str) -> bool:
         or has_space_or_control(ref)
         or any(part.startswith(".") or part.endswith(".lock") for part in ref.split("/"))
     )
+
+
+def quoted_unless_credentials(text: str) -> str:
+    """``quoted(text)``, or "The source" when an '@' in it may follow a password."""
+    return "The source" if "@" in text else quoted(text)
 
 
 def quoted(text: str) -> str:
