@@ -200,6 +200,8 @@ def _load(payload: str | bytes | Mapping[str, Any]) -> object:
         raise InvalidReply(
             "not_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except (RecursionError, ValueError) as exc:  # nested too deep; an integer over 4,300 digits
+        raise InvalidReply("not_json", f"not usable JSON ({type(exc).__name__})") from None
 
 
 def _strip_code_fence(text: str) -> str:
