@@ -17,6 +17,9 @@ Decisions:
 * A title longer than ``MAX_TITLE_CHARS`` is shortened with an ellipsis rather than rejected:
   the schema subset Claude's structured outputs accept cannot express ``maxLength``.
 * An empty ``fix`` becomes ``None``. One finding outside the schema rejects the whole reply.
+* Model output is untrusted and stored as text only: an explanation longer than
+  ``MAX_EXPLANATION_CHARS`` is shortened with an ellipsis, and a fix longer than
+  ``MAX_FIX_CHARS`` is dropped (half a replacement would mislead more than none).
 * Adjustment notes name no line numbers: the result cache stores findings relative to their
   unit, and a note must stay true when the function has moved.
 """
@@ -48,6 +51,8 @@ FINDING_KINDS: tuple[FindingKind, ...] = get_args(FindingKind)
 SEVERITIES: tuple[Severity, ...] = get_args(Severity)  # most severe first
 FINDING_SOURCES: tuple[FindingSource, ...] = get_args(FindingSource)
 MAX_TITLE_CHARS = 120
+MAX_EXPLANATION_CHARS = 4_000
+MAX_FIX_CHARS = 8_000
 LINE_TOLERANCE = 3
 # Titles at least this similar (difflib's ratio, after folding case and punctuation) repeat.
 REPEATED_TITLE_SIMILARITY = 0.9
@@ -240,12 +245,12 @@ def _finding(item: object, *, index: int, unit_start: int, unit_end: int) -> Fin
         kind=kind,
         severity=severity,
         title=shorten_title(_text(item, "title", where=where)),
-        explanation=_text(item, "explanation", where=where),
+        explanation=shortened(_text(item, "explanation", where=where), MAX_EXPLANATION_CHARS),
         line_start=line_start,
         line_end=line_end,
         confidence=_confidence(item["confidence"], where=where),
         source="anthropic",
-        fix=fix if fix and fix.strip() else None,
+        fix=fix if fix and fix.strip() and len(fix) <= MAX_FIX_CHARS else None,
         adjustment=adjustment,
     )
 
@@ -351,9 +356,14 @@ def _confidence(value: object, *, where: str) -> float:
 
 def shorten_title(title: str) -> str:
     """``title`` cut to ``MAX_TITLE_CHARS``, ending in an ellipsis when cut."""
-    if len(title) <= MAX_TITLE_CHARS:
-        return title
-    return title[: MAX_TITLE_CHARS - 1].rstrip() + "…"
+    return shortened(title, MAX_TITLE_CHARS)
+
+
+def shortened(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rstrip() + "…"
 
 
 def _json_type(value: object) -> str:

@@ -12,6 +12,7 @@ from analyses.findings import (
     CLAMPED_NOTE,
     FINDING_KINDS,
     FINDINGS_JSON_SCHEMA,
+    MAX_EXPLANATION_CHARS,
     MAX_TITLE_CHARS,
     PINNED_NOTE,
     SEVERITIES,
@@ -148,6 +149,15 @@ class TestParseFindingsReply:
         (finding,) = parse(reply_item(title="word " * 60))
         assert len(finding.title) == MAX_TITLE_CHARS
         assert finding.title.endswith("…")
+
+    def test_reply__long_explanation_shortened_and_long_fix_dropped(self):
+        long_explanation = "because " * 1_000
+        (finding,) = parse(reply_item(explanation=long_explanation, fix="x = 1\n" * 2_000))
+        assert len(finding.explanation) == MAX_EXPLANATION_CHARS
+        assert finding.explanation.endswith("…")
+        assert finding.fix is None
+        (kept,) = parse(reply_item(fix="x = 1\n" * 100))
+        assert kept.fix == "x = 1\n" * 100
 
     @pytest.mark.parametrize(
         ("lines", "expected", "note"),
