@@ -258,6 +258,7 @@ class Guard:
         started = self.clock.monotonic()
         try:
             if reservation is not None:
+                admitted_at = self.clock.now()
                 reservation = await ratelimit_wait.wait_for_slot(
                     reservation,
                     reserve_again=lambda: self._reserve(call.ask),
@@ -266,6 +267,8 @@ class Guard:
                     else None,
                     clock=self.clock,
                 )
+                if reservation.start_at > admitted_at:  # it waited: the breaker may have opened
+                    await self._confirm_admission(permit, reservation)
             timeout = self._timeout_before(call.deadline)
             attempt = Attempt(
                 number=number,
@@ -279,6 +282,8 @@ class Guard:
                     result = await call.fn(attempt)
             except TimeoutError as exc:
                 raise CallTimeoutError(target=self.target, timeout=timeout) from exc
+        except _Withdrawn as withdrawn:
+            raise withdrawn.refusal from None
         except BaseException as exc:
             outcome = self.classify(exc, now=self.clock.now())
             called = attempt is not None
@@ -316,6 +321,17 @@ class Guard:
             self._in_background(settle)
         await self._report(call, number, SUCCESS, duration, attempt, used, False)
         return result
+
+    async def _confirm_admission(
+        self, permit: breaker.Permit, reservation: ratelimit.Reservation
+    ) -> None:
+        """After waiting for its slot, a call goes out only if the breaker has not opened
+        meanwhile; otherwise its slot is given back and it is refused as if just admitted."""
+        try:
+            await in_db_thread(breaker.confirm, permit, clock=self.clock)
+        except CircuitOpenError as refusal:
+            await in_db_thread(ratelimit.release, reservation)
+            raise _Withdrawn(refusal) from None
 
     def _in_background(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -520,6 +536,13 @@ class Guard:
         maybe_awaitable = call.on_attempt(report)
         if maybe_awaitable is not None:
             await maybe_awaitable
+
+
+class _Withdrawn(Exception):
+    """The breaker opened while the call waited for its slot: nothing was sent."""
+
+    def __init__(self, refusal: CircuitOpenError) -> None:
+        self.refusal = refusal
 
 
 class _Retry(Exception):
