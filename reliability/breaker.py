@@ -192,11 +192,10 @@ def admit(name: str, *, clock: Clock = SYSTEM_CLOCK) -> Permit:
 
 
 def confirm(permit: Permit, *, clock: Clock = SYSTEM_CLOCK) -> None:
-    """Raise ``CircuitOpenError`` when breaker ``permit.name`` left the closed state since it
-    admitted ``permit``: a call that waited for its rate-budget slot must not go out through a
-    breaker that opened meanwhile (only probes may, and they hold a slot of their own)."""
-    if permit.state != BreakerState.CLOSED:
-        return
+    """Raise ``CircuitOpenError`` when breaker ``permit.name`` has moved on since it admitted
+    ``permit`` to a state that would not admit it now: a call that waited for its rate-budget
+    slot must not go out through a breaker that opened meanwhile, nor a probe through one that
+    reopened while the probe waited (it no longer holds a probe's place)."""
     row = _admission_row(permit.name, clock)
     if row["generation"] == permit.generation or row["state"] in FREE_STATES:
         return
