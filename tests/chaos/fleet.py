@@ -370,6 +370,11 @@ def common_figures(
         + (
             ", ".join(f"{at - began:+.1f} s {old}->{new}" for at, old, new, _ in transitions) or "-"
         ),
+        "transition reasons: "
+        + "; ".join(
+            f"{reason} x{count}"
+            for reason, count in Counter(reason for *_, reason in transitions).items()
+        ),
         "peak resident memory (VmHWM): "
         + ", ".join(
             f"{name} {kib / 1024:.0f} MiB" if kib else f"{name} ?" for name, kib in memory.items()

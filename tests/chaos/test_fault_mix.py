@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 
 import pytest
 
-from analyses.models import Analysis, AnalysisStatus
+from analyses.models import Analysis, AnalysisStatus, LLMCall
 from reliability.fake_anthropic import Fault
 from tests.api_support import caller
 from tests.budget_support import busiest_window
@@ -35,7 +36,6 @@ from tests.chaos.fleet import (
     units_without_result,
     write_repository,
 )
-from tests.processes import ROOT
 
 pytestmark = [
     pytest.mark.postgres,
@@ -52,6 +52,8 @@ SEED = 9
 FUNCTIONS = (8, 9, 10, 11, 12)  # per repository: 57 reviewable units in all
 USERS = ("ada", "grace", "linus")
 BUDGET_WINDOW, BUDGET_REQUESTS = 6.0, 18
+AI_TIMEOUT = float(SCALED_SETTINGS["EIDOLON_AI_TIMEOUT"])
+HANG_SECONDS = 20.0
 BREAKER = {
     "failure_threshold": 3,  # the product's default
     "recovery_timeout": 2.0,  # 120 s in production
@@ -78,7 +80,7 @@ def fake_options() -> list[str]:
         f"--seed={SEED}",
         "--latency=0.02:0.1",
         "--retry-after=0.5",  # what the 429s ask for
-        "--hang-seconds=20",  # far past the per-call timeout: the client must give up
+        f"--hang-seconds={HANG_SECONDS:g}",  # far past the per-call timeout: the client gives up
     ]
 
 
@@ -128,11 +130,16 @@ class TestFaultMix:
             memory=memory,
             began=began,
         )
+        calls = LLMCall.objects.filter(analysis__in=submitted)
+        statuses = Counter(calls.values_list("status", flat=True))
+        timed_out_after = sorted(
+            ms / 1000 for ms in calls.filter(status="timeout").values_list("latency_ms", flat=True)
+        )
         least = least_requests(SEED, reviews=units)
         busiest = busiest_window([r.at for r in requests], window=BUDGET_WINDOW)
         print(
             figure_block(
-                f"drill 1: fault mix ({ROOT.name})",
+                "drill 1: fault mix",
                 [
                     f"{len(submitted)} analyses, {units} units, 3 users, 3 workers, {took:.1f} s",
                     f"budget: {BUDGET_REQUESTS} requests per {BUDGET_WINDOW:g} s window",
@@ -140,6 +147,10 @@ class TestFaultMix:
                     f"{expected_minimum:.1f} requests (bound 1.1 x = {1.1 * expected_minimum:.1f});"
                     f" this seed's draws allow {least}",
                     *figures,
+                    "calls the workers recorded: "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
+                    "timed-out calls gave up after: "
+                    + ", ".join(f"{seconds:.2f} s" for seconds in timed_out_after),
                 ],
             )
         )
@@ -158,4 +169,8 @@ class TestFaultMix:
         assert len(requests) <= 1.1 * expected_minimum
         faults = {request.fault for request in requests}
         assert {Fault.OVERLOADED, Fault.RATE_LIMIT, Fault.HANG, Fault.RESET} <= faults
-        assert sum(a.llm_requests for a in analyses) == len(requests)
+        assert sum(a.llm_requests for a in analyses) == len(requests) == calls.count()
+        hangs = sum(1 for request in requests if request.fault == Fault.HANG)
+        # Each hang was cut by the client's per-call timeout, long before the fake let go.
+        assert len(timed_out_after) >= hangs
+        assert all(AI_TIMEOUT - 0.1 <= seconds < HANG_SECONDS / 2 for seconds in timed_out_after)
