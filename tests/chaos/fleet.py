@@ -197,6 +197,7 @@ class Fleet:
         self.settings = dict(settings or {})
         self.processes: dict[str, ManagedProcess] = {}
         self.fake_url = self.web_url = ""
+        self.started_in = 0.0  # seconds until every process was up
 
     def __enter__(self) -> Fleet:
         try:
@@ -210,6 +211,7 @@ class Fleet:
         self.stop()
 
     def start(self) -> None:
+        began = time.monotonic()
         fake, self.fake_url = start_fake_anthropic_command(
             "--responder", "review", *self.fake_args, env=subprocess_environment()
         )
@@ -226,9 +228,10 @@ class Fleet:
             name = f"worker-{index}"
             self.processes[name] = start_task_worker(env, name, analyses=self.analyses_per_worker)
         self.processes["web"], self.web_url = start_daphne(env)
+        self.started_in = time.monotonic() - began
 
     def stop(self) -> None:
-        for process in self.processes.values():
+        for process in reversed(self.processes.values()):  # the fake last
             process.stop()
 
     # the fake
@@ -290,6 +293,8 @@ class Fleet:
                     f"#{a.pk} {a.status} {a.functions_done}/{a.functions_total}"
                     for a in Analysis.objects.filter(pk__in=ids)
                 )
+                + "\n"
+                + self.output_tail()
             ) from None
 
     def peak_memory(self) -> dict[str, int | None]:

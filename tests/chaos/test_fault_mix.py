@@ -141,7 +141,9 @@ class TestFaultMix:
             figure_block(
                 "drill 1: fault mix",
                 [
-                    f"{len(submitted)} analyses, {units} units, 3 users, 3 workers, {took:.1f} s",
+                    f"{len(submitted)} analyses, {units} units, 3 users, 3 workers: "
+                    f"all finished {took:.1f} s after submission (cluster up in "
+                    f"{fleet.started_in:.1f} s)",
                     f"budget: {BUDGET_REQUESTS} requests per {BUDGET_WINDOW:g} s window",
                     f"expected minimum {units} / {SUCCESS_PER_ATTEMPT:.2f} = "
                     f"{expected_minimum:.1f} requests (bound 1.1 x = {1.1 * expected_minimum:.1f});"

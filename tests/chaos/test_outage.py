@@ -144,7 +144,8 @@ class TestOutage:
             figure_block(
                 "drill 2: outage",
                 [
-                    f"{len(submitted)} analyses, 3 users, 3 workers; only 529 from "
+                    f"{len(submitted)} analyses, 3 users, 3 workers "
+                    f"(up in {fleet.started_in:.1f} s); only 529 from "
                     f"{outage_began - began:+.1f} s to {outage_ended - began:+.1f} s",
                     f"breaker: threshold 3, recovery {RECOVERY_TIMEOUT:g} s, {PROBES} probe(s)",
                     f"opened (closed->open): {len(opened)} time(s)"
