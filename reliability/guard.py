@@ -14,6 +14,7 @@ loop ends).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -253,22 +254,11 @@ class Guard:
 
     async def _attempt(self, call: _Call[T], number: int) -> T:
         permit, reservation = await self._admit_and_reserve(call.ask)
-        on_wait = call.on_wait
         attempt: Attempt | None = None
         started = self.clock.monotonic()
         try:
             if reservation is not None:
-                admitted_at = self.clock.now()
-                reservation = await ratelimit_wait.wait_for_slot(
-                    reservation,
-                    reserve_again=lambda: self._reserve(call.ask),
-                    on_wait=(lambda until: on_wait(Wait("rate_budget", until, self.label)))
-                    if on_wait
-                    else None,
-                    clock=self.clock,
-                )
-                if reservation.start_at > admitted_at:  # it waited: the breaker may have opened
-                    await self._confirm_admission(permit, reservation)
+                reservation = await self._wait_for_slot(permit, reservation, call)
             timeout = self._timeout_before(call.deadline)
             attempt = Attempt(
                 number=number,
@@ -322,15 +312,23 @@ class Guard:
         await self._report(call, number, SUCCESS, duration, attempt, used, False)
         return result
 
-    async def _confirm_admission(
-        self, permit: breaker.Permit, reservation: ratelimit.Reservation
-    ) -> None:
-        """After waiting for its slot, a call goes out only if the breaker has not opened
-        meanwhile; otherwise its slot is given back and it is refused as if just admitted."""
+    async def _wait_for_slot(
+        self, permit: breaker.Permit, reservation: ratelimit.Reservation, call: _Call
+    ) -> ratelimit.Reservation:
+        """Wait for the slot; a call that had to wait goes out only if the breaker has not
+        opened meanwhile (else its slot is given back and it is refused as if just admitted)."""
+        on_wait = call.on_wait
         try:
-            await in_db_thread(breaker.confirm, permit, clock=self.clock)
+            return await ratelimit_wait.wait_for_slot(
+                reservation,
+                reserve_again=lambda: self._reserve(call.ask),
+                on_wait=(lambda until: on_wait(Wait("rate_budget", until, self.label)))
+                if on_wait
+                else None,
+                clock=self.clock,
+                after_waiting=functools.partial(breaker.confirm, permit, clock=self.clock),
+            )
         except CircuitOpenError as refusal:
-            await in_db_thread(ratelimit.release, reservation)
             raise _Withdrawn(refusal) from None
 
     def _in_background(self, work: Awaitable[None]) -> None:
