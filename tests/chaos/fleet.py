@@ -12,6 +12,7 @@ the fake's request log (``requests_at_fake``) against the database's transitions
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -345,6 +346,44 @@ def analysis_durations(analysis_ids: Iterable[int]) -> dict[int, float]:
         .values_list("pk", "created_at", "finished_at")
         if finished is not None
     }
+
+
+@dataclass(frozen=True)
+class OpenSpell:
+    """The breaker's first spell away from closed, against what reached the fake meanwhile."""
+
+    opened: list[float]  # closed -> open transitions, the whole run
+    half_opened: list[float]  # -> half_open transitions after the first opening
+    closed_at: float | None  # when it closed again
+    in_flight: list[FakeRequest]  # logged within the grace after the opening: sent before it
+    while_open: list[FakeRequest]  # logged after that, until it closed: probes, or leaks
+
+    @property
+    def seconds(self) -> float:
+        return (self.closed_at or time.time()) - self.opened[0] if self.opened else 0.0
+
+    def windows(self, recovery_timeout: float) -> int:
+        """Half-open windows the spell allows: one per recovery timeout."""
+        return int(self.seconds / recovery_timeout) + 1
+
+
+def open_spell(
+    transitions: Sequence[tuple[float, str, str, str]],
+    requests: Sequence[FakeRequest],
+    *,
+    grace: float,
+) -> OpenSpell:
+    opened = [at for at, old, new, _ in transitions if (old, new) == ("closed", "open")]
+    start = opened[0] if opened else math.inf
+    closed_at = next((at for at, _, new, _ in transitions if new == "closed" and at > start), None)
+    end = closed_at or math.inf
+    return OpenSpell(
+        opened=opened,
+        half_opened=[at for at, _, new, _ in transitions if new == "half_open" and at > start],
+        closed_at=closed_at,
+        in_flight=[r for r in requests if start <= r.at < start + grace],
+        while_open=[r for r in requests if start + grace <= r.at <= end],
+    )
 
 
 def figure_block(title: str, lines: Iterable[str]) -> str:

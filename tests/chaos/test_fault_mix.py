@@ -84,6 +84,21 @@ def fake_options() -> list[str]:
     ]
 
 
+def timeouts(calls) -> list[float]:
+    """Seconds after which each timed-out call gave up."""
+    return sorted(
+        ms / 1000 for ms in calls.filter(status="timeout").values_list("latency_ms", flat=True)
+    )
+
+
+def call_figures(calls) -> list[str]:
+    statuses = Counter(calls.values_list("status", flat=True))
+    return [
+        "calls the workers recorded: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
+        "timed-out calls gave up after: " + ", ".join(f"{t:.2f} s" for t in timeouts(calls)),
+    ]
+
+
 class TestFaultMix:
     def test_the_seed_is_typical(self):
         reviews = sum(reviewable_units(functions) for functions in FUNCTIONS)
@@ -131,10 +146,7 @@ class TestFaultMix:
             began=began,
         )
         calls = LLMCall.objects.filter(analysis__in=submitted)
-        statuses = Counter(calls.values_list("status", flat=True))
-        timed_out_after = sorted(
-            ms / 1000 for ms in calls.filter(status="timeout").values_list("latency_ms", flat=True)
-        )
+        timed_out_after = timeouts(calls)
         least = least_requests(SEED, reviews=units)
         busiest = busiest_window([r.at for r in requests], window=BUDGET_WINDOW)
         print(
@@ -149,10 +161,7 @@ class TestFaultMix:
                     f"{expected_minimum:.1f} requests (bound 1.1 x = {1.1 * expected_minimum:.1f});"
                     f" this seed's draws allow {least}",
                     *figures,
-                    "calls the workers recorded: "
-                    + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
-                    "timed-out calls gave up after: "
-                    + ", ".join(f"{seconds:.2f} s" for seconds in timed_out_after),
+                    *call_figures(calls),
                 ],
             )
         )

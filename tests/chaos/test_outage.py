@@ -21,16 +21,17 @@ import time
 import pytest
 
 from analyses.models import Analysis, AnalysisStatus, UnitStatus
-from reliability.models import BreakerState
 from tests.api_support import caller
 from tests.chaos.fleet import (
     SCALED_SETTINGS,
     Fleet,
+    OpenSpell,
     analysis_durations,
     anthropic_controls,
     breaker_transitions,
     common_figures,
     figure_block,
+    open_spell,
     units_without_result,
     write_repository,
 )
@@ -51,6 +52,14 @@ IN_FLIGHT_GRACE = 0.1
 FUNCTIONS = (14, 15, 16)
 USERS = ("ada", "grace", "linus")
 BUDGET_WINDOW, BUDGET_REQUESTS = 6.0, 30
+BREAKER = {
+    "failure_threshold": 3,  # the product's default
+    "recovery_timeout": RECOVERY_TIMEOUT,
+    "half_open_max_calls": PROBES,
+    "half_open_success_threshold": 1,
+    "half_open_max_duration": 4.0,
+    "slow_call_duration": 2.0,  # = the per-call timeout, as the defaults have it
+}
 CIRCUIT_OPEN = "circuit open"  # what an analysis's waiting reason says (``guard.Wait``)
 
 
@@ -77,18 +86,33 @@ def outage(fleet: Fleet, submitted: dict) -> tuple[float, float, dict[int, set[s
     return began, time.time(), seen
 
 
+def waiting_progress(events: list[dict]) -> list[dict]:
+    """The progress events that say the analysis waits for the open circuit."""
+    return [
+        event
+        for event in events
+        if event["type"] == "analysis.progress"
+        and CIRCUIT_OPEN in event["data"].get("waiting_reason", "")
+    ]
+
+
+def spell_figures(spell: OpenSpell, *, began: float) -> list[str]:
+    opened_at = f", at {spell.opened[0] - began:+.1f} s" if spell.opened else ""
+    return [
+        f"breaker: threshold 3, recovery {RECOVERY_TIMEOUT:g} s, {PROBES} probe(s) at once",
+        f"opened (closed->open): {len(spell.opened)} time(s){opened_at}",
+        f"while open ({spell.seconds:.1f} s, {len(spell.half_opened)} half-open windows): "
+        f"{len(spell.while_open)} requests reached the fake "
+        f"({', '.join(r.fault for r in spell.while_open)}); "
+        f"{len(spell.in_flight)} in flight at the opening",
+    ]
+
+
 class TestOutage:
     @pytest.mark.timeout(180)
     def test_only_529_for_a_while__breaker_opens_once_probes_only_all_finish(self, tmp_path):
         anthropic_controls(
-            breaker={
-                "failure_threshold": 3,
-                "recovery_timeout": RECOVERY_TIMEOUT,
-                "half_open_max_calls": PROBES,
-                "half_open_success_threshold": 1,
-                "half_open_max_duration": 4.0,
-                "slow_call_duration": 2.0,
-            },
+            breaker=BREAKER,
             budget={"requests_per_window": BUDGET_REQUESTS, "window_seconds": BUDGET_WINDOW},
         )
         callers = [caller(name) for name in USERS]
@@ -117,29 +141,8 @@ class TestOutage:
             events = {pk: fleet.events(who, pk) for pk, who in submitted.items()}
 
         transitions = breaker_transitions()
-        opened = [at for at, old, new, _ in transitions if (old, new) == ("closed", "open")]
-        closed_at = max(
-            (at for at, _, new, _ in transitions if new == BreakerState.CLOSED), default=None
-        )
-        half_opened = [
-            at
-            for at, _, new, _ in transitions
-            if new == BreakerState.HALF_OPEN and opened and at > opened[0]
-        ]
-        open_from = opened[0] if opened else outage_ended
-        open_until = closed_at or time.time()
-        in_flight = [r for r in requests if open_from <= r.at < open_from + IN_FLIGHT_GRACE]
-        while_open = [r for r in requests if open_from + IN_FLIGHT_GRACE <= r.at <= open_until]
-        windows = int((open_until - open_from) / RECOVERY_TIMEOUT) + 1
-        waiting_events = {
-            pk: [
-                e
-                for e in stream
-                if e["type"] == "analysis.progress"
-                and CIRCUIT_OPEN in e["data"].get("waiting_reason", "")
-            ]
-            for pk, stream in events.items()
-        }
+        spell = open_spell(transitions, requests, grace=IN_FLIGHT_GRACE)
+        waiting_events = {pk: waiting_progress(stream) for pk, stream in events.items()}
         print(
             figure_block(
                 "drill 2: outage",
@@ -147,13 +150,7 @@ class TestOutage:
                     f"{len(submitted)} analyses, 3 users, 3 workers "
                     f"(up in {fleet.started_in:.1f} s); only 529 from "
                     f"{outage_began - began:+.1f} s to {outage_ended - began:+.1f} s",
-                    f"breaker: threshold 3, recovery {RECOVERY_TIMEOUT:g} s, {PROBES} probe(s)",
-                    f"opened (closed->open): {len(opened)} time(s)"
-                    + (f", at {opened[0] - began:+.1f} s" if opened else ""),
-                    f"while open ({open_until - open_from:.1f} s, {len(half_opened)} half-open "
-                    f"windows): {len(while_open)} requests reached the fake "
-                    f"({', '.join(r.fault for r in while_open)}); "
-                    f"{len(in_flight)} in flight at the opening",
+                    *spell_figures(spell, began=began),
                     "waiting reasons seen: "
                     + "; ".join(
                         f"#{pk} {sorted(r for r in reasons if r)[:1]}"
@@ -173,12 +170,12 @@ class TestOutage:
             )
         )
 
-        assert len(opened) == 1, transitions
-        assert outage_began <= opened[0] <= outage_ended
-        assert closed_at is not None and closed_at > outage_ended
-        assert len(half_opened) <= windows
-        assert len(while_open) <= PROBES * len(half_opened), [
-            (round(r.at - began, 2), r.fault) for r in while_open
+        assert len(spell.opened) == 1, transitions
+        assert outage_began <= spell.opened[0] <= outage_ended
+        assert spell.closed_at is not None and spell.closed_at > outage_ended
+        assert len(spell.half_opened) <= spell.windows(RECOVERY_TIMEOUT)
+        assert len(spell.while_open) <= PROBES * len(spell.half_opened), [
+            (round(r.at - began, 2), r.fault) for r in spell.while_open
         ]
         for pk, reasons in waiting_seen.items():
             assert any(CIRCUIT_OPEN in reason for reason in reasons), (pk, reasons)
