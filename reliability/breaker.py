@@ -191,6 +191,21 @@ def admit(name: str, *, clock: Clock = SYSTEM_CLOCK) -> Permit:
     return _admit_in_state(row, clock=clock)
 
 
+def confirm(permit: Permit, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Raise ``CircuitOpenError`` when breaker ``permit.name`` has moved on since it admitted
+    ``permit`` to a state that would not admit it now: a call that waited for its rate-budget
+    slot must not go out through a breaker that opened meanwhile, nor a probe through one that
+    reopened while the probe waited (it no longer holds a probe's place)."""
+    row = _admission_row(permit.name, clock)
+    if row["generation"] == permit.generation or row["state"] in FREE_STATES:
+        return
+    if row["state"] == BreakerState.OPEN:
+        _reject(row, retry_at=row["state_changed_at"] + row["recovery_timeout"])
+    if row["state"] == BreakerState.HALF_OPEN:
+        _reject(row, retry_at=clock.now(), detail="probing since this call was admitted")
+    _reject(row, retry_at=None, detail="forced open by an operator")
+
+
 def _admit_in_state(row: dict[str, Any], *, clock: Clock) -> Permit:
     state = row["state"]
     if state in FREE_STATES:

@@ -14,6 +14,7 @@ loop ends).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -253,19 +254,11 @@ class Guard:
 
     async def _attempt(self, call: _Call[T], number: int) -> T:
         permit, reservation = await self._admit_and_reserve(call.ask)
-        on_wait = call.on_wait
         attempt: Attempt | None = None
         started = self.clock.monotonic()
         try:
             if reservation is not None:
-                reservation = await ratelimit_wait.wait_for_slot(
-                    reservation,
-                    reserve_again=lambda: self._reserve(call.ask),
-                    on_wait=(lambda until: on_wait(Wait("rate_budget", until, self.label)))
-                    if on_wait
-                    else None,
-                    clock=self.clock,
-                )
+                reservation = await self._wait_for_slot(permit, reservation, call)
             timeout = self._timeout_before(call.deadline)
             attempt = Attempt(
                 number=number,
@@ -279,6 +272,8 @@ class Guard:
                     result = await call.fn(attempt)
             except TimeoutError as exc:
                 raise CallTimeoutError(target=self.target, timeout=timeout) from exc
+        except _Withdrawn as withdrawn:
+            raise withdrawn.refusal from None
         except BaseException as exc:
             outcome = self.classify(exc, now=self.clock.now())
             called = attempt is not None
@@ -316,6 +311,25 @@ class Guard:
             self._in_background(settle)
         await self._report(call, number, SUCCESS, duration, attempt, used, False)
         return result
+
+    async def _wait_for_slot(
+        self, permit: breaker.Permit, reservation: ratelimit.Reservation, call: _Call
+    ) -> ratelimit.Reservation:
+        """Wait for the slot; a call that had to wait goes out only if the breaker has not
+        opened meanwhile (else its slot is given back and it is refused as if just admitted)."""
+        on_wait = call.on_wait
+        try:
+            return await ratelimit_wait.wait_for_slot(
+                reservation,
+                reserve_again=lambda: self._reserve(call.ask),
+                on_wait=(lambda until: on_wait(Wait("rate_budget", until, self.label)))
+                if on_wait
+                else None,
+                clock=self.clock,
+                after_waiting=functools.partial(breaker.confirm, permit, clock=self.clock),
+            )
+        except CircuitOpenError as refusal:
+            raise _Withdrawn(refusal) from None
 
     def _in_background(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -520,6 +534,13 @@ class Guard:
         maybe_awaitable = call.on_attempt(report)
         if maybe_awaitable is not None:
             await maybe_awaitable
+
+
+class _Withdrawn(Exception):
+    """The breaker opened while the call waited for its slot: nothing was sent."""
+
+    def __init__(self, refusal: CircuitOpenError) -> None:
+        self.refusal = refusal
 
 
 class _Retry(Exception):

@@ -53,6 +53,12 @@ def _waiting_state(name: str) -> dict[str, Any]:
     ) or {"paused_until": 0.0, "output_seconds_returned": 0.0}
 
 
+def _after_sleep(name: str, after_waiting: Callable[[], None] | None) -> dict[str, Any]:
+    if after_waiting is not None:
+        after_waiting()
+    return _waiting_state(name)
+
+
 def moved_earlier(reservation: Reservation, *, returned: float, now: float) -> Reservation:
     """``reservation`` with its slot moved earlier by the output time returned since it was
     placed, never before now or before ``_started_floor``."""
@@ -84,6 +90,7 @@ async def wait_for_slot(
     on_wait: Callable[[float], None] | None = None,
     clock: Clock = SYSTEM_CLOCK,
     recheck: float | None = None,
+    after_waiting: Callable[[], None] | None = None,
 ) -> Reservation:
     """Sleep until the reservation's slot (no lock or transaction held); return the slot used.
 
@@ -93,6 +100,9 @@ async def wait_for_slot(
     event loop, a starved process): sent late, it would bunch up with the requests after it
     and a window could hold more than the limit. Half the headroom is allowed for that
     lateness, the other half for the network.
+
+    ``after_waiting`` runs (in the same trip to the database) after each sleep, before the
+    lateness check: if it raises, the slot is given back and the exception propagates.
     """
     began = clock.monotonic()
     recheck = recheck or reservation.window_seconds * RECHECK_FRACTION_OF_WINDOW
@@ -109,7 +119,11 @@ async def wait_for_slot(
                 reported = reservation.start_at
                 on_wait(reported)
             await clock.sleep(min(wait, recheck))
-            state = await sync_to_async(_waiting_state)(reservation.name)
+            try:
+                state = await sync_to_async(_after_sleep)(reservation.name, after_waiting)
+            except Exception:
+                await sync_to_async(release)(reservation)
+                raise
             if state["paused_until"] > clock.now() + _PAUSE_EPSILON:
                 reservation = await _requeue(reservation, reserve_again, why="paused")
                 continue

@@ -10,6 +10,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from prometheus_client import REGISTRY
 
+from reliability.breaker import transition
+from reliability.clock import SYSTEM_CLOCK
 from reliability.exceptions import (
     BudgetExhaustedError,
     CallTimeoutError,
@@ -235,6 +237,54 @@ class TestBreakerAndBudgetTogether:
             )
         assert time.monotonic() - began < 1.0
         assert waits == []
+        assert len(fake.requests) == 1
+
+    async def test_a_call_waiting_for_its_slot__is_not_sent_once_the_breaker_opened(
+        self, fake, client, make_guard
+    ):
+        # Found by chaos drill 2: calls admitted while closed, then queued for their budget
+        # slots, all went out through the breaker after it had opened.
+        guard = await make_guard(failure_threshold=1, max_attempts=1)
+        await sync_to_async(RateLimitBudget.objects.filter(name="anthropic").update)(
+            requests_per_window=2,
+            window_seconds=2.0,  # a slot a second
+        )
+        fake.script("overloaded")
+        first, second = await asyncio.gather(
+            guard.call(ask(client)), guard.call(ask(client)), return_exceptions=True
+        )
+        outcomes = sorted(type(outcome).__name__ for outcome in (first, second))
+        assert outcomes == ["CircuitOpenError", "OverloadedError"]
+        assert len(fake.requests) == 1  # the second waited for its slot, then was refused
+        budget = await budget_row(guard)
+        assert budget.total_requests == 1  # its slot was given back
+        breaker = await breaker_row(guard)
+        assert (breaker.state, breaker.total_calls) == ("open", 1)
+
+    async def test_a_probe_waiting_for_its_slot__is_not_sent_once_the_breaker_reopened(
+        self, fake, client, make_guard
+    ):
+        guard = await make_guard(failure_threshold=1, max_attempts=1)
+        await sync_to_async(RateLimitBudget.objects.filter(name="anthropic").update)(
+            requests_per_window=2,
+            window_seconds=2.0,  # a slot a second
+        )
+        await guard.call(ask(client))  # takes the slot of now
+        row = await sync_to_async(CircuitBreaker.objects.get)(name="anthropic")
+        await sync_to_async(CircuitBreaker.objects.filter(pk=row.pk).update)(
+            state="open", generation=row.generation + 1, recovery_timeout=0.0
+        )
+        probe = asyncio.create_task(guard.call(ask(client)))  # half-opens it, waits a second
+        await asyncio.sleep(0.5)
+        await sync_to_async(transition)(
+            row.pk,
+            expected=None,
+            to_state="open",
+            reason="reopened by the test",
+            clock=SYSTEM_CLOCK,
+        )
+        with pytest.raises(CircuitOpenError):
+            await probe
         assert len(fake.requests) == 1
 
     async def test_wait_for_budget__waits_until_the_daily_cap_resets_only_within_the_deadline(
