@@ -94,9 +94,14 @@ def _symlink_target(path: str, *, root: Path, skipped: list[FileError] | None) -
                 skipped, root, path, "outside_root", "symlink leads outside the root; not followed"
             )
         return None
-    if path.endswith(".py") and target.is_file():
-        return str(target)
-    return None
+    if not path.endswith(".py") or not target.exists():
+        return None
+    if not target.is_file():
+        if not target.is_dir():
+            message = "symlink to a named pipe, socket or device; not read"
+            _note(skipped, root, path, "special_file", message)
+        return None
+    return str(target)
 
 
 def _not_regular(entry: os.DirEntry) -> str:
@@ -106,6 +111,19 @@ def _not_regular(entry: os.DirEntry) -> str:
         mode = 0
     kind = next((name for is_kind, name in _SPECIAL_FILE_KINDS if is_kind(mode)), "a special file")
     return f"{kind}, not a regular file; not read"
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """``path`` relative to ``root``, POSIX style, as units and errors name it.
+
+    A name that is not valid UTF-8 (listed with surrogate escapes) gets its stray bytes
+    written as ``\\xNN``: the file is still read through its real name, and the name can be
+    stored, logged and shown (a surrogate cannot be encoded, and the database refuses it).
+    """
+    relative = path.relative_to(root).as_posix()
+    if relative.isascii():
+        return relative
+    return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _is_virtualenv(directory: str) -> bool:
@@ -120,5 +138,5 @@ def _note(
     skipped: list[FileError] | None, root: Path, path: str, code: ErrorCode, message: str
 ) -> None:
     if skipped is not None:
-        relative = Path(path).relative_to(root).as_posix()
+        relative = relative_name(Path(path), root)
         skipped.append(FileError(path=relative, code=code, message=message))

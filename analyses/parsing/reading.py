@@ -27,11 +27,13 @@ thread and the parser waits for each at most ``limits.file_io_timeout`` seconds:
 
 from __future__ import annotations
 
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from analyses.parsing.files import relative_name
 from analyses.parsing.source import too_large
 from analyses.parsing.units import FileError, ParseLimits
 
@@ -81,7 +83,11 @@ def read_file(file_path: Path, *, relative: str, limits: ParseLimits) -> bytes |
     on, to one byte over the limit.
     """
     try:
-        size = file_path.stat().st_size
+        status = file_path.stat()
+        if not stat.S_ISREG(status.st_mode):  # replaced by a pipe or device since it was listed
+            message = "not a regular file (any more); not read"
+            return FileError(path=relative, code="special_file", message=message)
+        size = status.st_size
         if size > limits.max_file_bytes:
             return too_large(relative, size=size, limits=limits)
         with file_path.open("rb") as handle:
@@ -153,7 +159,7 @@ class _Reader:
             batch_end = min(position + _BATCH_FILES, len(files))
             batch_bytes = 0
             while position < batch_end and batch_bytes < _BATCH_BYTES:
-                relative = files[position].relative_to(root).as_posix()
+                relative = relative_name(files[position], root)
                 self._reading_since = time.monotonic()
                 data = read_file(files[position], relative=relative, limits=limits)
                 with self._changed:
@@ -169,5 +175,5 @@ class _Reader:
 
 
 def _failed(path: Path, *, root: Path, message: str) -> _Read:
-    relative = path.relative_to(root).as_posix()
+    relative = relative_name(path, root)
     return relative, FileError(path=relative, code="io_timeout", message=message)

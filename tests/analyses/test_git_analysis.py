@@ -56,6 +56,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repository]
 @pytest.fixture
 def git_settings(settings, repository, tmp_path):
     settings.EIDOLON_GIT_EXTRA_CONFIG = {"http.sslCAInfo": str(repository.ca_file)}
+    settings.EIDOLON_GIT_TRUSTED_NETWORKS = ["127.0.0.1/32"]  # the test server's loopback
     settings.EIDOLON_WORKSPACE_ROOT = tmp_path / "workspaces"
     return settings
 
