@@ -285,7 +285,9 @@ def _git_options(
         # curl's CURLOPT_RESOLVE: "host:port:address", an IPv6 address in brackets.
         address = pinned.pinned_address
         shown = f"[{address}]" if ":" in address else address
-        options += ["-c", f"http.curloptResolve={pinned.host}:{pinned.port}:{shown}"]
+        # The name with and without a trailing dot: curl looks up the name as written.
+        for name in (pinned.host, f"{pinned.host}."):
+            options += ["-c", f"http.curloptResolve={name}:{pinned.port}:{shown}"]
     return tuple(options)
 
 

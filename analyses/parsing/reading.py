@@ -27,7 +27,6 @@ thread and the parser waits for each at most ``limits.file_io_timeout`` seconds:
 
 from __future__ import annotations
 
-import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -83,11 +82,7 @@ def read_file(file_path: Path, *, relative: str, limits: ParseLimits) -> bytes |
     on, to one byte over the limit.
     """
     try:
-        status = file_path.stat()
-        if not stat.S_ISREG(status.st_mode):  # replaced by a pipe or device since it was listed
-            message = "not a regular file (any more); not read"
-            return FileError(path=relative, code="special_file", message=message)
-        size = status.st_size
+        size = file_path.stat().st_size
         if size > limits.max_file_bytes:
             return too_large(relative, size=size, limits=limits)
         with file_path.open("rb") as handle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from reliability.fake_anthropic import FakeAnthropic, FakeConfig
 from reliability.models import CircuitBreaker
 from tests.anthropic_support import as_anthropic, generous_anthropic_limits, provider_for
 from tests.gitserver import commit_all, new_work_tree, publish, serving
+from tests.processes import run_manage, subprocess_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -109,3 +111,40 @@ class TestGitSources:
         assert second.functions_cached == 6  # lib.py did not change
         assert second.functions_analyzed == 2  # handler changed, added is new
         assert requests_for_second == 2
+
+
+class TestTerminalOptOut:
+    """``manage.py analyze`` clones from a private address only when its user says so."""
+
+    def run_analyze(self, repository: Repository, tmp_path: Path, *options: str):
+        environment = subprocess_environment(
+            EIDOLON_GIT_EXTRA_CONFIG=json.dumps({"http.sslCAInfo": str(repository.ca_file)}),
+            EIDOLON_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+            EIDOLON_GIT_TRUSTED_NETWORKS="",
+        )
+        environment.pop("ANTHROPIC_API_KEY", None)
+        return run_manage(
+            "analyze",
+            repository.url,
+            "--provider",
+            "static",
+            "--json",
+            *options,
+            env=environment,
+            timeout=120,
+        )
+
+    def test_loopback_url__refused_without_the_option(self, repository, tmp_path):
+        result = self.run_analyze(repository, tmp_path)
+        assert result.returncode == 2
+        assert "leads to a private, loopback, link-local or reserved address" in result.stderr
+        assert not Analysis.objects.exists()
+
+    def test_loopback_url__analysed_with_allow_private_hosts(self, repository, tmp_path):
+        result = self.run_analyze(repository, tmp_path, "--allow-private-hosts")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["status"] == AnalysisStatus.COMPLETED
+        assert report["functions_total"] == 8
+        assert Analysis.objects.get().commit_sha == repository.second_sha
+        assert list((tmp_path / "workspaces").iterdir()) == []

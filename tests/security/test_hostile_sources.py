@@ -267,12 +267,16 @@ def test_sparse_gigabyte_file_is_skipped_with_reason(roots: Path) -> None:
 
 
 def test_hundred_thousand_files_are_handled(roots: Path) -> None:
+    # Hard links: 100,000 directory entries, each a regular .py file, made ~20x faster than
+    # writing as many files (ext4 allows 65,000 links to one inode, so one per package).
     tree = roots / "monorepo"
     for package in range(100):
         directory = tree / f"package_{package:03}"
         directory.mkdir(parents=True)
-        for module in range(1000):
-            (directory / f"module_{module:04}.py").write_text(f"VALUE = {module}\n")
+        first = directory / "module_0000.py"
+        first.write_text(f"VALUE = {package}\n")
+        for module in range(1, 1000):
+            os.link(first, directory / f"module_{module:04}.py")
     result = parsed_within(tree, seconds=600, max_modules=1000)
     assert result.files_seen == 100_000
     assert result.files_parsed == 1000
