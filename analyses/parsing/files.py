@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from analyses.parsing.units import ErrorCode, FileError
@@ -34,8 +34,20 @@ _SPECIAL_FILE_KINDS = (
 )
 
 
+ListDirectory = Callable[[str], list[os.DirEntry]]
+
+
+def scan_directory(directory: str) -> list[os.DirEntry]:
+    with os.scandir(directory) as scan:
+        return list(scan)
+
+
 def iter_python_files(
-    root: Path | str, *, skipped: list[FileError] | None = None
+    root: Path | str,
+    *,
+    skipped: list[FileError] | None = None,
+    list_directory: ListDirectory = scan_directory,
+    on_progress: Callable[[str], None] | None = None,
 ) -> Iterator[Path]:
     """``.py`` files under ``root``, sorted by relative path parts, each file once.
 
@@ -46,23 +58,25 @@ def iter_python_files(
     not a regular file (a named pipe, socket or device) is never opened: a pipe with no writer
     blocks ``open`` forever, a device can stream without end. Skipped symlinks (code
     ``outside_root``) and special files (code ``special_file``) are appended to ``skipped`` when
-    a list is given.
+    a list is given. ``on_progress`` is told each path about to be looked at (see ``listing``).
     """
     root_path = Path(root).resolve()
+    progress = on_progress or _no_progress
     real_files: list[tuple[tuple[str, ...], str]] = []  # (relative parts, path)
     linked_files: list[tuple[tuple[str, ...], str, str]] = []  # (relative parts, path, target)
     prefix_length = len(str(root_path)) + 1
     pending = [str(root_path)]
     while pending:
         directory = pending.pop()
+        progress(directory)
         try:
-            with os.scandir(directory) as scan:
-                entries = list(scan)
+            entries = list_directory(directory)
         except OSError as exc:
             _note(skipped, root_path, directory, "unreadable", f"cannot list: {exc.strerror}")
             continue
         for entry in entries:
             if entry.is_symlink():
+                progress(entry.path)
                 target = _symlink_target(entry.path, root=root_path, skipped=skipped)
                 if target is not None:
                     linked_files.append((_parts(entry.path, prefix_length), entry.path, target))
@@ -83,6 +97,10 @@ def iter_python_files(
     files.sort()
     for _, path in files:
         yield Path(path)
+
+
+def _no_progress(path: str) -> None:
+    pass
 
 
 def _symlink_target(path: str, *, root: Path, skipped: list[FileError] | None) -> str | None:
