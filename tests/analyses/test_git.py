@@ -390,3 +390,27 @@ class TestCloneDestination:
         _, right = resolving("127.0.0.1")
         async with cloned(url, resolver=right, **options) as repository:
             assert repository.commit_sha == git_server.main_sha
+
+    async def test_clone__ssh_connects_to_the_checked_address_under_the_given_name(
+        self, tmp_path: Path, workspace_root: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # An ssh on PATH that records how git runs it (no ssh server needed).
+        recorded = tmp_path / "ssh-arguments"
+        fake_ssh = tmp_path / "bin" / "ssh"
+        fake_ssh.parent.mkdir()
+        fake_ssh.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {recorded}\nexit 255\n')
+        fake_ssh.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{fake_ssh.parent}:{os.environ['PATH']}")
+        _, public = resolving("93.184.216.34")
+        with pytest.raises(SourceError) as refused:
+            await clone_repository(
+                "ssh://git@git.example.test:2222/team/project.git",
+                workspace_root=workspace_root,
+                resolver=public,
+            )
+        assert refused.value.code == "clone_failed"
+        arguments = recorded.read_text().splitlines()
+        assert "HostName=93.184.216.34" in arguments
+        assert "HostKeyAlias=git.example.test" in arguments
+        assert "git@git.example.test" in arguments  # the name, for ~/.ssh/config and the key
+        assert _leftovers(workspace_root) == []
