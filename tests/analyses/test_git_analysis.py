@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 
+from analyses.git import cloned_through_guard
 from analyses.models import Analysis, AnalysisStatus
 from analyses.orchestrator import run_analysis
 from analyses.review_responder import review_responder
 from analyses.services import analysis_create
+from analyses.sources import SourceError
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
 from reliability.models import CircuitBreaker
 from tests.anthropic_support import as_anthropic, generous_anthropic_limits, provider_for
@@ -148,3 +150,26 @@ class TestTerminalOptOut:
         assert report["functions_total"] == 8
         assert Analysis.objects.get().commit_sha == repository.second_sha
         assert list((tmp_path / "workspaces").iterdir()) == []
+
+
+class TestWorkspaceRemoval:
+    async def test_body_fails__the_guarded_clone_is_removed(self, repository, git_settings):
+        with pytest.raises(RuntimeError, match="parsing blew up"):
+            async with cloned_through_guard(repository.url, ref=None, deadline=None) as clone:
+                assert (clone.path / "app.py").is_file()
+                raise RuntimeError("parsing blew up")
+        assert list(git_settings.EIDOLON_WORKSPACE_ROOT.iterdir()) == []
+
+    async def test_private_address__refused_at_clone_time_without_a_workspace(
+        self, repository, git_settings
+    ):
+        git_settings.EIDOLON_GIT_TRUSTED_NETWORKS = []
+        with pytest.raises(SourceError) as refused:
+            async with cloned_through_guard(repository.url, ref=None, deadline=None):
+                pytest.fail("cloned from a private address")
+        assert refused.value.code == "private_address"
+        assert not git_settings.EIDOLON_WORKSPACE_ROOT.exists() or not any(
+            git_settings.EIDOLON_WORKSPACE_ROOT.iterdir()
+        )
+        breaker = await sync_to_async(CircuitBreaker.objects.get)(name="git")
+        assert breaker.total_failures == 0  # the URL's fault, not the remote's
