@@ -12,6 +12,7 @@ from django.conf import settings
 
 from analyses.models import AnalysisStatus, CardStatus
 from analyses.services import PROVIDERS, default_provider
+from reliability.redaction import redact_url
 
 PROVIDER_LABELS = {
     "static": "Offline rules (no AI, instant)",
@@ -19,11 +20,20 @@ PROVIDER_LABELS = {
 }
 
 
+class SourceInput(forms.TextInput):
+    """A source field that never shows a URL's credentials back (a refused URL is redisplayed
+    for correcting, without the token the user pasted into it)."""
+
+    def format_value(self, value):
+        value = super().format_value(value)
+        return value if value is None else redact_url(value)
+
+
 class AnalysisForm(forms.Form):
     source = forms.CharField(
         label="Path or git URL",
         max_length=2048,
-        widget=forms.TextInput(
+        widget=SourceInput(
             attrs={"placeholder": "/srv/code/project  or  https://github.com/org/repo.git"}
         ),
     )

@@ -4,18 +4,26 @@ Every clone is admitted by the ``git`` breaker, bounded by the git timeout and r
 one retry policy (``cloned_through_guard``); ``clone_repository`` is the clone itself: one
 commit, git hardened against hostile URLs, refs, servers and repositories, its whole process
 group killed and the workspace removed on any failure, timeout or cancellation.
+
+Before git runs, the URL's host is checked against the host policy (``analyses.destinations``)
+and git's connection is pinned to the address that was checked: https through curl's resolve
+list (``http.curloptResolve``), ssh through ``-o HostName=<address>`` with the name kept as
+``HostKeyAlias`` for host-key checking. Redirects are not followed while private addresses are
+refused (a redirect would lead to a host nobody checked).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
+import shlex
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,13 @@ from typing import Any
 import structlog
 from django.conf import settings
 
+from analyses.destinations import (
+    Destination,
+    HostPolicy,
+    Resolver,
+    check_destination,
+    parse_trusted_networks,
+)
 from analyses.sources import (
     SourceError,
     has_space_or_control,
@@ -80,6 +95,7 @@ _HARDENED_CONFIG = {
 _UNOVERRIDABLE_CONFIG = frozenset(
     {key.lower() for key in _HARDENED_CONFIG}
     | {"protocol.http.allow", "http.sslverify", "core.sshcommand", "core.gitproxy", "core.askpass"}
+    | {"http.curloptresolve", "http.followredirects", "ssh.variant"}
 )
 # Variables git may inherit; everything else (GIT_*, SSL overrides, ...) is dropped.
 _INHERITED_ENVIRONMENT = (
@@ -118,6 +134,8 @@ async def clone_repository(
     git_binary: str = "git",
     allow_insecure_http: bool = False,
     extra_git_config: Mapping[str, str] | None = None,
+    host_policy: HostPolicy | None = None,
+    resolver: Resolver | None = None,
 ) -> ClonedRepository:
     """Fetch one commit of ``url`` (``ref`` or the default branch) into a new workspace.
 
@@ -125,17 +143,28 @@ async def clone_repository(
     timeout or cancellation git's whole process group is killed and the workspace removed.
     ``max_bytes`` caps the workspace on disk (git metadata plus checkout); ``timeout_s`` covers
     the whole operation. ``extra_git_config`` adds ``-c`` options (CA bundle, credential helper)
-    but cannot change the hardening.
+    but cannot change the hardening. ``host_policy`` (default: public addresses only) is
+    checked with ``resolver`` (default: the system's) and git is pinned to the checked address.
     """
     validate_git_url(url, allow_insecure_http=allow_insecure_http)
     ref = None if ref is None else validate_ref(ref)
-    options = _git_options(allow_insecure_http=allow_insecure_http, extra=extra_git_config or {})
+    _check_extra_config(extra_git_config or {})
+    policy = host_policy or HostPolicy()
+    destination = await asyncio.to_thread(
+        check_destination, url, policy=policy, resolver=resolver, at_clone=True
+    )
+    options = _git_options(
+        allow_insecure_http=allow_insecure_http,
+        extra=extra_git_config or {},
+        pinned=destination,
+        follow_redirects=policy.allow_private_addresses,
+    )
     shown = redact_url(url)
     workspace = _create_workspace(workspace_root)
     git = _Git(
         binary=git_binary,
         options=options,
-        env=_git_environment(allow_insecure_http=allow_insecure_http),
+        env=_git_environment(allow_insecure_http=allow_insecure_http, pinned=destination),
         workspace=workspace,
         max_bytes=max_bytes,
     )
@@ -235,23 +264,53 @@ def _git_excerpt(stderr: str) -> str:
     return excerpt
 
 
-def _git_options(*, allow_insecure_http: bool, extra: Mapping[str, str]) -> tuple[str, ...]:
+def _git_options(
+    *,
+    allow_insecure_http: bool,
+    extra: Mapping[str, str],
+    pinned: Destination | None = None,
+    follow_redirects: bool = True,
+) -> tuple[str, ...]:
+    _check_extra_config(extra)
+    hardened = {
+        **_HARDENED_CONFIG,
+        "protocol.http.allow": "always" if allow_insecure_http else "never",
+    }
+    if not follow_redirects:
+        hardened["http.followRedirects"] = "false"
+    options: list[str] = []
+    for key, value in [*extra.items(), *hardened.items()]:
+        options += ["-c", f"{key}={value}"]
+    if pinned is not None and pinned.scheme != "ssh" and pinned.pinned_address:
+        # curl's CURLOPT_RESOLVE: "host:port:address", an IPv6 address in brackets.
+        address = pinned.pinned_address
+        shown = f"[{address}]" if ":" in address else address
+        # The name with and without a trailing dot: curl looks up the name as written.
+        for name in (pinned.host, f"{pinned.host}."):
+            options += ["-c", f"http.curloptResolve={name}:{pinned.port}:{shown}"]
+    return tuple(options)
+
+
+def _check_extra_config(extra: Mapping[str, str]) -> None:
     for key, value in extra.items():
         if "." not in key or "=" in key or has_space_or_control(key) or "\x00" in value:
             raise ValueError(f"not a git config option: {key!r}")
         if key.lower() in _UNOVERRIDABLE_CONFIG:
             raise ValueError(f"git option {key!r} is part of the clone hardening")
-    hardened = {
-        **_HARDENED_CONFIG,
-        "protocol.http.allow": "always" if allow_insecure_http else "never",
-    }
-    options: list[str] = []
-    for key, value in [*extra.items(), *hardened.items()]:
-        options += ["-c", f"{key}={value}"]
-    return tuple(options)
 
 
-def _git_environment(*, allow_insecure_http: bool) -> dict[str, str]:
+def _ssh_command(pinned: Destination | None) -> str:
+    command = ["ssh", "-o", "BatchMode=yes"]
+    if pinned is not None and pinned.scheme == "ssh" and pinned.pinned_address:
+        # Connect to the checked address; check the host key under the name the user gave.
+        command += ["-o", f"HostName={pinned.pinned_address}"]
+        command += ["-o", f"HostKeyAlias={pinned.host}"]
+    return shlex.join(command)
+
+
+def _git_environment(
+    *, allow_insecure_http: bool, pinned: Destination | None = None
+) -> dict[str, str]:
     env = {name: os.environ[name] for name in _INHERITED_ENVIRONMENT if name in os.environ}
     env.update(
         LC_ALL="C",  # stderr is matched against English messages
@@ -260,7 +319,7 @@ def _git_environment(*, allow_insecure_http: bool) -> dict[str, str]:
         GIT_ALLOW_PROTOCOL="https:ssh" + (":http" if allow_insecure_http else ""),
         GIT_TERMINAL_PROMPT="0",
         GIT_ASKPASS="",  # set but empty: no askpass program, and SSH_ASKPASS is not consulted
-        GIT_SSH_COMMAND="ssh -o BatchMode=yes",
+        GIT_SSH_COMMAND=_ssh_command(pinned),
         GIT_SSH_VARIANT="ssh",
         GIT_LFS_SKIP_SMUDGE="1",
     )
@@ -399,7 +458,7 @@ def _kill_process_group(pgid: int) -> None:
 
 # Failures of the remote (or the network) count against the breaker and are retried; a URL,
 # ref or repository that cannot work is the caller's problem and is neither.
-_REMOTE_FAILURES = {"clone_timeout", "clone_failed"}
+_REMOTE_FAILURES = {"clone_timeout", "clone_failed", "unresolvable_host"}
 
 
 def classify_git_error(exc: BaseException, *, now: float) -> Outcome:
@@ -410,6 +469,31 @@ def classify_git_error(exc: BaseException, *, now: float) -> Outcome:
     return classify_exception(exc, now=now)
 
 
+_private_addresses_allowed = contextvars.ContextVar("private_addresses_allowed", default=False)
+
+
+@contextlib.contextmanager
+def private_addresses_allowed() -> Iterator[None]:
+    """Within this block (and the tasks and threads it starts), git URLs may lead to private
+    addresses: the terminal user's opt-out (``manage.py analyze --allow-private-hosts``)."""
+    token = _private_addresses_allowed.set(True)
+    try:
+        yield
+    finally:
+        _private_addresses_allowed.reset(token)
+
+
+def configured_host_policy() -> HostPolicy:
+    """The hosts clones may reach, as the deployment sets them (``EIDOLON_GIT_*_HOSTS``,
+    ``EIDOLON_GIT_TRUSTED_NETWORKS``), with the terminal's opt-out when it is in force."""
+    return HostPolicy(
+        allowed_hosts=tuple(settings.EIDOLON_GIT_ALLOWED_HOSTS),
+        denied_hosts=tuple(settings.EIDOLON_GIT_DENIED_HOSTS),
+        trusted_networks=parse_trusted_networks(settings.EIDOLON_GIT_TRUSTED_NETWORKS),
+        allow_private_addresses=_private_addresses_allowed.get(),
+    )
+
+
 def _configured_clone_options() -> dict[str, Any]:
     """``clone_repository``'s options as the deployment sets them (``EIDOLON_GIT_*``)."""
     return {
@@ -417,6 +501,7 @@ def _configured_clone_options() -> dict[str, Any]:
         "max_bytes": settings.EIDOLON_GIT_MAX_BYTES,
         "allow_insecure_http": settings.EIDOLON_GIT_ALLOW_INSECURE_HTTP,
         "extra_git_config": settings.EIDOLON_GIT_EXTRA_CONFIG,
+        "host_policy": configured_host_policy(),
     }
 
 
@@ -424,15 +509,25 @@ def _configured_clone_options() -> dict[str, Any]:
 async def cloned_through_guard(
     url: str, *, ref: str | None, deadline: float | None
 ) -> AsyncIterator[ClonedRepository]:
-    """A shallow clone of ``url`` at ``ref``, removed when the block exits."""
+    """A shallow clone of ``url`` at ``ref``, removed when the block exits.
+
+    Every workspace an attempt made is removed on the way out, including one whose clone
+    succeeded but whose caller never got it (cancelled or failed while the guard recorded the
+    success, or while draining)."""
+    cloned: list[ClonedRepository] = []
 
     async def clone(attempt: Attempt) -> ClonedRepository:
-        return await clone_repository(
+        repository = await clone_repository(
             url, ref=ref, timeout_s=attempt.timeout, **_configured_clone_options()
         )
+        cloned.append(repository)
+        return repository
 
     guard = guard_for("git", classify=classify_git_error)
-    repository = await guard.call(clone, deadline=deadline)
-    await guard.drain()
-    async with removed_on_exit(repository):
+    try:
+        repository = await guard.call(clone, deadline=deadline)
+        await guard.drain()
         yield repository
+    finally:
+        for repository in cloned:
+            await _remove_workspace(repository.path)

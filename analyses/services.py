@@ -11,6 +11,8 @@ import structlog
 from django.conf import settings
 from django.db import transaction
 
+from analyses.destinations import check_destination
+from analyses.git import configured_host_policy
 from analyses.models import (
     FINISHED_STATUSES,
     Analysis,
@@ -97,6 +99,8 @@ def analysis_request_check(
         if spec.kind == "local":
             roots = None if allow_any_path else settings.EIDOLON_SOURCE_ROOTS
             resolve_local_directory(spec.location, allowed_roots=roots)
+        else:
+            check_destination(spec.location, policy=configured_host_policy(), at_clone=False)
     except SourceError as error:
         raise InvalidAnalysisRequest(error.message, code=error.code) from None
     provider = provider or default_provider()

@@ -35,6 +35,9 @@ SourceErrorCode = Literal[
     "unsupported_url",
     "option_injection",
     "credentials_in_url",
+    "host_not_allowed",
+    "private_address",
+    "unresolvable_host",
     "bad_ref",
     "clone_timeout",
     "clone_too_large",
@@ -145,7 +148,7 @@ def resolve_local_directory(
         resolved = Path(given).resolve(strict=True)
     except (OSError, RuntimeError) as exc:
         # Outside the roots, say only that: callers must not learn what exists there.
-        _refuse_outside_roots(given, Path(os.path.realpath(given)), roots)
+        _refuse_outside_roots(given, _real_path_as_far_as_allowed(given), roots)
         raise _unresolvable(given, exc) from None
     _refuse_outside_roots(given, resolved, roots)
     if not resolved.is_dir():
@@ -176,6 +179,15 @@ def _refuse_outside_roots(given: str, resolved: Path, roots: list[Path] | None) 
         "outside_allowed_roots",
         f"{quoted(given)} {where} the directories that may be analysed ({allowed}).",
     )
+
+
+def _real_path_as_far_as_allowed(given: str) -> Path:
+    """The real path, or where resolving it was refused (``/proc/1/root`` is not ours to
+    follow): outside every root unless that place is inside one."""
+    try:
+        return Path(os.path.realpath(given))
+    except OSError:
+        return Path(os.path.abspath(given))
 
 
 def _unresolvable(given: str, exc: OSError | RuntimeError) -> SourceError:

@@ -434,6 +434,20 @@ EIDOLON_SOURCE_ROOTS = env_list("EIDOLON_SOURCE_ROOTS", [])
 EIDOLON_WORKSPACE_ROOT = Path(env_str("EIDOLON_WORKSPACE_ROOT") or VAR_DIR / "workspaces")
 EIDOLON_GIT_MAX_BYTES = env_int("EIDOLON_GIT_MAX_BYTES", 200 * 1024 * 1024, minimum=1)
 EIDOLON_GIT_ALLOW_INSECURE_HTTP = env_bool("EIDOLON_GIT_ALLOW_INSECURE_HTTP", False)
+# Which hosts git URLs may lead to (analyses.destinations). Entries are host names (matching
+# subdomains too) or networks. Empty allow-list: any public host. Private, loopback,
+# link-local, reserved and multicast addresses are refused after DNS resolution, at submission
+# and again at clone time, except inside EIDOLON_GIT_TRUSTED_NETWORKS (an internal git server).
+EIDOLON_GIT_ALLOWED_HOSTS = env_list("EIDOLON_GIT_ALLOWED_HOSTS", [])
+EIDOLON_GIT_DENIED_HOSTS = env_list("EIDOLON_GIT_DENIED_HOSTS", [])
+EIDOLON_GIT_TRUSTED_NETWORKS = env_list("EIDOLON_GIT_TRUSTED_NETWORKS", [])
+for _network in EIDOLON_GIT_TRUSTED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"EIDOLON_GIT_TRUSTED_NETWORKS: {_network!r} is not a network (e.g. 10.1.0.0/16)"
+        ) from None
 # Extra `git -c` options for clones, as a JSON object: a private CA bundle
 # ({"http.sslCAInfo": "/etc/ssl/corp.pem"}) or a credential helper. The hardening wins over them.
 try:

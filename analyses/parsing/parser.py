@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from analyses.parsing.files import iter_python_files
+from analyses.parsing.listing import list_python_files
 from analyses.parsing.reading import read_files
 from analyses.parsing.source import decode, parse_text
 from analyses.parsing.units import DEFAULT_LIMITS, FileError, ParseLimits, ParseResult, Unit
@@ -34,13 +34,14 @@ def parse_tree(root: Path | str, *, limits: ParseLimits = DEFAULT_LIMITS) -> Par
     """Parse every Python file under ``root`` (see ``iter_python_files``) within ``limits``.
 
     Never hangs on a file: a read that takes longer than ``limits.file_io_timeout`` fails that
-    file (code ``io_timeout``) and the others are parsed; see ``reading`` for a hung filesystem.
+    file (code ``io_timeout``) and the others are parsed; see ``reading`` for a hung filesystem,
+    and ``listing`` for a directory that cannot be listed within that time.
     """
     root_path = Path(root).resolve()
     if not root_path.is_dir():
         raise NotADirectoryError(f"not a directory: {root_path}")
     result = ParseResult()
-    files = list(iter_python_files(root_path, skipped=result.errors))
+    files = list_python_files(root_path, limits=limits, skipped=result.errors)
     result.files_seen = len(files)
     if len(files) > limits.max_modules:
         skipped_count = len(files) - limits.max_modules

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from analyses.parsing.files import relative_name
 from analyses.parsing.source import too_large
 from analyses.parsing.units import FileError, ParseLimits
 
@@ -153,7 +154,7 @@ class _Reader:
             batch_end = min(position + _BATCH_FILES, len(files))
             batch_bytes = 0
             while position < batch_end and batch_bytes < _BATCH_BYTES:
-                relative = files[position].relative_to(root).as_posix()
+                relative = relative_name(files[position], root)
                 self._reading_since = time.monotonic()
                 data = read_file(files[position], relative=relative, limits=limits)
                 with self._changed:
@@ -169,5 +170,5 @@ class _Reader:
 
 
 def _failed(path: Path, *, root: Path, message: str) -> _Read:
-    relative = path.relative_to(root).as_posix()
+    relative = relative_name(path, root)
     return relative, FileError(path=relative, code="io_timeout", message=message)

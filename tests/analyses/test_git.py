@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from analyses.destinations import HostPolicy, check_destination, parse_trusted_networks
 from analyses.git import ClonedRepository, clone_repository, removed_on_exit
 from analyses.sources import SourceError
 from tests.gitserver import commit_all, git, new_work_tree, publish, serving
 from tests.processes import wait_until
 
 TOKEN = "ghp_" + "S3cr3tT0k3n" * 3
+# The test servers listen on loopback, which clones refuse unless it is trusted.
+LOOPBACK_TRUSTED = HostPolicy(trusted_networks=parse_trusted_networks(["127.0.0.1/32"]))
 
 
 @contextlib.asynccontextmanager
@@ -103,6 +106,7 @@ def clone_options(git_server: GitServer, workspace_root: Path) -> dict[str, obje
     return {
         "workspace_root": workspace_root,
         "extra_git_config": {"http.sslCAInfo": str(git_server.ca_file)},
+        "host_policy": LOOPBACK_TRUSTED,
     }
 
 
@@ -211,7 +215,11 @@ class TestCloneRepository:
         monkeypatch.setenv("GIT_SSL_NO_VERIFY", "1")
         monkeypatch.setenv("GIT_CONFIG_PARAMETERS", "'http.sslVerify'='false'")
         with pytest.raises(SourceError) as refused:
-            await clone_repository(git_server.url("project.git"), workspace_root=workspace_root)
+            await clone_repository(
+                git_server.url("project.git"),
+                workspace_root=workspace_root,
+                host_policy=LOOPBACK_TRUSTED,
+            )
         assert refused.value.code == "clone_failed"
         assert "certificate" in refused.value.message
 
@@ -234,7 +242,12 @@ class TestCloneRepository:
     ) -> None:
         started = time.monotonic()
         with pytest.raises(SourceError) as refused:
-            await clone_repository(silent_server_url, workspace_root=workspace_root, timeout_s=1.5)
+            await clone_repository(
+                silent_server_url,
+                workspace_root=workspace_root,
+                timeout_s=1.5,
+                host_policy=LOOPBACK_TRUSTED,
+            )
         assert refused.value.code == "clone_timeout"
         assert "timed out after 1.5 s" in refused.value.message
         assert time.monotonic() - started < 10
@@ -245,7 +258,12 @@ class TestCloneRepository:
         self, silent_server_url: str, workspace_root: Path
     ) -> None:
         clone = asyncio.create_task(
-            clone_repository(silent_server_url, workspace_root=workspace_root, timeout_s=30)
+            clone_repository(
+                silent_server_url,
+                workspace_root=workspace_root,
+                timeout_s=30,
+                host_policy=LOOPBACK_TRUSTED,
+            )
         )
         for _ in range(250):
             if _processes_mentioning(silent_server_url):
@@ -308,4 +326,91 @@ class TestRemovedOnExit:
         with pytest.raises(RuntimeError, match="analysis blew up"):
             async with removed_on_exit(repository):
                 raise RuntimeError("analysis blew up")
+        assert _leftovers(workspace_root) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Where a clone may connect: the host policy, checked again at clone time, and pinning
+# --------------------------------------------------------------------------------------------
+
+
+def resolving(*answers: str) -> tuple[list[str], object]:
+    """A resolver answering each lookup with the next of ``answers`` (the last one repeats), and
+    the names it was asked for."""
+    asked: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return [answers[min(len(asked), len(answers)) - 1]]
+
+    return asked, resolver
+
+
+class TestCloneDestination:
+    async def test_clone__loopback_without_trust__refused_before_git_runs(
+        self, git_server: GitServer, workspace_root: Path
+    ) -> None:
+        with pytest.raises(SourceError) as refused:
+            await clone_repository(git_server.url("project.git"), workspace_root=workspace_root)
+        assert refused.value.code == "private_address"
+        assert _leftovers(workspace_root) == []
+
+    async def test_clone__name_rebound_to_private_address__refused_at_clone_time(
+        self, git_server: GitServer, clone_options: dict, workspace_root: Path
+    ) -> None:
+        # The submission saw a public address; by clone time the name leads to the metadata
+        # service. The test server's loopback is trusted, so only the rebinding is refused.
+        asked, resolver = resolving("93.184.216.34", "169.254.169.254")
+        url = git_server.url("project.git").replace("127.0.0.1", "localhost")
+        submitted = check_destination(
+            url, policy=LOOPBACK_TRUSTED, resolver=resolver, at_clone=False
+        )
+        assert submitted.addresses == ("93.184.216.34",)
+        with pytest.raises(SourceError) as refused:
+            await clone_repository(url, resolver=resolver, **clone_options)
+        assert refused.value.code == "private_address"
+        assert asked == ["localhost", "localhost"]
+        assert _leftovers(workspace_root) == []
+
+    async def test_clone__connection_pinned_to_the_checked_address(
+        self, git_server: GitServer, clone_options: dict, workspace_root: Path
+    ) -> None:
+        # The server listens on 127.0.0.1 only. git is told "localhost" is 127.0.0.2 (also
+        # loopback, nobody listening): if it resolved the name itself it would connect.
+        url = git_server.url("project.git").replace("127.0.0.1", "localhost")
+        loopback = HostPolicy(trusted_networks=parse_trusted_networks(["127.0.0.0/8"]))
+        options = {**clone_options, "host_policy": loopback}
+        _, elsewhere = resolving("127.0.0.2")
+        with pytest.raises(SourceError) as refused:
+            await clone_repository(url, resolver=elsewhere, **options)
+        assert refused.value.code == "clone_failed"
+        assert "Failed to connect to localhost" in refused.value.message
+        assert _leftovers(workspace_root) == []
+
+        _, right = resolving("127.0.0.1")
+        async with cloned(url, resolver=right, **options) as repository:
+            assert repository.commit_sha == git_server.main_sha
+
+    async def test_clone__ssh_connects_to_the_checked_address_under_the_given_name(
+        self, tmp_path: Path, workspace_root: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # An ssh on PATH that records how git runs it (no ssh server needed).
+        recorded = tmp_path / "ssh-arguments"
+        fake_ssh = tmp_path / "bin" / "ssh"
+        fake_ssh.parent.mkdir()
+        fake_ssh.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {recorded}\nexit 255\n')
+        fake_ssh.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{fake_ssh.parent}:{os.environ['PATH']}")
+        _, public = resolving("93.184.216.34")
+        with pytest.raises(SourceError) as refused:
+            await clone_repository(
+                "ssh://git@git.example.test:2222/team/project.git",
+                workspace_root=workspace_root,
+                resolver=public,
+            )
+        assert refused.value.code == "clone_failed"
+        arguments = recorded.read_text().splitlines()
+        assert "HostName=93.184.216.34" in arguments
+        assert "HostKeyAlias=git.example.test" in arguments
+        assert "git@git.example.test" in arguments  # the name, for ~/.ssh/config and the key
         assert _leftovers(workspace_root) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,14 +10,17 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 
+from analyses.git import cloned_through_guard
 from analyses.models import Analysis, AnalysisStatus
 from analyses.orchestrator import run_analysis
 from analyses.review_responder import review_responder
 from analyses.services import analysis_create
+from analyses.sources import SourceError
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
 from reliability.models import CircuitBreaker
 from tests.anthropic_support import as_anthropic, generous_anthropic_limits, provider_for
 from tests.gitserver import commit_all, new_work_tree, publish, serving
+from tests.processes import run_manage, subprocess_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,6 +60,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repository]
 @pytest.fixture
 def git_settings(settings, repository, tmp_path):
     settings.EIDOLON_GIT_EXTRA_CONFIG = {"http.sslCAInfo": str(repository.ca_file)}
+    settings.EIDOLON_GIT_TRUSTED_NETWORKS = ["127.0.0.1/32"]  # the test server's loopback
     settings.EIDOLON_WORKSPACE_ROOT = tmp_path / "workspaces"
     return settings
 
@@ -108,3 +113,63 @@ class TestGitSources:
         assert second.functions_cached == 6  # lib.py did not change
         assert second.functions_analyzed == 2  # handler changed, added is new
         assert requests_for_second == 2
+
+
+class TestTerminalOptOut:
+    """``manage.py analyze`` clones from a private address only when its user says so."""
+
+    def run_analyze(self, repository: Repository, tmp_path: Path, *options: str):
+        environment = subprocess_environment(
+            EIDOLON_GIT_EXTRA_CONFIG=json.dumps({"http.sslCAInfo": str(repository.ca_file)}),
+            EIDOLON_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+            EIDOLON_GIT_TRUSTED_NETWORKS="",
+        )
+        environment.pop("ANTHROPIC_API_KEY", None)
+        return run_manage(
+            "analyze",
+            repository.url,
+            "--provider",
+            "static",
+            "--json",
+            *options,
+            env=environment,
+            timeout=120,
+        )
+
+    def test_loopback_url__refused_without_the_option(self, repository, tmp_path):
+        result = self.run_analyze(repository, tmp_path)
+        assert result.returncode == 2
+        assert "leads to a private, loopback, link-local or reserved address" in result.stderr
+        assert not Analysis.objects.exists()
+
+    def test_loopback_url__analysed_with_allow_private_hosts(self, repository, tmp_path):
+        result = self.run_analyze(repository, tmp_path, "--allow-private-hosts")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["status"] == AnalysisStatus.COMPLETED
+        assert report["functions_total"] == 8
+        assert Analysis.objects.get().commit_sha == repository.second_sha
+        assert list((tmp_path / "workspaces").iterdir()) == []
+
+
+class TestWorkspaceRemoval:
+    async def test_body_fails__the_guarded_clone_is_removed(self, repository, git_settings):
+        with pytest.raises(RuntimeError, match="parsing blew up"):
+            async with cloned_through_guard(repository.url, ref=None, deadline=None) as clone:
+                assert (clone.path / "app.py").is_file()
+                raise RuntimeError("parsing blew up")
+        assert list(git_settings.EIDOLON_WORKSPACE_ROOT.iterdir()) == []
+
+    async def test_private_address__refused_at_clone_time_without_a_workspace(
+        self, repository, git_settings
+    ):
+        git_settings.EIDOLON_GIT_TRUSTED_NETWORKS = []
+        with pytest.raises(SourceError) as refused:
+            async with cloned_through_guard(repository.url, ref=None, deadline=None):
+                pytest.fail("cloned from a private address")
+        assert refused.value.code == "private_address"
+        assert not git_settings.EIDOLON_WORKSPACE_ROOT.exists() or not any(
+            git_settings.EIDOLON_WORKSPACE_ROOT.iterdir()
+        )
+        breaker = await sync_to_async(CircuitBreaker.objects.get)(name="git")
+        assert breaker.total_failures == 0  # the URL's fault, not the remote's

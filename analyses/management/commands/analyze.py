@@ -1,16 +1,19 @@
 """Run one analysis from the terminal, in this process (no worker needed).
 
     python manage.py analyze SOURCE [--ref REF] [--provider anthropic|static]
-                                    [--concurrency N] [--json]
+                                    [--concurrency N] [--json] [--allow-private-hosts]
 
 Exit status: 0 when it completes (failed units are reported, not fatal), 1 when it fails,
 times out or is cancelled (Ctrl+C), 2 for bad input (with a one-line reason on stderr).
 With --json, stdout holds exactly one JSON object; logs and progress go to stderr.
+--allow-private-hosts lets a git URL lead to a private or loopback address (a git server on
+this machine or the internal network), which the web and the API refuse.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -22,6 +25,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from analyses.git import private_addresses_allowed
 from analyses.models import Analysis, AnalysisStatus
 from analyses.orchestrator import run_analysis
 from analyses.selectors import analysis_cost
@@ -87,6 +91,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", dest="as_json", help="Print one JSON object."
         )
+        parser.add_argument(
+            "--allow-private-hosts",
+            action="store_true",
+            help="Let a git URL lead to a private, loopback or link-local address "
+            "(refused by default, as on the web).",
+        )
 
     def handle(
         self,
@@ -97,9 +107,23 @@ class Command(BaseCommand):
         concurrency: int | None,
         as_json: bool,
         verbosity: int,
+        allow_private_hosts: bool = False,
         **options: Any,
     ) -> None:
         _logs_to_stderr(verbose=verbosity >= 2)
+        opt_out = private_addresses_allowed() if allow_private_hosts else contextlib.nullcontext()
+        with opt_out:
+            self._analyse(source, ref, provider, concurrency, as_json=as_json)
+
+    def _analyse(
+        self,
+        source: str,
+        ref: str | None,
+        provider: str | None,
+        concurrency: int | None,
+        *,
+        as_json: bool,
+    ) -> None:
         try:
             analysis = analysis_create(
                 source=source,
