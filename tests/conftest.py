@@ -57,3 +57,7 @@ def disconnect_other_sessions_before_dropping_the_test_database(django_db_setup,
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+            # pytest-django drops the database next, over a new connection with these options:
+            # the service's statement timeout (5 s) is for requests, and DROP DATABASE on a busy
+            # machine can take longer, leaving the database behind for the next run.
+            connection.settings_dict["OPTIONS"]["options"] = "-c statement_timeout=0"
