@@ -1,0 +1,1 @@
+"""Hostile input and access control (issue 14)."""
