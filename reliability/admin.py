@@ -27,8 +27,8 @@ from reliability.controls import (
     BreakerActionError,
     budget_resume,
     control_history,
-    may_operate_controls,
     describe_changes,
+    may_operate_controls,
     save_breaker_settings,
     save_budget_limits,
 )

@@ -216,9 +216,7 @@ class TestSomeoneElsesDoors:
 
         assert await sync_to_async(bobs_requests)() == [404, 404, 404, 404, 0]
         for by in ("cookie", "token"):
-            code = await websocket_close_code(
-                f"/ws/analyses/{analysis.pk}/", bob.handshake(by=by)
-            )
+            code = await websocket_close_code(f"/ws/analyses/{analysis.pk}/", bob.handshake(by=by))
             assert code == 4403, by
         assert (await Analysis.objects.aget(pk=analysis.pk)).status == AnalysisStatus.QUEUED
 
