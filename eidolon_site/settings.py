@@ -378,7 +378,12 @@ if EIDOLON_METRICS_BASIC_AUTH and ":" not in EIDOLON_METRICS_BASIC_AUTH:
 # In production (debug off) with neither set, only loopback and private networks may scrape:
 # where Prometheus runs, never the internet. EIDOLON_METRICS_ALLOWED_IPS=0.0.0.0/0,::/0 opens it.
 LOCAL_AND_PRIVATE_NETWORKS = [
-    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7",
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
 ]
 if not DEBUG and not EIDOLON_METRICS_ALLOWED_IPS and not EIDOLON_METRICS_BASIC_AUTH:
     EIDOLON_METRICS_ALLOWED_IPS = list(LOCAL_AND_PRIVATE_NETWORKS)
