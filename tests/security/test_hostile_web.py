@@ -18,6 +18,8 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as websocket_connect
 
 from analyses.models import Analysis, AnalysisStatus, Card
 from analyses.orchestrator import run_analysis
@@ -28,7 +30,7 @@ from eidolon_site.models import ApiToken
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig, prompt_text
 from reliability.models import CircuitBreaker, ControlChange, RateLimitBudget
 from tests.anthropic_support import as_anthropic, generous_anthropic_limits, provider_for
-from tests.processes import run_manage, subprocess_environment
+from tests.processes import run_manage, start_daphne, subprocess_environment
 from tests.security.web_support import (
     IN_MEMORY_LAYER,
     PASSWORD,
@@ -197,6 +199,33 @@ class TestOversizedInput:
         assert await websocket_close_code(path, alice.handshake(), send="x" * (limit + 1)) == 4413
         # A message within the limit is ignored: the socket stays open.
         assert await websocket_close_code(path, alice.handshake(), send="{}") is None
+        # Through a real daphne: the same 4413; a frame past daphne's own 1 MiB cap makes it drop
+        # the connection (1009, or 1006 when the drop overtakes the close frame), and the next
+        # socket is served as usual.
+        sizes = [limit + 1, 2**21, limit + 1]
+        codes = await sync_to_async(live_close_codes)(path, alice.token, sizes)
+        assert codes[0] == codes[2] == 4413 and codes[1] in (1009, 1006), codes
+
+
+def live_close_codes(path: str, token: str, sizes: list[int]) -> list[int | None]:
+    server, base = start_daphne(subprocess_environment())
+    codes = []
+    try:
+        url = base.replace("http://", "ws://") + path
+        for size in sizes:
+            with websocket_connect(
+                url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None
+            ) as socket:
+                assert json.loads(socket.recv(timeout=10))["type"] == "analysis.snapshot"
+                socket.send("x" * size)
+                try:
+                    while True:
+                        socket.recv(timeout=10)
+                except ConnectionClosed:
+                    codes.append(socket.close_code)
+    finally:
+        server.stop()
+    return codes
 
 
 class TestSomeoneElsesDoors:
