@@ -304,6 +304,9 @@ class TestLoginBruteForce:
         locked = answers[-1].content.decode()
         assert "Too many failed logins" in locked and "ask an operator" in locked
         assert int(answers[-1]["Retry-After"]) > 0
+        attempts = io.StringIO()
+        call_command("dumpdata", "axes", stdout=attempts)
+        assert "alice" in attempts.getvalue() and "guess-" not in attempts.getvalue()
 
         # The right password is refused too while the lock lasts, on the admin's login as well.
         right = {"username": "alice", "password": PASSWORD}
