@@ -14,6 +14,10 @@ from analyses.live import AnalysisWatch, Message
 from analyses.tailing import loop_tailers
 from reliability.health.checks import is_shared_channel_layer
 
+# Clients have nothing to send on this socket: a message above EIDOLON_WS_MAX_MESSAGE_BYTES is
+# refused with this code (the protocol's 44xx, like HTTP's 413), any other is ignored unread.
+CLOSE_MESSAGE_TOO_BIG = 4413
+
 
 class AnalysisEventsConsumer(AsyncJsonWebsocketConsumer):
     """``/ws/analyses/<id>/?after=SEQ``: a snapshot, the events after ``after``, then live ones.
@@ -68,6 +72,15 @@ class AnalysisEventsConsumer(AsyncJsonWebsocketConsumer):
         )
         self._watch_created.set()
         await self.watch.open()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > settings.EIDOLON_WS_MAX_MESSAGE_BYTES:
+            reason = f"messages are limited to {settings.EIDOLON_WS_MAX_MESSAGE_BYTES} bytes"
+            if self.watch is not None:
+                await self.watch.close(CLOSE_MESSAGE_TOO_BIG, reason)
+            else:
+                await self.close(code=CLOSE_MESSAGE_TOO_BIG, reason=reason)
 
     async def _send(self, message: Message) -> None:
         await self.send_json(message)

@@ -3,7 +3,8 @@ the page data of ``analyses.pages`` (templates in ``templates/analyses/`` and
 ``templates/reliability/``).
 
 Every page needs a login; another user's analysis or card is "not found"; staff see everything
-and alone see the dashboard. Writes are POSTs under CSRF protection.
+and alone see the dashboard, whose buttons need ``reliability.operate_controls`` too. Writes
+are POSTs under CSRF protection.
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ from analyses.services import (
     analysis_submit,
     card_set_status,
 )
-from reliability.controls import ACTIONS_BY_SLUG, BreakerActionError, budget_resume
+from reliability.controls import (
+    ACTIONS_BY_SLUG,
+    BreakerActionError,
+    budget_resume,
+    may_operate_controls,
+)
 from reliability.dashboard import dashboard_snapshot
 from reliability.models import CircuitBreaker, RateLimitBudget
 
@@ -178,15 +184,29 @@ def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
     return login_required(staff_only)
 
 
+def operator_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Staff who also hold ``reliability.operate_controls``; other staff get a 403."""
+
+    @wraps(view)
+    def operators_only(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not may_operate_controls(request.user):
+            raise PermissionDenied("operating the controls needs reliability.operate_controls")
+        return view(request, *args, **kwargs)
+
+    return staff_required(operators_only)
+
+
 @staff_required
 @require_GET
 def operations_dashboard(request: HttpRequest) -> HttpResponse:
-    return TemplateResponse(
-        request, "reliability/operations.html", dashboard_snapshot(now=time.time())
-    )
+    context = {
+        **dashboard_snapshot(now=time.time()),
+        "may_operate": may_operate_controls(request.user),
+    }
+    return TemplateResponse(request, "reliability/operations.html", context)
 
 
-@staff_required
+@operator_required
 @require_POST
 def breaker_action_view(request: HttpRequest, name: str, action: str) -> HttpResponse:
     """Reset, force open, disable or enable a breaker (``action`` as in the URL: force-open); the
@@ -207,7 +227,7 @@ def breaker_action_view(request: HttpRequest, name: str, action: str) -> HttpRes
     return redirect("operations:dashboard")
 
 
-@staff_required
+@operator_required
 @require_POST
 def budget_resume_view(request: HttpRequest, name: str) -> HttpResponse:
     """End a budget's pause now."""

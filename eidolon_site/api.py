@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -103,6 +103,7 @@ ERROR_DESCRIPTIONS = {
     403: "Not allowed (staff only, or a session write without the CSRF token)",
     404: "No such object among those the caller may see",
     409: "Not possible in the object's current state",
+    413: "The request body is larger than EIDOLON_MAX_REQUEST_BYTES",
     422: "Validation failed; each error's loc names the field",
     429: "Too many submissions; Retry-After says when to try again",
 }
@@ -110,7 +111,8 @@ ERROR_DESCRIPTIONS = {
 
 def document_errors(schema: dict[str, Any]) -> None:
     """Give every error status its ``{"detail": ...}`` body; add those every operation may
-    answer: 401 (all), 422 (any input), 400 (a body that is not JSON), 403 (session writes)."""
+    answer: 401 (all), 422 (any input), 400 (a body that is not JSON), 413 (a body too large),
+    403 (session writes)."""
     schema["components"]["schemas"]["Error"] = ERROR_SCHEMA
     schema["components"]["schemas"]["ValidationError"] = VALIDATION_ERROR_SCHEMA
     for path_item in schema["paths"].values():
@@ -120,7 +122,7 @@ def document_errors(schema: dict[str, Any]) -> None:
             if operation.get("parameters") or operation.get("requestBody"):
                 statuses.add(422)
             if operation.get("requestBody"):
-                statuses.add(400)
+                statuses.update((400, 413))
             if method.upper() not in SAFE_METHODS:
                 statuses.add(403)
             for status in statuses:
@@ -183,6 +185,15 @@ def unauthenticated(request: HttpRequest, error: AuthenticationError) -> HttpRes
 @api.exception_handler(ObjectDoesNotExist)
 def not_found(request: HttpRequest, error: ObjectDoesNotExist) -> HttpResponse:
     return error_response(request, status=404, detail="not found")
+
+
+@api.exception_handler(RequestDataTooBig)
+def body_too_large(request: HttpRequest, error: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    logger.info("api_request_refused", status=413, code="body_too_large", limit=limit)
+    return error_response(
+        request, status=413, detail=f"the request body is larger than {limit} bytes"
+    )
 
 
 @api.exception_handler(InvalidAnalysisRequest)

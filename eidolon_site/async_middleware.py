@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from axes.helpers import get_lockout_response
+from axes.middleware import AxesMiddleware
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
@@ -171,3 +173,16 @@ async def _load_user(request: HttpRequest) -> None:
     request.user = await request.auser()
     if session is not None:
         session.accessed = accessed
+
+
+class LoginLockout(AxesMiddleware):
+    """django-axes' middleware: a locked-out login gets the lockout response. Its async path
+    passes the credentials where the original response goes (axes 8.3.1); this one passes both
+    in their places."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        response = await self.get_response(request)
+        if settings.AXES_ENABLED and getattr(request, "axes_locked_out", None):
+            credentials = getattr(request, "axes_credentials", None)
+            response = await sync_to_async(get_lockout_response)(request, response, credentials)
+        return response

@@ -70,6 +70,17 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
     return _env_number(name, default, parse=float, kind="a number", minimum=minimum)
 
 
+def secret_from_file(name: str) -> str:
+    """The content of the file the variable ``name`` names (stripped); "" when it is unset."""
+    path = env_str(name)
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as error:
+        raise ImproperlyConfigured(f"{name}: cannot read {path}: {error.strerror}") from None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
@@ -116,6 +127,7 @@ INSTALLED_APPS = [
     "django_structlog",
     "ninja",  # the API docs' static files (no CDN)
     "health_check",
+    "axes",  # login brute-force lockout
     "eidolon_site",
     "reliability",
     "analyses",
@@ -141,11 +153,12 @@ MIDDLEWARE = [
     "eidolon_site.async_middleware.Messages",
     "eidolon_site.async_middleware.XFrameOptions",
     "eidolon_site.async_middleware.RequestLog",
+    "eidolon_site.async_middleware.LoginLockout",
     "eidolon_site.async_middleware.PrometheusAfter",
 ]
 # Django recognises its protective middleware by path only; eidolon_site/checks.py runs its
-# checks for the subclasses above instead.
-SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003"]
+# checks for the subclasses above instead (LoginLockout is axes' AxesMiddleware).
+SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003", "axes.W002"]
 
 ROOT_URLCONF = "eidolon_site.urls"
 ASGI_APPLICATION = "eidolon_site.asgi.application"
@@ -273,6 +286,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "analyses:list"
 LOGOUT_REDIRECT_URL = "accounts:login"
@@ -312,6 +330,25 @@ EIDOLON_CONTENT_SECURITY_POLICY = (
     "form-action 'self'; frame-ancestors 'none'"
 )
 EIDOLON_CSP_EXEMPT_PATHS = ["/admin/", "/ht/", "/api/docs"]
+
+# Request bodies above this are refused (the JSON API answers 413 with a JSON error; pages 400).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("EIDOLON_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024)
+# Clients send nothing over the live-events WebSocket: a message above this many bytes closes
+# the socket with 4413 (daphne itself closes frames above 1 MiB with 1009).
+EIDOLON_WS_MAX_MESSAGE_BYTES = env_int("EIDOLON_WS_MAX_MESSAGE_BYTES", 4096, minimum=1)
+
+# Login brute force (django-axes): this many wrong passwords for one username from one address
+# lock further logins of that pair (the right password included) for the cool-off, or until an
+# operator unlocks them (`manage.py axes_reset_username NAME`, or the admin's "Access attempts").
+AXES_FAILURE_LIMIT = env_int("EIDOLON_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = env_float("EIDOLON_LOGIN_LOCKOUT_HOURS", 1.0, minimum=0.01)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The connecting address, never a client-sent X-Forwarded-For (a rotating one would evade the
+# lock). Behind a proxy that is the proxy's address: the lock is then per username.
+AXES_CLIENT_IP_CALLABLE = "eidolon_site.login_lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "eidolon_site.login_lockout.lockout_response"
+AXES_VERBOSE = False
 if EIDOLON_HTTPS:
     SECURE_SSL_REDIRECT = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -338,6 +375,18 @@ for _network in EIDOLON_METRICS_ALLOWED_IPS:
 EIDOLON_METRICS_BASIC_AUTH = env_str("EIDOLON_METRICS_BASIC_AUTH")
 if EIDOLON_METRICS_BASIC_AUTH and ":" not in EIDOLON_METRICS_BASIC_AUTH:
     raise ImproperlyConfigured('EIDOLON_METRICS_BASIC_AUTH must be "user:password"')
+# In production (debug off) with neither set, only loopback and private networks may scrape:
+# where Prometheus runs, never the internet. EIDOLON_METRICS_ALLOWED_IPS=0.0.0.0/0,::/0 opens it.
+LOCAL_AND_PRIVATE_NETWORKS = [
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+]
+if not DEBUG and not EIDOLON_METRICS_ALLOWED_IPS and not EIDOLON_METRICS_BASIC_AUTH:
+    EIDOLON_METRICS_ALLOWED_IPS = list(LOCAL_AND_PRIVATE_NETWORKS)
 # Shared state (breakers, budgets, queue, cache size...) is read from the database at most this
 # often per process; every process reports the same readings.
 EIDOLON_METRICS_STATE_CACHE_SECONDS = env_float(
@@ -460,9 +509,10 @@ if not isinstance(EIDOLON_GIT_EXTRA_CONFIG, dict) or not all(
 ):
     raise ImproperlyConfigured("EIDOLON_GIT_EXTRA_CONFIG must be a JSON object of strings")
 
-# Claude reviews the code when a key is set, the offline rules otherwise. Never logged
+# Claude reviews the code when a key is set, the offline rules otherwise: from the environment,
+# or from the file ANTHROPIC_API_KEY_FILE names (a mounted secret). Never logged
 # (reliability.redaction removes its value from every log line and message).
-ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY") or secret_from_file("ANTHROPIC_API_KEY_FILE")
 # Another endpoint for the SDK, e.g. the fault-injecting fake (manage.py fake_anthropic).
 ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL") or None
 EIDOLON_AI_MODEL = env_str("EIDOLON_AI_MODEL") or "claude-sonnet-5-5"

@@ -28,6 +28,7 @@ from reliability.controls import (
     budget_resume,
     control_history,
     describe_changes,
+    may_operate_controls,
     save_breaker_settings,
     save_budget_limits,
 )
@@ -101,8 +102,16 @@ def _admin_action(action: BreakerAction) -> Callable[..., None]:
     return operate
 
 
+class OperatorControlsAdmin(admin.ModelAdmin):
+    """Editing and the actions need the operators' permission beyond the model's change
+    permission; without it a staff user's pages are read-only and offer no action."""
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return super().has_change_permission(request, obj) and may_operate_controls(request.user)
+
+
 @admin.register(CircuitBreaker)
-class CircuitBreakerAdmin(admin.ModelAdmin):
+class CircuitBreakerAdmin(OperatorControlsAdmin):
     list_display = [
         "name",
         "state_badge",
@@ -303,7 +312,7 @@ def _usage(requests: object, input_tokens: object, output_tokens: object) -> str
 
 
 @admin.register(RateLimitBudget)
-class RateLimitBudgetAdmin(admin.ModelAdmin):
+class RateLimitBudgetAdmin(OperatorControlsAdmin):
     list_display = [
         "name",
         "paused",

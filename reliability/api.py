@@ -2,7 +2,8 @@
 and the breaker actions, through the same services as the admin and ``manage.py reliability``.
 
 Staff only (403 for other users; the site's API answers 401 to anonymous callers); the
-actions also need the permission to change breakers, as the admin's do. An action applies to a
+actions also need the permissions to change breakers and to operate the reliability controls
+(``reliability.operate_controls``), as the admin's do. An action applies to a
 breaker that exists (404 otherwise: the API never creates breakers); one that does not fit the
 breaker's state (enabling a closed breaker) is 409.
 """
@@ -18,7 +19,7 @@ from ninja import Field, ModelSchema, Path, Router, Schema
 from ninja.errors import HttpError
 from pydantic import StringConstraints
 
-from reliability.controls import ACTIONS_BY_SLUG
+from reliability.controls import ACTIONS_BY_SLUG, may_operate_controls
 from reliability.models import HEALTH_COMPONENT_FIELDS, CircuitBreaker, HealthComponentState
 from reliability.status import breaker_status, health_components, reliability_snapshot
 
@@ -97,8 +98,12 @@ async def reliability_state(request: HttpRequest):
 
 
 def _operate(*, user: Any, name: str, action: str) -> dict[str, Any]:
-    if not user.has_perm("reliability.change_circuitbreaker"):
-        raise HttpError(403, "operating breakers needs the permission to change them")
+    if not (user.has_perm("reliability.change_circuitbreaker") and may_operate_controls(user)):
+        raise HttpError(
+            403,
+            "operating breakers needs the permissions reliability.change_circuitbreaker "
+            "and reliability.operate_controls",
+        )
     if not CircuitBreaker.objects.filter(name=name).exists():
         raise HttpError(404, f"no breaker named {name!r}")
     actor = user.get_username()
@@ -118,7 +123,7 @@ async def operate_breaker(
     request: HttpRequest, name: Path[BreakerName], action: Path[BreakerActionSlug]
 ):
     """reset (close, clear counts), force-open (reject every call), disable (admit every
-    call) or enable (end forced-open or disabled). Staff with the permission to change
-    breakers, as in the admin."""
+    call) or enable (end forced-open or disabled). Staff with the permissions to change
+    breakers and to operate the reliability controls, as in the admin."""
     _require_staff(request)
     return await sync_to_async(_operate)(user=request.auth, name=name, action=action)

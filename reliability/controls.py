@@ -33,6 +33,16 @@ from reliability.models import (
 
 logger = structlog.get_logger(__name__)
 
+# What every page, admin action and API call that changes a breaker's or a budget's behaviour
+# requires, beyond being staff (CircuitBreaker.Meta.permissions). The CLI needs none: whoever
+# runs manage.py already holds the database and the settings.
+OPERATE_CONTROLS = "reliability.operate_controls"
+
+
+def may_operate_controls(user: Any) -> bool:
+    """Whether ``user`` may change the reliability controls: active staff with the permission."""
+    return bool(user.is_active and user.is_staff and user.has_perm(OPERATE_CONTROLS))
+
 
 class BreakerActionError(ValueError):
     """An operator action that does not apply to the breaker's current state."""

@@ -125,6 +125,14 @@ class CircuitBreaker(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # Changing what the service does (breaker actions, thresholds, budget limits and
+        # pauses) needs this beyond the model's change permission: staff may look, operators act.
+        permissions = [
+            (
+                "operate_controls",
+                "Can operate reliability controls (breaker actions, thresholds, budgets)",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_state_display()})"

@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
@@ -30,7 +31,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def operator():
-    return make_user("operator", staff=True)
+    """Staff who may operate the controls (reliability.operate_controls)."""
+    user = make_user("operator", staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="operate_controls"))
+    return user
 
 
 def signed_in(user) -> Client:

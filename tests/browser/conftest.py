@@ -53,15 +53,40 @@ def browser():
             chromium.close()
 
 
+# Every page a browser test opens is watched for Content-Security-Policy violations: Chromium
+# logs each to the console, and the listener reports the DOM's securitypolicyviolation events.
+CSP_LISTENER = """document.addEventListener("securitypolicyviolation", (event) =>
+    console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI}`));"""
+
+
+def is_csp_violation(text: str) -> bool:
+    return text.startswith("CSP violation") or "Content Security Policy" in text
+
+
+def watch_content_security_policy(page) -> list[str]:
+    """Collect ``page``'s CSP violations (from its next navigation on) in the list returned."""
+    violations: list[str] = []
+    page.context.add_init_script(CSP_LISTENER)
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if is_csp_violation(message.text) else None,
+    )
+    return violations
+
+
 @pytest.fixture
 def page(browser):
+    """A page whose CSP violations collect in ``page.csp_violations``; a test that leaves any
+    there fails."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(15_000)
+    page.csp_violations = watch_content_security_policy(page)
     try:
         yield page
     finally:
         context.close()
+    assert page.csp_violations == [], "the pages broke their Content-Security-Policy"
 
 
 def server_environment(**overrides: str) -> dict[str, str]:

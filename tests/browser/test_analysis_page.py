@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Permission
 from playwright.sync_api import Page, WebSocketRoute, expect
 
 from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card
@@ -23,7 +24,12 @@ from analyses.review_responder import HEADER_PATTERN, review_responder
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig, prompt_text
 from tests.analyses.page_support import IMAGE, PASSWORD, SCRIPT, make_user
 from tests.anthropic_support import generous_anthropic_limits, write_project
-from tests.browser.conftest import VIEWPORT, log_in, server_environment
+from tests.browser.conftest import (
+    VIEWPORT,
+    log_in,
+    server_environment,
+    watch_content_security_policy,
+)
 from tests.processes import run_manage, start_daphne, start_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -168,11 +174,13 @@ class TestWatchingAnAnalysis:
     ):
         base, source, env = services
         make_user("alice")
-        make_user("operator", staff=True)
+        operator = make_user("operator", staff=True)  # who may use the dashboard's buttons too
+        operator.user_permissions.add(Permission.objects.get(codename="operate_controls"))
         shots = screenshot_dir(tmp_path)
         context = browser.new_context(viewport=VIEWPORT)
         page = context.new_page()
         page.set_default_timeout(30_000)
+        csp_violations = watch_content_security_policy(page)
         dialogs: list[str] = []
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         sockets = DroppableSockets(page)
@@ -215,9 +223,12 @@ class TestWatchingAnAnalysis:
         assert monitor.returncode == 0, monitor.stderr
         staff = browser.new_context(viewport=VIEWPORT)
         dashboard = staff.new_page()
+        dashboard_violations = watch_content_security_policy(dashboard)
         log_in(dashboard, base, "operator", PASSWORD)
         dashboard.goto(f"{base}/operations/")
         expect(dashboard.locator('[data-breaker="anthropic"]')).to_be_visible()
         expect(dashboard.locator("table.health")).to_contain_text("database")
         dashboard.screenshot(path=str(shots / "operations.png"), full_page=True)
         staff.close()
+        # Every page worked under its Content-Security-Policy.
+        assert csp_violations == dashboard_violations == []

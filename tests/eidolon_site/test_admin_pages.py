@@ -36,7 +36,14 @@ pytestmark = pytest.mark.django_db
 EDITABLE = {"auth.User", "auth.Group", "reliability.ModelPrice"}
 # System-owned, with tunable settings: one Save, nothing else.
 TUNABLE = {"reliability.CircuitBreaker", "reliability.RateLimitBudget"}
-THIRD_PARTY = {"django_tasks_database.DBTaskResult"}  # django-tasks-db's own admin
+# django-tasks-db's and django-axes' own admin (deleting an access attempt is how an operator
+# unlocks a login).
+THIRD_PARTY = {
+    "django_tasks_database.DBTaskResult",
+    "axes.AccessAttempt",
+    "axes.AccessLog",
+    "axes.AccessFailureLog",
+}
 SAVE_OR_DELETE = re.compile(r'name="(_save|_continue|_addanother)"|class="deletelink"')
 SAVE_AND_MORE = re.compile(r'name="(_continue|_addanother)"|class="deletelink"')
 

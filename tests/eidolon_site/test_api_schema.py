@@ -28,7 +28,7 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 
 @pytest.fixture
 def api_schema(transactional_db):
-    owner = caller("alice", staff=True, permissions=("change_circuitbreaker",))
+    owner = caller("alice", staff=True, permissions=("change_circuitbreaker", "operate_controls"))
     # One to cancel, one to resume, one finished: every status an operation can answer.
     analyses = [
         analysis_with_cards(owner=owner.user, status=status)

@@ -141,7 +141,9 @@ class TestTwoWebProcessesAndTwoWorkers:
             )
         operator = User.objects.create_user(username="olga", password="pw", is_staff=True)
         operator.user_permissions.set(
-            Permission.objects.filter(codename__in=["view_circuitbreaker", "change_circuitbreaker"])
+            Permission.objects.filter(
+                codename__in=["view_circuitbreaker", "change_circuitbreaker", "operate_controls"]
+            )
         )
         client.force_login(operator)
         breaker = CircuitBreaker.objects.get(name="anthropic")

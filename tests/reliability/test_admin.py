@@ -76,7 +76,9 @@ class TestBreakerActions:
         assert CircuitBreaker.objects.get(pk=breaker.pk).state == BreakerState.OPEN
         assert BreakerTransition.objects.count() == 1
 
-        client.force_login(staff_user("olga", "view_circuitbreaker", "change_circuitbreaker"))
+        client.force_login(
+            staff_user("olga", "view_circuitbreaker", "change_circuitbreaker", "operate_controls")
+        )
         assert 'value="reset"' in client.get(CHANGELIST).content.decode()
         response = reset_action(client, breaker)
         assert "Breaker &#x27;anthropic&#x27;: reset." in response.content.decode()
@@ -94,7 +96,9 @@ class TestBreakerActions:
 class TestBreakerPages:
     @pytest.fixture
     def operator(self, client):
-        client.force_login(staff_user("op", "view_circuitbreaker", "change_circuitbreaker"))
+        client.force_login(
+            staff_user("op", "view_circuitbreaker", "change_circuitbreaker", "operate_controls")
+        )
         return client
 
     def test_the_list_shows_state_in_colour__counts_and_open_until(self, operator):
@@ -179,7 +183,9 @@ class TestBudgetPages:
     def test_budgets_show_limits_usage_and_pause(self, client):
         reserve("anthropic", Ask(input_tokens=100, output_tokens=50))
         pause("anthropic", until=time.time() + 120, reason="http_429: retry-after 120 s")
-        client.force_login(staff_user("op", "view_ratelimitbudget", "change_ratelimitbudget"))
+        client.force_login(
+            staff_user("op", "view_ratelimitbudget", "change_ratelimitbudget", "operate_controls")
+        )
         body = client.get("/admin/reliability/ratelimitbudget/").content.decode()
         assert "1 of 50 requests, 100 in / 50 out tokens" in body
         assert "1 of 5000 requests" in body

@@ -21,7 +21,7 @@ from tests.api_support import ANONYMOUS, caller
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-OPERATOR = ("change_circuitbreaker",)
+OPERATOR = ("change_circuitbreaker", "operate_controls")
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ def operator(client):
                 "view_ratelimitbudget",
                 "change_ratelimitbudget",
                 "view_breakertransition",
+                "operate_controls",
             ]
         )
     )
@@ -248,6 +249,7 @@ class TestHistoryPages:
 class TestOtherDoors:
     def test_the_operations_dashboards_buttons__recorded_too(self, client):
         staff = User.objects.create_user("dora", password="pw-for-tests-only", is_staff=True)
+        staff.user_permissions.add(Permission.objects.get(codename="operate_controls"))
         client.force_login(staff)
         get_or_create_breaker("git")
         client.post("/operations/breakers/git/force-open/", {"reason": "drill"})
