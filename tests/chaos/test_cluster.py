@@ -148,6 +148,10 @@ class TestClusterScript:
         assert [request(f"{lb}/health/ready")[0] for _ in range(6)] == [200] * 6
         after = sessions_per_web_server(ports["EIDOLON_CLUSTER_STATS_PORT"])
         assert all(after[name] > before[name] for name in ("web1", "web2")), (before, after)
+        # /metrics is scraped from each web process, never through the balancer.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{lb}/metrics", timeout=10)
+        assert refused.value.code == 404
 
         # An analysis submitted through the JSON API is run by the cluster's workers.
         write_project(project, functions=12)
