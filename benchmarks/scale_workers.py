@@ -233,7 +233,13 @@ def run_phase(args: argparse.Namespace) -> dict:
     processes = Processes()
     with tempfile.TemporaryDirectory() as scratch:
         ids, token = prepare_analyses(args, Path(scratch))
-        env = {**os.environ, "EIDOLON_WORKER_HEARTBEAT_SECONDS": "1"}
+        metrics_dir = Path(scratch) / "prometheus"
+        metrics_dir.mkdir()
+        env = {
+            **os.environ,
+            "EIDOLON_WORKER_HEARTBEAT_SECONDS": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
         fake, base_url = start_fake(env=env)
         try:
             env["ANTHROPIC_BASE_URL"] = base_url
@@ -283,10 +289,28 @@ def run_phase(args: argparse.Namespace) -> dict:
             processes.stop_all()
             fake.terminate()
             fake.wait()
+        requeued = requeued_slots(metrics_dir)
     return phase_figures(args, ids, began, log, received, urls) | {
         "peak_rss_mb": peak_rss,
         "readiness_answers": poller.answers,
+        "budget_slots_requeued": requeued,
     }
+
+
+def requeued_slots(metrics_dir: Path) -> dict[str, int]:
+    """Budget slots the workers gave up and queued for again, by why (``paused``: a 429 paused
+    the budget; ``late``: the caller woke too late for its slot), from their metrics files."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))
+    counts: dict[str, int] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == "eidolon_ratelimit_requeued_total":
+                why = sample.labels["why"]
+                counts[why] = counts.get(why, 0) + int(sample.value)
+    return counts
 
 
 def phase_figures(args, ids, began, log, received, urls) -> dict:
@@ -371,7 +395,7 @@ def print_phase(name: str, result: dict) -> None:
     )
     print(
         f"    peak RSS (MB): {result['peak_rss_mb']}; readiness answers "
-        f"{result['readiness_answers']}"
+        f"{result['readiness_answers']}; budget slots requeued {result['budget_slots_requeued']}"
     )
 
 
@@ -410,7 +434,9 @@ def main() -> int:
         "--postgres", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
     )
     parser.add_argument("--redis", help="a Redis URL for the channel layer (else in memory)")
-    parser.add_argument("--channel-prefix", default="bench")
+    parser.add_argument(
+        "--channel-prefix", default=os.environ.get("EIDOLON_CHANNEL_PREFIX", "bench")
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--analyses", type=int, default=6)
     parser.add_argument("--functions", type=int, default=100, help="per analysis")

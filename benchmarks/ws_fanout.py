@@ -2,7 +2,7 @@
 process: does every client get every event, and how soon after it was written?
 
     python benchmarks/ws_fanout.py [--clients 50 [200 ...]] [--events 500] [--batch 5]
-                                   [--batches-per-s 20]
+                                   [--batches-per-s 20] [--connect-wave 25]
     python benchmarks/ws_fanout.py --postgres postgres://postgres@127.0.0.1:5432/postgres \\
         --redis redis://127.0.0.1:6379/0
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -156,11 +157,18 @@ async def fan_out(args: argparse.Namespace, env: dict[str, str], setup: dict, po
     url = f"ws://127.0.0.1:{port}/ws/analyses/{setup['analysis_id']}/"
     clients = [Client() for _ in range(args.clients)]
     connected = [asyncio.Event() for _ in clients]
-    tasks = [
-        asyncio.create_task(watch(url, setup["token"], client, ready))
-        for client, ready in zip(clients, connected, strict=True)
-    ]
-    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in connected)), CONNECT_TIMEOUT_S)
+    tasks = []
+    # In waves, as pages open over a few seconds: a surge of handshakes all at once waits on
+    # daphne's 5 s accept timeout (websocket_connect_timeout), which measures something else.
+    for first in range(0, len(clients), args.connect_wave):
+        wave = range(first, min(len(clients), first + args.connect_wave))
+        tasks += [
+            asyncio.create_task(watch(url, setup["token"], clients[index], connected[index]))
+            for index in wave
+        ]
+        await asyncio.wait_for(
+            asyncio.gather(*(connected[index].wait() for index in wave)), CONNECT_TIMEOUT_S
+        )
     writer_argv = [sys.executable, __file__, "--child", "write", "--analysis-id"]
     writer_argv += [str(setup["analysis_id"]), "--events", str(args.events)]
     writer_argv += ["--batch", str(args.batch), "--batches-per-s", str(args.batches_per_s)]
@@ -220,7 +228,8 @@ def run(args: argparse.Namespace) -> dict:
         env.pop("REDIS_URL", None)
         if args.redis:
             env["REDIS_URL"] = args.redis
-            env["EIDOLON_CHANNEL_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}"
+            base_prefix = os.environ.get("EIDOLON_CHANNEL_PREFIX", "bench")
+            env["EIDOLON_CHANNEL_PREFIX"] = f"{base_prefix}-{uuid.uuid4().hex[:8]}"
         setup = run_json_child([sys.executable, __file__, "--child", "prepare"], env)
         server, port = start_daphne(env)
         try:
@@ -234,6 +243,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[50])
     parser.add_argument("--events", type=int, default=500)
+    parser.add_argument(
+        "--connect-wave", type=int, default=25, help="clients that connect at once, wave by wave"
+    )
     parser.add_argument("--batch", type=int, default=5, help="events per write (one emit)")
     parser.add_argument("--batches-per-s", type=float, default=20.0)
     parser.add_argument("--postgres", help="a PostgreSQL server (a scratch database is made)")
