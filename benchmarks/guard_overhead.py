@@ -225,7 +225,7 @@ def contend(database_url: str, calls: int, processes: int) -> dict:
         for _ in range(processes)
     ]
     for child in children:  # each warmed up, its connection open
-        if "ready" not in iter(child.stdout.readline, ""):
+        if "ready\n" not in iter(child.stdout.readline, ""):
             raise RuntimeError("a contending child failed before it was ready")
     for child in children:
         child.stdin.write("go\n")
