@@ -53,6 +53,23 @@ def summary(samples: list[float]) -> dict[str, float]:
 WARM_UP_CALLS = 50
 
 
+async def noop() -> None:
+    return None
+
+
+def noop_sync() -> None:
+    return None
+
+
+async def timed(make_call, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        began = time.perf_counter()
+        await make_call()
+        samples.append(time.perf_counter() - began)
+    return samples
+
+
 def prepare_rows() -> None:
     """The tables, and the breaker and budget every guarded call of the run goes through."""
     from django.core.management import call_command
@@ -106,20 +123,6 @@ def measure_in_this_process(
 
     async def noop_attempt(attempt: Attempt) -> None:
         attempt.observe(input_tokens=10, output_tokens=5)
-
-    async def noop() -> None:
-        return None
-
-    def noop_sync() -> None:
-        return None
-
-    async def timed(make_call, n: int) -> list[float]:
-        samples = []
-        for _ in range(n):
-            began = time.perf_counter()
-            await make_call()
-            samples.append(time.perf_counter() - began)
-        return samples
 
     async def pybreaker_call() -> None:
         in_memory.call(noop_sync)
