@@ -45,7 +45,7 @@ def scratch_database(postgres_server: str | None = None) -> Iterator[str]:
     import psycopg
 
     admin_url = postgres_server.replace("postgres://", "postgresql://", 1)
-    name = f"eidolon_bench_{uuid.uuid4().hex[:8]}"
+    name = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     try:
