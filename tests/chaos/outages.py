@@ -191,3 +191,13 @@ def _status(url: str) -> int:
         return error.code
     except OSError:
         return 0
+
+
+def other_sessions_of_test_database() -> list[tuple]:
+    """(pid, state, query) of every other session on the test database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, state, left(query, 80) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchall()
