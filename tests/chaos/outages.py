@@ -169,18 +169,67 @@ def requests_per_function(records: list[dict]) -> Counter[str]:
     return counts
 
 
-def poll_until_unready(base: str, *, started: float, within: float = 10.0) -> dict:
-    """Poll ``/health/ready`` (and ``/health/live``) every 100 ms from ``started`` until it
-    answers 503: how long that took, and every liveness answer on the way."""
-    live_statuses: list[int] = []
-    while True:
-        ready = _status(base + "/health/ready")
-        live_statuses.append(_status(base + "/health/live"))
-        if ready == 503:
-            return {"time_to_503": time.monotonic() - started, "live": live_statuses}
-        if time.monotonic() - started > within:
-            raise AssertionError(f"/health/ready still {ready} after {within} s")
-        time.sleep(0.1)
+class ReadinessPoller:
+    """Polls ``/health/ready`` and ``/health/live`` every 100 ms in a thread, as a load
+    balancer would (so the server's cached report is always fresh when an outage begins:
+    the worst case), and keeps every answer with the time it was asked."""
+
+    def __init__(self, base: str, *, every: float = 0.1) -> None:
+        self.base = base
+        self.every = every
+        # (asked at, readiness answered at, ready status, live status)
+        self.answers: list[tuple[float, float, int, int]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            asked = time.monotonic()
+            ready = _status(self.base + "/health/ready")
+            answered = time.monotonic()
+            live = _status(self.base + "/health/live")
+            with self._lock:
+                self.answers.append((asked, answered, ready, live))
+            self._stop.wait(max(0.0, self.every - (time.monotonic() - asked)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def since(self, started: float) -> list[tuple[float, float, int, int]]:
+        with self._lock:
+            return [answer for answer in self.answers if answer[0] >= started]
+
+    def wait_for_ready(self, status: int, *, after: float, within: float) -> float:
+        """Seconds from ``after`` to the first readiness answer ``status`` (to a probe asked
+        after it), counted to when the answer came."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if seen := [at for _, at, ready, _ in self.since(after) if ready == status]:
+                return seen[0] - after
+            time.sleep(0.05)
+        raise AssertionError(f"/health/ready never answered {status} within {within} s")
+
+
+def wait_for_a_fresh_report(base: str, *, within: float = 10.0) -> None:
+    """Return just after the server has cached a new healthy readiness report (its
+    ``timestamp`` changed): an outage starting now is noticed last, once that report expires."""
+    deadline = time.monotonic() + within
+    first = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(base + "/health/ready", timeout=5) as response:
+                stamp = json.loads(response.read())["timestamp"]
+        except OSError:
+            stamp = None
+        if first is None:
+            first = stamp
+        elif stamp is not None and stamp != first:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no new readiness report within {within} s")
 
 
 def _status(url: str) -> int:
