@@ -58,14 +58,22 @@ def running_task_of(worker: str) -> DBTaskResult | None:
 
 
 def kill_one_mid_run(workers: dict, tags: dict[int, str], fake_url: str) -> dict:
-    """SIGKILL a worker that is running an analysis; what was finished and in flight then."""
-    name, task = wait_until(
-        lambda: next(
-            ((name, task) for name in workers if (task := running_task_of(name)) is not None),
-            None,
-        ),
-        timeout=30,
-    )
+    """SIGKILL a worker in the middle of an analysis (some of its functions done, calls in
+    flight); what was finished and in flight then."""
+
+    def mid_run() -> tuple[str, DBTaskResult] | None:
+        for name in workers:
+            task = running_task_of(name)
+            if task is not None and (
+                CodeUnit.objects.filter(
+                    analysis_id=task.args_kwargs["args"][0], status=UnitStatus.ANALYZED
+                ).count()
+                >= 3
+            ):
+                return name, task
+        return None
+
+    name, task = wait_until(mid_run, timeout=30)
     workers[name].stop(sig=signal.SIGKILL)
     finished = analysed_functions()
     requested = requests_per_function(fake_log(fake_url))
