@@ -13,6 +13,8 @@ import urllib.request
 
 import pytest
 from django.db.models import Count
+from django_tasks_db.compat import TaskResultStatus
+from django_tasks_db.models import DBTaskResult
 
 from analyses.models import FINISHED_STATUSES, Analysis, AnalysisStatus, Card, CodeUnit, UnitStatus
 from analyses.services import analysis_create, analysis_enqueue
@@ -165,6 +167,15 @@ class TestDatabaseLoss:
             if event.startswith(("worker_database", "worker_heartbeat"))
         ]
         analyses = list(Analysis.objects.order_by("pk"))
+        task_rows = dict(
+            DBTaskResult.objects.values_list("status").annotate(n=Count("id")).order_by()
+        )
+        failed_rows = [
+            traceback.strip().splitlines()[-1][:160]
+            for traceback in DBTaskResult.objects.filter(
+                status=TaskResultStatus.FAILED
+            ).values_list("traceback", flat=True)
+        ]
         duplicate_units = list(
             CodeUnit.objects.values("analysis", "unit_id").annotate(n=Count("id")).filter(n__gt=1)
         )
@@ -185,7 +196,7 @@ class TestDatabaseLoss:
             + ", ".join(
                 f"#{a.pk} {a.status} in {a.runs} runs, {a.cards_count} cards" for a in analyses
             )
-            + f"; sessions left after every process stopped: {lingering}"
+            + f"; task rows: {task_rows} (failed: {failed_rows}); sessions left after every process stopped: {lingering}"
         )
         assert partition["time_to_503"] <= READY_WITHIN, partition
         assert stop["time_to_503"] <= READY_WITHIN, stop
@@ -199,3 +210,4 @@ class TestDatabaseLoss:
             assert analysis.cards_count == Card.objects.filter(analysis=analysis).count()
         assert not duplicate_units and not duplicate_cards, (duplicate_units, duplicate_cards)
         assert len(requests) == ANALYSES * FUNCTIONS
+        assert TaskResultStatus.RUNNING not in task_rows, task_rows  # none left behind
