@@ -196,7 +196,8 @@ class TestDatabaseLoss:
             + ", ".join(
                 f"#{a.pk} {a.status} in {a.runs} runs, {a.cards_count} cards" for a in analyses
             )
-            + f"; task rows: {task_rows} (failed: {failed_rows}); sessions left after every process stopped: {lingering}"
+            + f"; task rows: {task_rows} (failed: {failed_rows}); "
+            f"sessions left after every process stopped: {lingering}"
         )
         assert partition["time_to_503"] <= READY_WITHIN, partition
         assert stop["time_to_503"] <= READY_WITHIN, stop
