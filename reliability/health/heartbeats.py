@@ -39,7 +39,8 @@ def worker_stopped(*, worker_id: str, clock: Clock = SYSTEM_CLOCK) -> None:
 
 
 class WorkerLost(Exception):
-    """The worker running a task stopped sending heartbeats: the task was abandoned."""
+    """The task's worker died (its heartbeat stopped), or lost the database before it could
+    record how the task ended: the task was abandoned, its outcome unknown."""
 
 
 # A ``--threads N`` worker runs N task loops named ``<worker id, first 56 characters>-<index>``
