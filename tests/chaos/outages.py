@@ -9,12 +9,14 @@ import re
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
 from django.db import connection
 
+from reliability.fake_anthropic.messages import prompt_text
 from tests.processes import free_port
 
 
@@ -160,8 +162,6 @@ def fake_log(base_url: str, *, since: int = 0) -> list[dict]:
 
 def requests_per_function(records: list[dict]) -> Counter[str]:
     """Review requests the fake received, per function name (``<tag>_f<i>``)."""
-    from reliability.fake_anthropic.messages import prompt_text
-
     counts: Counter[str] = Counter()
     for record in records:
         if match := _FUNCTION_HEADER.search(prompt_text(record.get("body"))):
