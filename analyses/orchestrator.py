@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from analyses import events, store
 from analyses import metrics as analysis_metrics
@@ -111,6 +112,9 @@ async def run_analysis(
     """
     worker_id = worker_id or new_worker_id()
     lease_seconds = lease_seconds or settings.EIDOLON_ANALYSIS_LEASE_SECONDS
+    # The thread that runs this process's database work keeps its connection from run to
+    # run: one broken by a database outage is replaced here, not used again.
+    await sync_to_async(close_old_connections)()
     analysis = await sync_to_async(store.claim_lease)(
         analysis_id, worker_id=worker_id, now=clock.now(), lease_seconds=lease_seconds
     )
@@ -146,6 +150,12 @@ async def _run(run: AnalysisRun) -> str:
         except SourceError as error:
             return await _finish(run, AnalysisStatus.FAILED, error.message)
         except Exception as error:
+            if database_unavailable(error):
+                # A failover or a partition, not a fault of the analysis: stop, keeping what
+                # was stored; the lease expires and a worker resumes it from its pending units.
+                logger.warning("analysis_database_lost", error=type(error).__name__)
+                await sync_to_async(close_old_connections)()
+                return AnalysisStatus.RUNNING
             logger.exception("analysis_crashed")
             return await _finish(
                 run, AnalysisStatus.FAILED, f"internal error ({type(error).__name__})"
@@ -206,13 +216,36 @@ async def _watch(run: AnalysisRun) -> None:
             run.stop("timed_out")
             return
         renew = run.clock.monotonic() - last_renewal >= renew_every
-        ours, cancelled = await sync_to_async(_lease_check)(run, renew=renew)
+        try:
+            ours, cancelled = await sync_to_async(_lease_check)(run, renew=renew)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            continue  # the database is away: try again next time (the lease may expire)
         if renew:
             last_renewal = run.clock.monotonic()
         if not ours:
             run.stop("lease_lost")
         elif cancelled:
             run.stop("cancelled")
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot be reached (Django's wrapped errors, or
+    psycopg's own from the guard's direct connection), rather than that a statement is wrong."""
+    try:
+        from psycopg import InterfaceError as PsycopgInterfaceError
+        from psycopg import OperationalError as PsycopgOperationalError
+    except ImportError:  # SQLite only
+        unavailable: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+    else:
+        unavailable = (
+            OperationalError,
+            InterfaceError,
+            PsycopgOperationalError,
+            PsycopgInterfaceError,
+        )
+    return isinstance(error, unavailable)
 
 
 def _lease_check(run: AnalysisRun, *, renew: bool) -> tuple[bool, bool]:

@@ -5,8 +5,8 @@
 (single-flight) or read the last report.
 
 Each check runs through django-health-check's own ``HealthCheck.get_result(executor)``, which
-bounds it (its ``timeout`` plus a 1 s grace: 2 s for the database and the channel layer, 1 s for
-the others) and turns what it raises into the result's error. Synchronous checks run in
+bounds it (its ``timeout`` plus a 1 s grace: 2 s for the channel layer, 1 s for the others) and
+turns what it raises into the result's error. Synchronous checks run in
 ``CheckThreads``, which adds what a request would have (fresh database connections) and what a
 flood of probes needs: a check that hangs past its time budget is not started again while it
 still runs, so a stuck database cannot pile up threads.
@@ -68,16 +68,19 @@ class CheckThreads:
     """The threads synchronous checks run in: at most one run per component at a time.
 
     A later round's check of a component whose run is still going joins that run (and takes
-    its summary) instead of starting another. Each caller gets a future of its own, already
-    running, so a round that stops waiting (``get_result``'s timeout cancels the future it
-    waits on) never cancels the run the others share.
+    its summary) instead of starting another. A run is judged by its own duration: one that
+    succeeds, but later than its check's time budget after it started, is unhealthy for those
+    who joined it too (else a component that answers in 1.5 times its budget would be healthy
+    every other round). Each caller gets a future of its own, already running, so a round that
+    stops waiting (``get_result``'s timeout cancels the future it waits on) never cancels the
+    run the others share.
     """
 
     def __init__(self, *, max_threads: int) -> None:
         self.max_threads = max_threads
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._runs: dict[str, tuple[HealthCheck, Future]] = {}
+        self._runs: dict[str, tuple[HealthCheck, Future, float]] = {}
 
     def executor_for(self, check: HealthCheck) -> Executor:
         return _ComponentExecutor(self, check)
@@ -91,17 +94,22 @@ class CheckThreads:
                 )
             running = self._runs.get(key)
             if running is None or running[1].done():
-                running = (check, self._pool.submit(_run_with_fresh_connections, run))
+                future = self._pool.submit(_run_with_fresh_connections, run)
+                running = (check, future, time.monotonic())
                 self._runs[key] = running
-        ran, shared = running
+        ran, shared, started = running
         mine: Future = Future()
         mine.set_running_or_notify_cancel()
 
         def settle(done: Future) -> None:
+            took, budget = time.monotonic() - started, time_budget(ran).total_seconds()
             if ran is not check and isinstance(check, ComponentCheck):
                 check.summary = ran.summary
             if (error := done.exception()) is not None:
                 mine.set_exception(error)
+            elif took > budget:
+                late = f"answered only after {took:.1f} s (> {budget:g} s)"
+                mine.set_exception(unavailable(late))
             else:
                 mine.set_result(None)
 

@@ -9,6 +9,12 @@ tasks at once, and the recovery of analyses whose worker died.
   expired (their worker died), so they resume without anyone's help.
 * ``--threads N`` (default ``EIDOLON_WORKER_ANALYSES``) runs N task loops, so one worker runs
   up to N analyses at once.
+* The database may go away (a failover, a partition): a task loop that meets a database error
+  waits, backing off from 0.5 s to 5 s, and carries on once the database answers again, instead
+  of dying with the error as db_worker's loop does.
+* Task rows left ``RUNNING`` by a dead worker (its heartbeat stale) are marked failed
+  (``abandon_tasks_of_dead_workers``), by a worker whose own heartbeats have gone through for a
+  whole staleness window (after an outage every worker's heartbeat is old, and none is dead).
 * SIGTERM / SIGINT: running analyses stop within seconds, keep what they finished and give
   their lease back so another worker resumes them at once; a second signal exits at once.
 """
@@ -19,20 +25,31 @@ import os
 import signal
 import socket
 import threading
+import time
 from types import FrameType
 
 import structlog
+from django.conf import settings
 from django.db import Error as DBError
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connection, connections
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 from django_tasks_db.management.commands import db_worker
+from django_tasks_db.models import DBTaskResult
 
 from analyses.services import resume_stale_analyses
 from analyses.tasks import WORKER_SHUTDOWN
-from reliability.health.heartbeats import worker_heartbeat, worker_stopped
+from reliability.health.heartbeats import (
+    abandon_tasks_of_dead_workers,
+    task_abandon,
+    worker_heartbeat,
+    worker_stopped,
+)
 from reliability.management.options import add_setting_option
 
 logger = structlog.get_logger(__name__)
+
+DATABASE_RETRY_FIRST_SECONDS = 0.5
+DATABASE_RETRY_MAX_SECONDS = 5.0
 
 
 class Heartbeat(threading.Thread):
@@ -46,18 +63,23 @@ class Heartbeat(threading.Thread):
         self.pid = os.getpid()
         self._stop_requested = threading.Event()
         self._failing = False
+        self._beating_since = time.monotonic()
 
     def beat(self) -> None:
         try:
             close_old_connections()
             worker_heartbeat(worker_id=self.worker_id, host=self.host, pid=self.pid)
             resume_stale_analyses()
+            stale_seconds = settings.EIDOLON_HEALTH_WORKER_STALE_SECONDS
+            if time.monotonic() - self._beating_since > stale_seconds:
+                abandon_tasks_of_dead_workers(stale_seconds=stale_seconds)
         except DBError as error:
             if not self._failing:
                 logger.warning(
                     "worker_heartbeat_failed", worker_id=self.worker_id, error=type(error).__name__
                 )
             self._failing = True
+            self._beating_since = time.monotonic()
         else:
             if self._failing:
                 logger.info("worker_heartbeat_recovered", worker_id=self.worker_id)
@@ -79,6 +101,64 @@ class Heartbeat(threading.Thread):
     def stop(self, *, timeout: float = 5.0) -> None:
         self._stop_requested.set()
         self.join(timeout=timeout)
+
+
+class ResilientWorker(db_worker.Worker):
+    """db_worker's task loop, which waits for a database that went away instead of dying.
+
+    A task that ended while the database was down could not record its outcome; its row is
+    marked failed (``WorkerLost``, saying so) once the database answers again, so that it does
+    not stay RUNNING under a live worker.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._unrecorded: DBTaskResult | None = None
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                super().run()
+                return
+            except DBError as error:
+                logger.warning(
+                    "worker_database_unavailable",
+                    worker_id=self.worker_id,
+                    error=type(error).__name__,
+                )
+                self.wait_for_database()
+
+    def run_task(self, db_task_result: DBTaskResult) -> None:
+        try:
+            super().run_task(db_task_result)
+        except DBError:
+            self._unrecorded = db_task_result
+            raise
+
+    def wait_for_database(self) -> None:
+        """Back off (0.5 s doubling to 5 s) until the database answers or the worker stops."""
+        delay = DATABASE_RETRY_FIRST_SECONDS
+        started = time.monotonic()
+        while self.running and not WORKER_SHUTDOWN.wait(delay):
+            try:
+                connections.close_all()
+                connection.ensure_connection()
+                if (task := self._unrecorded) is not None:
+                    task_abandon(
+                        task_id=task.pk,
+                        reason=f"the task ended on worker {self.worker_id} while the database "
+                        "was unavailable, and its outcome could not be recorded",
+                    )
+                    self._unrecorded = None
+            except DBError:
+                delay = min(delay * 2, DATABASE_RETRY_MAX_SECONDS)
+                continue
+            logger.info(
+                "worker_database_reconnected",
+                worker_id=self.worker_id,
+                after_seconds=round(time.monotonic() - started, 1),
+            )
+            return
 
 
 class Command(db_worker.Command):
@@ -109,7 +189,7 @@ class Command(db_worker.Command):
         beat.start()
         logger.info("worker_started", worker_id=beat.worker_id, heartbeat_seconds=heartbeat)
         try:
-            if threads > 1 and not options["reload"]:
+            if not options["reload"]:
                 self.run_threads(threads, **options)
             else:
                 super().handle(*args, **options)
@@ -124,14 +204,16 @@ class Command(db_worker.Command):
         queue_names = options["queue_name"].split(",")
         excluded = options["exclude_queues"].split(",") if options["exclude_queues"] else []
         loops = [
-            db_worker.Worker(
+            ResilientWorker(
                 queue_names=queue_names,
                 interval=options["interval"],
                 batch=options["batch"],
                 backend_name=options["backend_name"],
                 startup_delay=options["startup_delay"],
                 max_tasks=options["max_tasks"],
-                worker_id=f"{options['worker_id'][:56]}-{index}",
+                worker_id=(
+                    options["worker_id"] if count == 1 else f"{options['worker_id'][:56]}-{index}"
+                ),
                 excluded_queue_names=excluded,
             )
             for index in range(count)
@@ -159,7 +241,7 @@ class Command(db_worker.Command):
                 thread.join(timeout=0.5)
 
     @staticmethod
-    def _loop(loop: db_worker.Worker) -> None:
+    def _loop(loop: ResilientWorker) -> None:
         try:
             loop.run()
         finally:

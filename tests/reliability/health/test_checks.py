@@ -40,10 +40,12 @@ from tests.reliability.health.standins import GB, SECRET, fail_ai_calls, reading
 
 
 class TestTimeBudgets:
-    def test_budget__2_s_for_the_database_and_the_channel_layer_1_s_for_the_others(self):
+    def test_budget__1_s_for_the_database_2_s_for_the_channel_layer_1_s_for_the_others(self):
+        """The database's 1 s and the 1 s cache keep a database outage within the 2.5 s a
+        readiness probe must notice it in (issue 13: it was 2 s, noticed after 3.2 s)."""
         budgets = {check.component: time_budget(check) for check in build_checks()}
         assert budgets == {
-            "database": dt.timedelta(seconds=2),
+            "database": dt.timedelta(seconds=1),
             "channel_layer": dt.timedelta(seconds=2),
             "disk": dt.timedelta(seconds=1),
             "cache": dt.timedelta(seconds=1),
@@ -58,6 +60,13 @@ class TestDatabaseCheck:
         check = DatabaseCheck()
         check.run()
         assert "SELECT 1" in check.summary and "migrations applied" in check.summary
+
+    def test_run__a_slow_answer_degrades_with_how_long_it_took(self):
+        check = DatabaseCheck(slow_seconds=0.0)  # every real answer takes longer than 0 s
+        with pytest.raises(ServiceWarning) as raised:
+            check.run()
+        assert raised.value.message.startswith("the database is slow: it answered in 0.")
+        assert "unready above 1 s" in raised.value.message
 
     def test_run__unhealthy_naming_a_migration_that_is_not_applied(self):
         MigrationRecorder(connection).migration_qs.filter(

@@ -142,20 +142,25 @@ class TestRunner:
         assert report.components["blocked"].status == HealthStatus.HEALTHY
         assert len(blocked.started) == 2
 
-    async def test_report__a_new_check_that_joins_a_run_still_going_takes_its_result(self):
+    async def test_report__a_round_that_joins_a_late_run__reports_it_late_not_healthy(self):
+        """A component that answers, but after its budget, is unhealthy in every round: the
+        round that joins the late run does not turn healthy when it finally answers."""
         release, started = threading.Event(), []
         runner = HealthRunner(
             checks_factory=lambda: [BlockedCheck(release=release, started=started)]
         )
         first = await runner.report(max_age=0)
-        assert first.components["blocked"].status == HealthStatus.UNHEALTHY
+        assert first.components["blocked"].message == "no answer within 1 s"
         second = asyncio.ensure_future(runner.report(max_age=0))
         await asyncio.sleep(0.1)
         release.set()
-        report = await second
-        assert report.components["blocked"].status == HealthStatus.HEALTHY
-        assert report.components["blocked"].message == "released"
+        joined = (await second).components["blocked"]
+        assert joined.status == HealthStatus.UNHEALTHY
+        assert joined.message.startswith("answered only after 1.") and "(> 1 s)" in joined.message
         assert len(started) == 1  # the second round's check joined the first one's run
+        fresh = (await runner.report(max_age=0)).components["blocked"]
+        assert fresh.status == HealthStatus.HEALTHY and fresh.message == "released"
+        assert len(started) == 2  # a new run, which answered at once
 
     async def test_report__a_probe_that_gives_up_does_not_cancel_the_round(self):
         runner = HealthRunner(checks_factory=lambda: [SleepingCheck(seconds=0.3)])
