@@ -113,3 +113,47 @@ def analysis_with_cards(
     )
     analysis.refresh_from_db()
     return analysis
+
+
+def api_schema_with_data(username: str, *, real_id_probability: float):
+    """schemathesis's view of ``/api/openapi.json`` on the real ASGI application, called with the
+    token of a staff operator who owns analyses in three states (one to cancel, one to resume,
+    one finished) with cards; path ids and sources are real ones with ``real_id_probability``,
+    so the success paths are exercised too."""
+    import schemathesis
+
+    from eidolon_site.asgi import application
+    from reliability.breaker import get_or_create_breaker
+    from reliability.models import RateLimitBudget
+
+    owner = caller(username, staff=True, permissions=("change_circuitbreaker", "operate_controls"))
+    analyses = [
+        analysis_with_cards(owner=owner.user, status=status)
+        for status in (AnalysisStatus.QUEUED, AnalysisStatus.FAILED, AnalysisStatus.COMPLETED)
+    ]
+    cards = [card.pk for analysis in analyses for card in analysis.cards.all()]
+    for name in ("anthropic", "git"):
+        get_or_create_breaker(name)
+    # Enough submissions that valid ones are accepted (each stores an analysis and a task).
+    RateLimitBudget.objects.create(
+        name=f"submissions:{owner.user.pk}", requests_per_window=10**6, requests_per_day=10**6
+    )
+    real = {"probability": real_id_probability}
+    config = schemathesis.Config.from_dict(
+        {
+            "headers": {"Authorization": f"Bearer {owner.token}"},
+            "dictionaries": {
+                "analyses": {"values": [analysis.pk for analysis in analyses]},
+                "cards": {"values": cards},
+                "breakers": {"values": ["anthropic", "git"]},
+                "sources": {"values": [GIT_SOURCE, "git@git.example.com:team/project.git"]},
+            },
+            "parameters": {
+                "path.analysis_id": {"dictionary": "analyses", **real},
+                "path.card_id": {"dictionary": "cards", **real},
+                "path.name": {"dictionary": "breakers", **real},
+                "body.source": {"dictionary": "sources", **real},
+            },
+        }
+    )
+    return schemathesis.openapi.from_asgi("/api/openapi.json", application, config=config)

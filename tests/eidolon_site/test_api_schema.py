@@ -16,11 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from analyses.models import AnalysisStatus
-from eidolon_site.asgi import application
-from reliability.breaker import get_or_create_breaker
-from reliability.models import RateLimitBudget
-from tests.api_support import GIT_SOURCE, analysis_with_cards, caller
+from tests.api_support import api_schema_with_data
 
 MAX_EXAMPLES = 40
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
@@ -28,38 +24,7 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 
 @pytest.fixture
 def api_schema(transactional_db):
-    owner = caller("alice", staff=True, permissions=("change_circuitbreaker", "operate_controls"))
-    # One to cancel, one to resume, one finished: every status an operation can answer.
-    analyses = [
-        analysis_with_cards(owner=owner.user, status=status)
-        for status in (AnalysisStatus.QUEUED, AnalysisStatus.FAILED, AnalysisStatus.COMPLETED)
-    ]
-    cards = [card.pk for analysis in analyses for card in analysis.cards.all()]
-    for name in ("anthropic", "git"):
-        get_or_create_breaker(name)
-    # Enough submissions that valid ones are accepted (each stores an analysis and a task).
-    RateLimitBudget.objects.create(
-        name=f"submissions:{owner.user.pk}", requests_per_window=10**6, requests_per_day=10**6
-    )
-    config = schemathesis.Config.from_dict(
-        {
-            "headers": {"Authorization": f"Bearer {owner.token}"},
-            "dictionaries": {
-                "analyses": {"values": [analysis.pk for analysis in analyses]},
-                "cards": {"values": cards},
-                "breakers": {"values": ["anthropic", "git"]},
-                "sources": {"values": [GIT_SOURCE, "git@git.example.com:team/project.git"]},
-            },
-            # Half the ids are real ones, so the success paths are exercised too.
-            "parameters": {
-                "path.analysis_id": {"dictionary": "analyses", "probability": 0.5},
-                "path.card_id": {"dictionary": "cards", "probability": 0.5},
-                "path.name": {"dictionary": "breakers", "probability": 0.5},
-                "body.source": {"dictionary": "sources", "probability": 0.5},
-            },
-        }
-    )
-    return schemathesis.openapi.from_asgi("/api/openapi.json", application, config=config)
+    return api_schema_with_data("alice", real_id_probability=0.5)
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

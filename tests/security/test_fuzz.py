@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -43,7 +42,6 @@ from analyses.findings import (
     InvalidReplyReason,
     read_findings_reply,
 )
-from analyses.models import AnalysisStatus
 from analyses.parsing import ErrorCode, parse_module, parse_tree
 from analyses.sources import (
     SourceError,
@@ -381,42 +379,11 @@ API_CHECKS = [not_a_server_error, status_code_conformance, response_schema_confo
 
 
 def api_schema():
-    """The real ASGI application's schema, called with the token of a staff user who owns
-    analyses in three states with cards, and may change breakers."""
-    from eidolon_site.asgi import application
-    from reliability.breaker import get_or_create_breaker
-    from reliability.models import RateLimitBudget
-    from tests.api_support import GIT_SOURCE, analysis_with_cards, caller
+    """The real ASGI application's schema, called by a staff operator who owns analyses in
+    three states with cards."""
+    from tests.api_support import api_schema_with_data
 
-    owner = caller("fuzzer", staff=True, permissions=("change_circuitbreaker",))
-    analyses = [
-        analysis_with_cards(owner=owner.user, status=status)
-        for status in (AnalysisStatus.QUEUED, AnalysisStatus.FAILED, AnalysisStatus.COMPLETED)
-    ]
-    cards = [card.pk for analysis in analyses for card in analysis.cards.all()]
-    for name in ("anthropic", "git"):
-        get_or_create_breaker(name)
-    RateLimitBudget.objects.create(
-        name=f"submissions:{owner.user.pk}", requests_per_window=10**6, requests_per_day=10**6
-    )
-    config = schemathesis.Config.from_dict(
-        {
-            "headers": {"Authorization": f"Bearer {owner.token}"},
-            "dictionaries": {
-                "analyses": {"values": [analysis.pk for analysis in analyses]},
-                "cards": {"values": cards},
-                "breakers": {"values": ["anthropic", "git"]},
-                "sources": {"values": [GIT_SOURCE, "git@git.example.com:team/project.git"]},
-            },
-            "parameters": {
-                "path.analysis_id": {"dictionary": "analyses", "probability": 0.7},
-                "path.card_id": {"dictionary": "cards", "probability": 0.7},
-                "path.name": {"dictionary": "breakers", "probability": 0.7},
-                "body.source": {"dictionary": "sources", "probability": 0.7},
-            },
-        }
-    )
-    return schemathesis.openapi.from_asgi("/api/openapi.json", application, config=config)
+    return api_schema_with_data("fuzzer", real_id_probability=0.7)
 
 
 def exercise(operation) -> list[int]:
