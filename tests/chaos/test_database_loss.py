@@ -20,7 +20,6 @@ from analyses.models import FINISHED_STATUSES, Analysis, AnalysisStatus, Card, C
 from analyses.services import analysis_create, analysis_enqueue
 from tests.anthropic_support import generous_anthropic_limits
 from tests.chaos.outages import (
-    DatabaseProxy,
     ReadinessPoller,
     fake_log,
     other_sessions_of_test_database,
@@ -37,6 +36,7 @@ from tests.processes import (
     subprocess_environment,
     wait_until,
 )
+from tests.tcp_proxy import DatabaseProxy
 
 pytestmark = [
     pytest.mark.postgres,

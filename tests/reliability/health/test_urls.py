@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import sqlite3
-import threading
 import time
 
 import httpx2
@@ -22,94 +20,12 @@ from reliability.models import HealthTransition
 from tests.processes import (
     ManagedProcess,
     database_url_of_test_database,
-    free_port,
     start_daphne,
     subprocess_environment,
 )
+from tests.tcp_proxy import DatabaseProxy
 
 READY_WITHIN = 2.5  # seconds: the acceptance bound for noticing a dead database
-
-
-class TcpProxy:
-    """A loopback TCP proxy to ``upstream`` that can be cut and restored."""
-
-    def __init__(self, *, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = free_port()
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._listener: socket.socket | None = None
-
-    def open(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(128)
-        listener.settimeout(0.1)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def upstream_ports(self) -> list[int]:
-        """Local ports of the proxy's connections to the upstream (the server's sessions)."""
-        ports = []
-        with self._lock:
-            for sock in self._sockets:
-                try:
-                    if sock.getpeername()[1] == self.upstream[1]:
-                        ports.append(sock.getsockname()[1])
-                except OSError:  # already dropped
-                    continue
-        return ports
-
-    def close(self) -> None:
-        """Refuse new connections and drop the existing ones."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            sockets, self._sockets = self._sockets, set()
-        for sock in sockets:
-            self._drop(sock)
-
-    @staticmethod
-    def _drop(sock: socket.socket) -> None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        sock.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:  # closed
-                return
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            client.settimeout(None)
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets |= {client, upstream}
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._sockets -= {source, target}
-            self._drop(source)
-            self._drop(target)
 
 
 def start_server(**env: str) -> tuple[ManagedProcess, str]:
@@ -173,9 +89,7 @@ def probe_outage(base: str) -> dict:
 class TestReadinessWhileTheDatabaseIsDown:
     @pytest.mark.postgres
     def test_ready__503_within_2_5_s_on_a_closed_database_port_and_200_once_it_returns(self):
-        db = connection.settings_dict
-        proxy = TcpProxy(upstream=(db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)))
-        proxy.open()
+        proxy = DatabaseProxy.in_front_of_the_test_database()
         url = database_url_of_test_database(host="127.0.0.1", port=proxy.port)
         server, base = start_server(DATABASE_URL=url)
         monitor = ManagedProcess.manage(
@@ -201,7 +115,7 @@ class TestReadinessWhileTheDatabaseIsDown:
             outage = probe_outage(base)
             time.sleep(max(0.0, 3.0 - (time.monotonic() - closed_at)))  # a 3 s outage
 
-            proxy.open()
+            proxy.restore()
             outage_seconds = time.monotonic() - closed_at
             recovery = wait_for_status(base, "/health/ready", 200, within=10)
             still_running = server.process.poll() is None
