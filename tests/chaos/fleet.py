@@ -71,6 +71,14 @@ def reviewable_units(functions: int) -> int:
     return functions + (functions + 9) // 10
 
 
+def write_repositories(root: Path, function_counts: Sequence[int]) -> list[Path]:
+    """One repository of its own (``write_repository``) under ``root`` per function count."""
+    return [
+        write_repository(root / f"repo-{index}", functions=count, label=f"repo {index}")
+        for index, count in enumerate(function_counts)
+    ]
+
+
 def anthropic_controls(*, breaker: Mapping[str, Any], budget: Mapping[str, Any]) -> None:
     """The ``anthropic`` breaker and budget rows, tuned for a drill (model defaults otherwise;
     tokens roomy unless ``budget`` says)."""

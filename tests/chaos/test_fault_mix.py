@@ -34,7 +34,7 @@ from tests.chaos.fleet import (
     figure_block,
     reviewable_units,
     units_without_result,
-    write_repository,
+    write_repositories,
 )
 
 pytestmark = [
@@ -112,10 +112,7 @@ class TestFaultMix:
             budget={"requests_per_window": BUDGET_REQUESTS, "window_seconds": BUDGET_WINDOW},
         )
         callers = [caller(name) for name in USERS]
-        repositories = [
-            write_repository(tmp_path / f"repo-{index}", functions=count, label=f"repo {index}")
-            for index, count in enumerate(FUNCTIONS)
-        ]
+        repositories = write_repositories(tmp_path, FUNCTIONS)
         owners = [callers[index % len(callers)] for index in range(len(repositories))]
         units = sum(reviewable_units(count) for count in FUNCTIONS)
         expected_minimum = units / SUCCESS_PER_ATTEMPT

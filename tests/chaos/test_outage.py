@@ -33,7 +33,7 @@ from tests.chaos.fleet import (
     figure_block,
     open_spell,
     units_without_result,
-    write_repository,
+    write_repositories,
 )
 from tests.processes import wait_until
 
@@ -116,10 +116,7 @@ class TestOutage:
             budget={"requests_per_window": BUDGET_REQUESTS, "window_seconds": BUDGET_WINDOW},
         )
         callers = [caller(name) for name in USERS]
-        repositories = [
-            write_repository(tmp_path / f"repo-{index}", functions=count, label=f"repo {index}")
-            for index, count in enumerate(FUNCTIONS)
-        ]
+        repositories = write_repositories(tmp_path, FUNCTIONS)
         with Fleet(
             source_root=tmp_path,
             analyses_per_worker=1,
