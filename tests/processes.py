@@ -145,8 +145,9 @@ class ManagedProcess:
         return self.process.returncode
 
 
-def start_worker(env: dict[str, str], name: str) -> ManagedProcess:
-    """``manage.py worker`` (one thread, polling fast) under its own worker id."""
+def start_worker(env: dict[str, str], name: str, *, threads: int = 1) -> ManagedProcess:
+    """``manage.py worker`` (running up to ``threads`` tasks at once, polling fast) under its
+    own worker id."""
     return ManagedProcess(
         [
             sys.executable,
@@ -159,7 +160,7 @@ def start_worker(env: dict[str, str], name: str) -> ManagedProcess:
             "--queue-name",
             "*",
             "--threads",
-            "1",
+            str(threads),
             "--worker-id",
             name,
         ],

@@ -33,6 +33,7 @@ from tests.processes import (
     ManagedProcess,
     start_daphne,
     start_fake_anthropic_command,
+    start_worker,
     subprocess_environment,
     wait_until,
 )
@@ -165,24 +166,6 @@ def peak_resident_kib(pid: int) -> int | None:
     return None
 
 
-def start_task_worker(env: dict[str, str], name: str, *, analyses: int) -> ManagedProcess:
-    """``manage.py worker`` running up to ``analyses`` analyses at once, polling fast."""
-    return ManagedProcess.manage(
-        "worker",
-        "--no-reload",
-        "--interval",
-        "0.2",
-        "--no-startup-delay",
-        "--queue-name",
-        "*",
-        "--threads",
-        str(analyses),
-        "--worker-id",
-        name,
-        env=env,
-    )
-
-
 class Fleet:
     """The fake API, ``workers`` task workers and a web process, all on the test's database.
 
@@ -235,7 +218,7 @@ class Fleet:
         )
         for index in range(1, self.workers_wanted + 1):
             name = f"worker-{index}"
-            self.processes[name] = start_task_worker(env, name, analyses=self.analyses_per_worker)
+            self.processes[name] = start_worker(env, name, threads=self.analyses_per_worker)
         self.processes["web"], self.web_url = start_daphne(env)
         self.started_in = time.monotonic() - began
 
