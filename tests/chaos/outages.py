@@ -19,17 +19,6 @@ from django.db import connection
 from reliability.fake_anthropic.messages import prompt_text
 
 
-def terminate_test_database_sessions() -> int:
-    """``pg_terminate_backend`` on every session of the test database but this one: the
-    server is shared, so nobody else's database is touched."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return cursor.fetchone()[0]
-
-
 def write_tagged_project(root: Path, *, tag: str, functions: int) -> Path:
     """A codebase whose functions are named after ``tag`` (``<tag>_f<i>``), so that neither
     the result cache nor a request's header confuses one analysis's functions with another's."""

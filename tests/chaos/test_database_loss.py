@@ -1,7 +1,7 @@
 """Drill 5 (issue 13), database loss: a web process (daphne) and two workers reach PostgreSQL
 through a proxy, while three analyses run against the fake API. The database is partitioned
 (connections hang: no reset, no answer) and later stopped hard (its port refused, every session
-of the test database terminated). In both, ``/health/ready`` answers 503 within 2.5 s while
+the service's processes hold terminated). In both, ``/health/ready`` answers 503 within 2.5 s while
 ``/health/live`` stays 200; the workers wait and reconnect; the analyses finish with no unit or
 card twice."""
 
@@ -24,7 +24,6 @@ from tests.chaos.outages import (
     fake_log,
     other_sessions_of_test_database,
     requests_per_function,
-    terminate_test_database_sessions,
     wait_for_a_fresh_report,
     write_tagged_project,
 )
@@ -137,7 +136,7 @@ class TestDatabaseLoss:
 
             def hard_stop() -> int:
                 proxy.refuse()
-                return terminate_test_database_sessions()
+                return proxy.terminate_sessions()
 
             stop = outage(poller, start=hard_stop, restore=proxy.restore)
             wait_until(

@@ -100,13 +100,7 @@ class TestReadinessWhileTheDatabaseIsDown:
             monitor.wait_for(lambda line: '"health_changed"' in line and '"database"' in line)
 
             # The server's database sessions are killed (a failover): the service reconnects.
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE client_port = ANY(%s)",
-                    [proxy.upstream_ports()],
-                )
-                terminated = cursor.fetchone()[0]
+            terminated = proxy.terminate_sessions()
             time.sleep(1.1)  # past the cache interval: the next probe checks again
             after_terminate, _ = get(base, "/health/ready")
 
