@@ -233,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     manage_command = commands.add_parser("manage")
     manage_command.add_argument("manage_args", nargs=argparse.REMAINDER)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["test"]:
+        # Everything after ``test`` is pytest's, options first included (``test -k logging``),
+        # which argparse's REMAINDER would refuse.
+        install(DEV_REQUIREMENTS)
+        return run_tests(argv[1:])
     args = parser.parse_args(argv)
 
     env = development_environment()
@@ -246,10 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         setup(requirements=RUNTIME_REQUIREMENTS, env=env)
         return serve(host=args.host, port=args.port, env=env)
-    if args.command == "serve":
-        return serve(host=args.host, port=args.port, env=env)
-    install(DEV_REQUIREMENTS)
-    return run_tests(args.pytest_args)
+    return serve(host=args.host, port=args.port, env=env)  # "serve"
 
 
 if __name__ == "__main__":
