@@ -27,7 +27,6 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,8 +38,9 @@ from benchmarks.api_throughput import (
     load_with_wrk,
     measure,
     process_cpu_seconds,
+    start_daphne,
 )
-from benchmarks.common import ROOT, child_environment, run_json_child, scratch_database
+from benchmarks.common import child_environment, run_json_child, scratch_database
 from benchmarks.scale_workers import free_port
 
 
@@ -53,29 +53,6 @@ def prepare_in_this_process() -> dict:
 
     call_command("migrate", verbosity=0)
     return {}
-
-
-def start_daphne(env: dict[str, str], port: int) -> subprocess.Popen:
-    """``api_throughput``'s daphne, waited for longer: this machine is shared and busy."""
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "daphne", "--verbosity", "0"),
-            *("--bind", "127.0.0.1", "--port", str(port), "benchmarks.bare_asgi:application"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/bare/", timeout=5).read()
-            return server
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("daphne did not start")
 
 
 def metric_total(base: str, name: str) -> float:
@@ -205,7 +182,7 @@ def benchmark(args: argparse.Namespace, database_url: str) -> dict:
         env.pop("EIDOLON_METRICS_BASIC_AUTH", None)
         run_json_child([sys.executable, __file__, "--prepare"], env)
         port = free_port()
-        server = start_daphne(env, port)
+        server = start_daphne(env, port, within=120)
         base = f"http://127.0.0.1:{port}"
         try:
             live = live_against_bare(args, server.pid, base)
