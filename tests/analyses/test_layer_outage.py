@@ -90,7 +90,9 @@ async def test_sockets_outlive_the_outage__fed_from_the_database__then_by_the_la
 
         own_redis.start()  # empty: the groups are gone
         await eventually(lambda: group_members(own_redis, analysis.pk) == 2, within=15)
-        assert loop_tailers().tailer(analysis.pk) is None  # let go once both rejoined
+        # Let go once both rejoined and caught up, which follows their joining by a moment.
+        tailers = loop_tailers()
+        await eventually(lambda: tailers.tailer(analysis.pk) is None, within=5)
         await emit(analysis.pk, [("unit.finished", {})])
         assert await seqs(first, 1) == await seqs(late, 1) == [6]  # through the layer
 
