@@ -48,6 +48,27 @@ class Analysis(models.Model):
     prompt_version = models.CharField(max_length=32, blank=True, default="")
     concurrency = models.PositiveIntegerField(default=10)
     fallback_to_static = models.BooleanField(default=False)
+    model_chain = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The models it may review with, in order: the primary first, then fallbacks.",
+    )
+    upgrade_fallback_reviews = models.BooleanField(
+        default=False,
+        help_text="Review again with the primary model what the cache holds from a fallback.",
+    )
+    diff_base = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Change review: only functions changed since this ref (empty: the whole tree).",
+    )
+    functions_selected = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Change review: the functions the diff selected."
+    )
+    diff_files = models.JSONField(
+        default=list, blank=True, help_text="Change review: the Python files the diff touched."
+    )
     max_duration = models.FloatField(default=3600.0, help_text="Seconds before it times out.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
@@ -150,6 +171,9 @@ class CodeUnit(models.Model):
         max_length=12, choices=UnitStatus, default=UnitStatus.PENDING, db_index=True
     )
     failure_reason = models.TextField(blank=True, default="")
+    model = models.CharField(
+        max_length=100, blank=True, default="", help_text="The model that reviewed it."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -188,6 +212,16 @@ class Card(models.Model):
     confidence = models.FloatField()
     source = models.CharField(max_length=16, help_text="anthropic or static")
     rule = models.CharField(max_length=64, blank=True, default="")
+    model = models.CharField(
+        max_length=100, blank=True, default="", help_text="The model that wrote it."
+    )
+    fingerprint = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_index=True,
+        help_text="Stable across analyses of unchanged code (analyses.fingerprints).",
+    )
     # The cited lines with a little context, kept because the source (a clone) is gone later.
     excerpt = models.TextField(blank=True, default="")
     excerpt_start = models.PositiveIntegerField(default=1, help_text="Line number of the first.")

@@ -28,10 +28,18 @@ MIN_PROGRESS_SECONDS = 0.2
 
 
 def record_outcome(
-    run: AnalysisRun, code_unit_id: int, unit: Unit, status: str, findings: list[Finding]
+    run: AnalysisRun,
+    code_unit_id: int,
+    unit: Unit,
+    status: str,
+    findings: list[Finding],
+    *,
+    model: str = "",
 ) -> None:
     run.outcomes.append(
-        store.UnitOutcome(code_unit_id=code_unit_id, unit=unit, status=status, findings=findings)
+        store.UnitOutcome(
+            code_unit_id=code_unit_id, unit=unit, status=status, findings=findings, model=model
+        )
     )
 
 

@@ -18,6 +18,7 @@ from django.db.models import F, Q, Sum, Value
 from django.db.models.functions import Coalesce
 
 from analyses.findings import Finding
+from analyses.fingerprints import card_fingerprint
 from analyses.models import (
     Analysis,
     AnalysisStatus,
@@ -158,6 +159,7 @@ class UnitOutcome:
     status: str  # UnitStatus value
     findings: list[Finding] = field(default_factory=list)
     reason: str = ""
+    model: str = ""  # the model that reviewed it ("" when none did)
 
 
 @dataclass
@@ -192,10 +194,14 @@ def write_outcomes(
             .values_list("pk", flat=True)
         )
         done = [outcome for outcome in outcomes if outcome.code_unit_id in pending]
-        for status in {outcome.status for outcome in done if not outcome.reason}:
+        for status, model in {(o.status, o.model) for o in done if not o.reason}:
             CodeUnit.objects.filter(
-                pk__in=[o.code_unit_id for o in done if o.status == status and not o.reason]
-            ).update(status=status, finished_at=now)
+                pk__in=[
+                    o.code_unit_id
+                    for o in done
+                    if o.status == status and o.model == model and not o.reason
+                ]
+            ).update(status=status, model=model, finished_at=now)
         for outcome in (outcome for outcome in done if outcome.reason):
             CodeUnit.objects.filter(pk=outcome.code_unit_id).update(
                 status=outcome.status, failure_reason=outcome.reason, finished_at=now
@@ -270,6 +276,15 @@ def _card(analysis_id: int, outcome: UnitOutcome, finding: Finding) -> Card:
         confidence=finding.confidence,
         source=finding.source,
         rule=finding.rule or "",
+        model=outcome.model,
+        fingerprint=card_fingerprint(
+            path=outcome.unit.path,
+            qualname=outcome.unit.qualname,
+            kind=finding.kind,
+            rule=finding.rule or "",
+            title=finding.title,
+            line_in_unit=finding.line_start - outcome.unit.lineno,
+        ),
         excerpt=excerpt,
         excerpt_start=excerpt_start,
         adjustment=finding.adjustment[:300],

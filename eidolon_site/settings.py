@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -515,7 +516,23 @@ if not isinstance(EIDOLON_GIT_EXTRA_CONFIG, dict) or not all(
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY") or secret_from_file("ANTHROPIC_API_KEY_FILE")
 # Another endpoint for the SDK, e.g. the fault-injecting fake (manage.py fake_anthropic).
 ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL") or None
-EIDOLON_AI_MODEL = env_str("EIDOLON_AI_MODEL") or "claude-sonnet-5-5"
+# The models reviews may use, in order: the primary, then the fallbacks a review moves to while
+# those before it are overloaded (breaker open) or out of rate budget; each has its own breaker
+# and budget, "anthropic:<model>". EIDOLON_AI_MODEL alone names the primary.
+EIDOLON_AI_MODELS = env_list(
+    "EIDOLON_AI_MODELS",
+    list(dict.fromkeys([env_str("EIDOLON_AI_MODEL") or "claude-sonnet-5-5", "claude-haiku-4-5"])),
+)
+if len(set(EIDOLON_AI_MODELS)) != len(EIDOLON_AI_MODELS) or not all(
+    re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}", model) for model in EIDOLON_AI_MODELS
+):
+    raise ImproperlyConfigured(f"EIDOLON_AI_MODELS: not distinct model names: {EIDOLON_AI_MODELS}")
+EIDOLON_AI_MODEL = EIDOLON_AI_MODELS[0]
+# Families of breakers and budgets, one per member ("anthropic:<model>", with the family's
+# defaults); operators may name the family to act on every member.
+EIDOLON_TARGET_FAMILIES = {"anthropic": EIDOLON_AI_MODELS}
+# A model whose rate budget has no slot for this long is passed over for the next in the chain.
+EIDOLON_AI_MODEL_SLOT_WAIT = env_float("EIDOLON_AI_MODEL_SLOT_WAIT", 2.0, minimum=0.0)
 EIDOLON_AI_MAX_TOKENS = env_int("EIDOLON_AI_MAX_TOKENS", 2048, minimum=64)
 # Mark the shared prompt prefix for the API's prompt cache from this many tokens (estimated as
 # characters / 4); 0: the API's minimum for the model (1024 tokens, 2048 for Haiku).

@@ -40,6 +40,7 @@ from django.db.models.functions import Greatest
 from reliability import metrics
 from reliability.clock import SYSTEM_CLOCK, Clock, epoch_datetime
 from reliability.exceptions import CircuitOpenError
+from reliability.families import family_of
 from reliability.models import (
     CONFIG_FIELDS,
     BreakerState,
@@ -99,7 +100,9 @@ class WindowStats:
 
 
 def breaker_defaults(name: str) -> dict[str, Any]:
-    return dict(settings.EIDOLON_BREAKER_DEFAULTS.get(name, {}))
+    """Settings' defaults for breaker ``name``; a family's members take the family's."""
+    defaults = settings.EIDOLON_BREAKER_DEFAULTS
+    return dict(defaults.get(name) or defaults.get(family_of(name), {}))
 
 
 def get_or_create_breaker(name: str, *, clock: Clock = SYSTEM_CLOCK) -> CircuitBreaker:

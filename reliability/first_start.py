@@ -16,18 +16,22 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
 from reliability.breaker import get_or_create_breaker
+from reliability.families import controlled_names, family_of
 from reliability.models import CircuitBreaker, RateLimitBudget
 from reliability.ratelimit import get_or_create_budget
 
 
 def named_breakers() -> list[str]:
-    return list(settings.EIDOLON_BREAKER_DEFAULTS)
+    """Every breaker of the defaults; a family's (``anthropic``) one per configured member."""
+    return controlled_names(settings.EIDOLON_BREAKER_DEFAULTS)
 
 
 def named_budgets() -> list[str]:
     """The budgets guarded targets count against (``guard_for``: a target's budget shares its
     name); per-user families such as ``submissions:<id>`` are made when a user first acts."""
-    return [name for name in named_breakers() if name in settings.EIDOLON_BUDGET_DEFAULTS]
+    return [
+        name for name in named_breakers() if family_of(name) in settings.EIDOLON_BUDGET_DEFAULTS
+    ]
 
 
 def ensure_named_controls() -> tuple[list[str], list[str]]:

@@ -35,6 +35,7 @@ from reliability.exceptions import (
     DeadlineExceededError,
     format_epoch,
 )
+from reliability.families import family_of, member_of
 from reliability.outcomes import SUCCESS, BreakerVerdict, Outcome, classify_exception
 from reliability.retry import RetryBudget, RetryPolicy
 
@@ -155,7 +156,9 @@ class Guard:
         self.clock = clock
         self.rng = rng or random.Random()
         self.classify = classify
-        self.label = _TARGET_LABELS.get(target, target)
+        self.label = _TARGET_LABELS.get(family_of(target), target)
+        if member := member_of(target):
+            self.label = f"{self.label} ({member})"
         # Per event loop (one guard may serve several, one per worker thread).
         self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Future]] = (
             weakref.WeakKeyDictionary()
@@ -573,10 +576,11 @@ def guard_for(target: str, *, classify: Callable[..., Outcome] = classify_except
     guard = _guards.get(target)
     if guard is None:
         timeouts = {"anthropic": settings.EIDOLON_AI_TIMEOUT, "git": settings.EIDOLON_GIT_TIMEOUT}
+        family = family_of(target)
         guard = _guards[target] = Guard(
             target=target,
-            budget=target if target in settings.EIDOLON_BUDGET_DEFAULTS else None,
-            timeout=timeouts.get(target, settings.EIDOLON_AI_TIMEOUT),
+            budget=target if family in settings.EIDOLON_BUDGET_DEFAULTS else None,
+            timeout=timeouts.get(family, settings.EIDOLON_AI_TIMEOUT),
             retry_policy=RetryPolicy(**settings.EIDOLON_RETRY),
             retry_budget=RetryBudget(**settings.EIDOLON_RETRY_BUDGET),
             classify=classify,

@@ -30,6 +30,7 @@ from django.db.models.lookups import GreaterThan, LessThanOrEqual
 from reliability import metrics
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import BudgetExhaustedError, format_epoch
+from reliability.families import family_of
 from reliability.models import BUDGET_LIMIT_FIELDS, RateLimitBudget
 from reliability.pricing import dollars
 from reliability.ratelimit_headers import HEADER_DIMENSIONS, header_signals
@@ -96,7 +97,7 @@ def budget_defaults(name: str) -> dict[str, Any]:
     """Settings' defaults for budget ``name``; ``family:key`` budgets (one per user, say) take
     the family's."""
     defaults = settings.EIDOLON_BUDGET_DEFAULTS
-    return dict(defaults.get(name) or defaults.get(name.partition(":")[0], {}))
+    return dict(defaults.get(name) or defaults.get(family_of(name), {}))
 
 
 def get_or_create_budget(name: str) -> RateLimitBudget:
