@@ -17,7 +17,8 @@ disk            the data volume: used % and free GB                 unhealthy: n
 channel_layer   send / receive round trip (shared Redis layer)      unhealthy: not ready
 cache           set / get / delete round trip                       degraded
 workers         a task worker's heartbeat within N seconds          degraded (a warning)
-ai_api          breaker state, age of the last successful call      degraded (a warning)
+ai_api          per-model breakers: which model serves; age of      degraded (a warning)
+                each model's last successful call
 ==============  ==================================================  ======================
 """
 
@@ -44,7 +45,8 @@ from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
 from reliability.clock import SYSTEM_CLOCK, Clock, epoch_datetime
 from reliability.exceptions import format_epoch
-from reliability.models import BreakerState, CircuitBreaker, WorkerHeartbeat
+from reliability.models import BreakerState, WorkerHeartbeat
+from reliability.serving import MemberState, family_serving
 
 DATABASE = "database"
 CACHE = "cache"
@@ -339,67 +341,90 @@ class WorkerCheck(ComponentCheck):
 AI_STILL_WORKS = "pages, results and the static reviewer still work"
 
 
+def refusal(member: MemberState) -> str:
+    """Why ``member``'s breaker turns new calls away: "breaker open until …"."""
+    if member.state == BreakerState.OPEN:
+        return f"breaker open until {format_epoch(member.open_until or 0.0)}"
+    if member.state == BreakerState.HALF_OPEN:
+        return "breaker half-open: probing whether it recovered"
+    return "breaker forced open by an operator"
+
+
+def failing_for(member: MemberState, *, now: float, stale_seconds: float) -> bool:
+    """Calls to ``member`` fail and none succeeded for ``stale_seconds``; failures from before
+    its breaker last changed state (a reset, a recovery) no longer count."""
+    last_success, last_failure = member.last_success_at, member.last_failure_at
+    failing = (
+        last_failure is not None
+        and last_failure >= member.state_changed_at
+        and now - last_failure <= stale_seconds
+        and (last_success is None or last_success < last_failure)
+    )
+    return failing and (last_success is None or now - last_success > stale_seconds)
+
+
 @dataclasses.dataclass
 class AIAPICheck(ComponentCheck):
-    """The AI API, from the shared breaker and the age of the last successful call.
+    """The AI API, from the shared per-model breakers and the age of each model's last success.
 
-    No call is made. An open (or half-open, or forced-open) breaker degrades the service. While
-    calls are failing, no success for ``stale_seconds`` degrades it too; no calls at all does not
-    (an idle service is not a sick one), and failures from before the breaker last changed state
-    (an operator's reset, a recovery) no longer count.
+    No call is made. Reviews go to the first model of ``EIDOLON_AI_MODELS`` whose breaker admits
+    new calls (``reliability.serving``). The primary serving is healthy; a fallback serving
+    while the primary's breaker is open (half-open, forced open) degrades the service ("reviewing
+    on <fallback>"), and so does every model refusing. While a model's calls are failing, no
+    success for ``stale_seconds`` degrades it too; no calls at all does not (an idle service is
+    not a sick one), and failures from before a breaker last changed state (an operator's reset,
+    a recovery) no longer count.
     """
 
     component: ClassVar[str] = AI_API
 
-    breaker: str = "anthropic"
+    family: str = "anthropic"
     stale_seconds: float = from_settings("EIDOLON_HEALTH_AI_STALE_SECONDS")
     clock: Clock = dataclasses.field(default=SYSTEM_CLOCK, repr=False)
 
     def run(self) -> None:
+        now = self.clock.now()
         try:
-            row = (
-                CircuitBreaker.objects.filter(name=self.breaker)
-                .values(
-                    "state",
-                    "state_changed_at",
-                    "recovery_timeout",
-                    "last_success_at",
-                    "last_failure_at",
-                )
-                .first()
-            )
+            chain = family_serving(self.family, now=now)
         except DBError as error:
             raise unavailable("the AI breaker state could not be read") from error
-        if row is None:
+        if not any(member.exists for member in chain.members):
             self.summary = "no AI call made yet"
             return
-        now = self.clock.now()
-        state = row["state"]
-        if state == BreakerState.OPEN:
-            retry_at = format_epoch(row["state_changed_at"] + row["recovery_timeout"])
-            raise warning(f"AI breaker open until {retry_at}: AI reviews paused; {AI_STILL_WORKS}")
-        if state == BreakerState.HALF_OPEN:
+        serving = chain.serving
+        if serving is None:
+            refusals = "; ".join(f"{m.model} {refusal(m)}" for m in chain.members)
             raise warning(
-                f"AI breaker half-open: probing whether the API recovered; {AI_STILL_WORKS}"
+                f"every AI model refuses: {refusals}: AI reviews paused; {AI_STILL_WORKS}"
             )
-        if state == BreakerState.FORCED_OPEN:
-            raise warning(f"AI breaker forced open by an operator; {AI_STILL_WORKS}")
-        last_success, last_failure = row["last_success_at"], row["last_failure_at"]
-        failing = (
-            last_failure is not None
-            and last_failure >= row["state_changed_at"]
-            and now - last_failure <= self.stale_seconds
-            and (last_success is None or last_success < last_failure)
-        )
-        if failing and (last_success is None or now - last_success > self.stale_seconds):
-            raise warning(
-                f"AI calls are failing and none succeeded in the last {self.stale_seconds:g} s"
+        problems = []
+        if chain.degraded:
+            passed_over = "; ".join(
+                f"{m.model} {refusal(m)}" for m in chain.members[: chain.members.index(serving)]
             )
-        mode = "disabled by an operator" if state == BreakerState.DISABLED else state
-        if last_success is None:
-            self.summary = f"breaker {mode}; no successful call yet"
+            problems.append(f"degraded: reviewing on {serving.model} ({passed_over})")
+        failing = [
+            member.model
+            for member in chain.members
+            if member.admits and failing_for(member, now=now, stale_seconds=self.stale_seconds)
+        ]
+        if failing:
+            problems.append(
+                f"AI calls to {', '.join(failing)} are failing and none succeeded in the last "
+                f"{self.stale_seconds:g} s"
+            )
+        if problems:
+            raise warning("; ".join(problems))
+        mode = serving.state
+        if mode == BreakerState.DISABLED:
+            mode = "disabled by an operator"
+        if serving.last_success_at is None:
+            health = f"breaker {mode}; no successful call yet"
         else:
-            self.summary = f"breaker {mode}; last successful call {now - last_success:.0f} s ago"
+            health = (
+                f"breaker {mode}; last successful call {now - serving.last_success_at:.0f} s ago"
+            )
+        self.summary = f"reviewing on {serving.model}: {health}"
 
 
 def build_checks(*, clock: Clock = SYSTEM_CLOCK) -> list[ComponentCheck]:

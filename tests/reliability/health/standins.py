@@ -15,6 +15,7 @@ from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
 from reliability.breaker import admit, record
 from reliability.clock import epoch_datetime
+from reliability.families import members
 from reliability.health.checks import DATABASE, ComponentCheck, DiskUsage
 from reliability.health.report import HealthReport, build_report
 from reliability.models import HealthStatus
@@ -45,9 +46,15 @@ def reading(*, used_gb: float, free_gb: float):
     return lambda path: usage
 
 
-def fail_ai_calls(clock: FakeClock, count: int) -> None:
+def ai_breaker(position: int = 0) -> str:
+    """The breaker of the ``position``-th model of ``EIDOLON_AI_MODELS`` (0: the primary)."""
+    return members("anthropic")[position]
+
+
+def fail_ai_calls(clock: FakeClock, count: int, *, breaker: str = "") -> None:
+    """``count`` failed calls to ``breaker`` (the primary model's by default)."""
     for _ in range(count):
-        permit = admit("anthropic", clock=clock)
+        permit = admit(breaker or ai_breaker(), clock=clock)
         record(permit, BreakerVerdict.FAILURE, duration=0.1, reason="test: 529", clock=clock)
 
 

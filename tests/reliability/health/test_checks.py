@@ -16,8 +16,10 @@ from django.db.migrations.recorder import MigrationRecorder
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
 from reliability.breaker import admit, record
-from reliability.controls import breaker_force_open, breaker_reset
+from reliability.controls import breaker_disable, breaker_force_open, breaker_reset
+from reliability.exceptions import format_epoch
 from reliability.health.checks import (
+    AI_STILL_WORKS,
     AIAPICheck,
     CacheCheck,
     ChannelLayerCheck,
@@ -36,7 +38,7 @@ from reliability.health.runner import HealthRunner
 from reliability.models import BreakerState, CircuitBreaker, HealthStatus
 from reliability.outcomes import BreakerVerdict
 from tests.processes import free_port
-from tests.reliability.health.standins import GB, SECRET, fail_ai_calls, reading
+from tests.reliability.health.standins import GB, SECRET, ai_breaker, fail_ai_calls, reading
 
 
 class TestTimeBudgets:
@@ -237,50 +239,114 @@ class TestWorkerCheck:
 
 @pytest.mark.django_db
 class TestAIAPICheck:
+    """One breaker per model ("anthropic:<model>"); reviews go to the first that admits."""
+
     def test_run__healthy_before_any_call(self, clock):
         check = AIAPICheck(clock=clock)
         check.run()
         assert check.summary == "no AI call made yet"
 
-    def test_run__degraded_with_the_breaker_open_and_healthy_after_a_reset(self, clock):
-        fail_ai_calls(clock, 3)  # the seed's threshold: 3 consecutive failures
-        assert CircuitBreaker.objects.get(name="anthropic").state == BreakerState.OPEN
-        with pytest.raises(ServiceWarning, match="AI breaker open until") as caught:
-            AIAPICheck(clock=clock).run()
-        assert "static reviewer still work" in caught.value.message
-
-        clock.advance(5)
-        breaker_reset(name="anthropic", actor="ops", clock=clock)
+    def test_run__healthy_on_the_primary_naming_it(self, clock):
+        permit = admit(ai_breaker(), clock=clock)
+        record(permit, BreakerVerdict.SUCCESS, duration=0.1, clock=clock)
+        clock.advance(7)
         check = AIAPICheck(clock=clock)
         check.run()
-        assert check.summary == "breaker closed; no successful call yet"
+        assert check.summary == (
+            "reviewing on claude-sonnet-5-5: breaker closed; last successful call 7 s ago"
+        )
 
-    def test_run__degraded_when_forced_open(self, clock):
-        breaker_force_open(name="anthropic", actor="ops", clock=clock)
-        with pytest.raises(ServiceWarning, match="forced open"):
+    def test_run__degraded_on_the_fallback_with_the_primary_open_healthy_after_a_reset(self, clock):
+        fail_ai_calls(clock, 3)  # the seed's threshold: 3 consecutive failures
+        primary = CircuitBreaker.objects.get(name=ai_breaker())
+        assert primary.state == BreakerState.OPEN
+        with pytest.raises(ServiceWarning) as caught:
             AIAPICheck(clock=clock).run()
+        assert caught.value.message == (
+            "degraded: reviewing on claude-haiku-4-5 (claude-sonnet-5-5 breaker open until "
+            f"{format_epoch(primary.open_until)})"
+        )
 
-    def test_run__degraded_while_half_open(self, clock):
+        clock.advance(5)
+        breaker_reset(name=ai_breaker(), actor="ops", clock=clock)
+        check = AIAPICheck(clock=clock)
+        check.run()
+        assert check.summary == (
+            "reviewing on claude-sonnet-5-5: breaker closed; no successful call yet"
+        )
+
+    def test_run__degraded_naming_every_model_when_all_are_open(self, clock):
         fail_ai_calls(clock, 3)
-        clock.advance(CircuitBreaker.objects.get(name="anthropic").recovery_timeout + 1)
-        admit("anthropic", clock=clock)  # the probe: now half-open
-        with pytest.raises(ServiceWarning, match="half-open"):
+        fail_ai_calls(clock, 3, breaker=ai_breaker(1))
+        with pytest.raises(ServiceWarning) as caught:
             AIAPICheck(clock=clock).run()
+        message = caught.value.message
+        assert message.startswith("every AI model refuses: claude-sonnet-5-5 breaker open until")
+        assert "; claude-haiku-4-5 breaker open until" in message
+        assert message.endswith("AI reviews paused; " + AI_STILL_WORKS)
+
+    def test_run__healthy_on_the_primary_while_only_the_fallback_is_open(self, clock):
+        fail_ai_calls(clock, 3, breaker=ai_breaker(1))
+        check = AIAPICheck(clock=clock)
+        check.run()
+        assert check.summary.startswith("reviewing on claude-sonnet-5-5: breaker closed")
+
+    def test_run__degraded_on_the_fallback_when_the_primary_is_forced_open(self, clock):
+        breaker_force_open(name=ai_breaker(), actor="ops", clock=clock)
+        with pytest.raises(ServiceWarning) as caught:
+            AIAPICheck(clock=clock).run()
+        assert caught.value.message == (
+            "degraded: reviewing on claude-haiku-4-5 "
+            "(claude-sonnet-5-5 breaker forced open by an operator)"
+        )
+
+    def test_run__degraded_on_the_fallback_while_the_primary_is_half_open(self, clock):
+        fail_ai_calls(clock, 3)
+        clock.advance(CircuitBreaker.objects.get(name=ai_breaker()).recovery_timeout + 1)
+        admit(ai_breaker(), clock=clock)  # the probe: now half-open
+        with pytest.raises(ServiceWarning, match=r"reviewing on claude-haiku-4-5 .*half-open"):
+            AIAPICheck(clock=clock).run()
+
+    def test_run__a_disabled_primary_serves(self, clock):
+        breaker_disable(name=ai_breaker(), actor="ops", clock=clock)
+        check = AIAPICheck(clock=clock)
+        check.run()
+        assert check.summary == (
+            "reviewing on claude-sonnet-5-5: breaker disabled by an operator; no successful "
+            "call yet"
+        )
 
     def test_run__degraded_when_calls_fail_and_none_succeeded_recently(self, clock):
-        admit("anthropic", clock=clock)
-        CircuitBreaker.objects.filter(name="anthropic").update(failure_threshold=1000)
-        permit = admit("anthropic", clock=clock)
+        admit(ai_breaker(), clock=clock)
+        CircuitBreaker.objects.filter(name=ai_breaker()).update(failure_threshold=1000)
+        permit = admit(ai_breaker(), clock=clock)
         record(permit, BreakerVerdict.SUCCESS, duration=0.1, clock=clock)
         clock.advance(601)
         fail_ai_calls(clock, 2)
-        with pytest.raises(ServiceWarning, match="none succeeded in the last 600 s"):
+        with pytest.raises(ServiceWarning) as caught:
             AIAPICheck(clock=clock, stale_seconds=600).run()
+        assert caught.value.message == (
+            "AI calls to claude-sonnet-5-5 are failing and none succeeded in the last 600 s"
+        )
+
+    def test_run__staleness_is_per_model__a_failing_fallback_while_it_serves(self, clock):
+        fail_ai_calls(clock, 3)  # the primary opens
+        fallback = ai_breaker(1)
+        CircuitBreaker.objects.filter(name=fallback).update(failure_threshold=1000)
+        fail_ai_calls(clock, 2, breaker=fallback)
+        with pytest.raises(ServiceWarning) as caught:
+            AIAPICheck(clock=clock, stale_seconds=600).run()
+        assert caught.value.message.startswith("degraded: reviewing on claude-haiku-4-5 (")
+        assert caught.value.message.endswith(
+            "; AI calls to claude-haiku-4-5 are failing and none succeeded in the last 600 s"
+        )
 
     def test_run__an_idle_service_is_healthy_however_old_its_last_success(self, clock):
-        permit = admit("anthropic", clock=clock)
+        permit = admit(ai_breaker(), clock=clock)
         record(permit, BreakerVerdict.SUCCESS, duration=0.1, clock=clock)
         clock.advance(86_400)
         check = AIAPICheck(clock=clock, stale_seconds=600)
         check.run()
-        assert check.summary == "breaker closed; last successful call 86400 s ago"
+        assert check.summary == (
+            "reviewing on claude-sonnet-5-5: breaker closed; last successful call 86400 s ago"
+        )

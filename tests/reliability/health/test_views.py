@@ -19,6 +19,7 @@ from tests.reliability.health.standins import (
     SECRET,
     CrashingCheck,
     LeakyFailingCheck,
+    ai_breaker,
     fail_ai_calls,
 )
 
@@ -115,7 +116,7 @@ class TestHealthView:
         assert body["components"]["ai_api"]["status"] == "degraded"
         assert body["ready"] is True  # an open AI breaker never makes the service unready
         assert client.get("/health/ready").status_code == 200
-        breaker_reset(name="anthropic", actor="ops")
+        breaker_reset(name=ai_breaker(), actor="ops")
         install_health_runner()  # no cached report
         assert client.get("/health").json()["components"]["ai_api"]["status"] == "healthy"
 
