@@ -16,11 +16,13 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import structlog
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from reliability.breaker import get_or_create_breaker, transition
 from reliability.clock import SYSTEM_CLOCK, Clock, epoch_datetime
+from reliability.families import family_of, members, names_meant
 from reliability.models import (
     BUDGET_LIMIT_FIELDS,
     CONFIG_FIELDS,
@@ -134,6 +136,62 @@ OPERATOR_ACTIONS = {
 ACTIONS_BY_SLUG = {action.slug: action for action in OPERATOR_ACTIONS.values()}
 
 
+def breaker_names_meant(name: str) -> list[str]:
+    """The breakers an operator means by ``name``: a family's members (``anthropic``: one per
+    model), or the breaker itself; [] when no breaker by that name exists or is configured."""
+    meant = names_meant(name)
+    if meant != [name]:
+        return meant
+    configured = family_of(name) in settings.EIDOLON_BREAKER_DEFAULTS and (
+        name in settings.EIDOLON_BREAKER_DEFAULTS or name in members(family_of(name))
+    )
+    return meant if configured or CircuitBreaker.objects.filter(name=name).exists() else []
+
+
+def budget_names_meant(name: str) -> list[str]:
+    """As ``breaker_names_meant``, for rate-limit budgets."""
+    meant = names_meant(name)
+    if meant != [name]:
+        return meant
+    configured = family_of(name) in settings.EIDOLON_BUDGET_DEFAULTS and (
+        name in settings.EIDOLON_BUDGET_DEFAULTS or name in members(family_of(name))
+    )
+    return meant if configured or RateLimitBudget.objects.filter(name=name).exists() else []
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an action did to one breaker: moved it (``breaker``), or why not (``refusal``)."""
+
+    name: str
+    breaker: CircuitBreaker | None = None
+    refusal: str = ""
+    already: bool = False  # already in the state the action moves to: nothing recorded
+
+
+def operate_breakers(
+    action: BreakerAction,
+    *,
+    names: list[str],
+    actor: str,
+    reason: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> list[ActionResult]:
+    """``action`` on each breaker of ``names`` (a family's members, say), each on its own: one
+    that does not fit its state is reported, not raised, and the others still move."""
+    results = []
+    for name in names:
+        try:
+            breaker = action(name=name, actor=actor, reason=reason, clock=clock)
+        except AlreadyInState as error:
+            results.append(ActionResult(name, refusal=str(error), already=True))
+        except BreakerActionError as error:
+            results.append(ActionResult(name, refusal=str(error)))
+        else:
+            results.append(ActionResult(name, breaker=breaker))
+    return results
+
+
 def record_control_change(
     *,
     target: str,
@@ -226,7 +284,8 @@ def _save_tuning(
     actor: str,
     reason: str,
 ) -> dict[str, list]:
-    instance.full_clean()
+    # Tuning never renames; a family member's name ("anthropic:claude-haiku-4-5") is no slug.
+    instance.full_clean(exclude=["name"])
     with transaction.atomic():
         stored = (
             type(instance).objects.select_for_update().filter(pk=instance.pk).values(*fields).get()

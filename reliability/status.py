@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from reliability.breaker import window_stats
+from reliability.exceptions import format_epoch
 from reliability.models import (
     BUDGET_LIMIT_FIELDS,
     HEALTH_COMPONENT_FIELDS,
@@ -14,6 +15,7 @@ from reliability.models import (
     RateLimitBudget,
 )
 from reliability.ratelimit import utc_day_start
+from reliability.serving import MemberState, Serving, family_serving
 
 
 def breaker_status(breaker: CircuitBreaker, *, now: float) -> dict[str, Any]:
@@ -92,9 +94,30 @@ def budget_status(budget: RateLimitBudget, *, now: float) -> dict[str, Any]:
 
 def reliability_snapshot(*, now: float) -> dict[str, Any]:
     return {
+        "ai": family_serving("anthropic", now=now).as_dict(),
         "breakers": [breaker_status(b, now=now) for b in CircuitBreaker.objects.all()],
         "budgets": [budget_status(b, now=now) for b in RateLimitBudget.objects.all()],
     }
+
+
+def serving_line(serving: Serving) -> str:
+    """``reviewing on claude-haiku-4-5 (claude-sonnet-5-5: open until …)``: which model new
+    reviews go to, and why the ones before it are passed over."""
+    chosen = serving.serving
+    if chosen is None:
+        refusing = ", ".join(f"{m.model} {m.state}" for m in serving.members)
+        return f"no model admits reviews ({refusing or 'no model configured'})"
+    passed_over = serving.members[: serving.members.index(chosen)]
+    line = f"reviewing on {chosen.model}"
+    if passed_over:
+        line += " (" + ", ".join(_refusing(m) for m in passed_over) + ")"
+    return line
+
+
+def _refusing(member: MemberState) -> str:
+    if member.open_until is not None:
+        return f"{member.model} open until {format_epoch(member.open_until)}"
+    return f"{member.model} {member.state.replace('_', ' ')}"
 
 
 def health_components() -> list[dict[str, Any]]:

@@ -6,6 +6,10 @@ manage.py reliability breaker NAME --set FIELD=VALUE [--set FIELD=VALUE ...]
 manage.py reliability budget NAME [--rpm N] [--input-tpm N] [--output-tpm N] [--rpd N]
                                   [--window S] [--tokens-per-day N] [--tokens-per-analysis N]
                                   [--usd-per-day X] [--usd-per-analysis X] [--resume]
+
+NAME may be a family (``anthropic``, as before there were several models): the command acts on
+each member (``anthropic:<model>``, one per model of EIDOLON_AI_MODELS) and prints one line per
+member; a family's settings change for every member or, when one refuses them, for none.
 """
 
 from __future__ import annotations
@@ -20,22 +24,25 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from reliability import ratelimit
 from reliability.breaker import get_or_create_breaker
 from reliability.controls import (
     OPERATOR_ACTIONS,
-    AlreadyInState,
-    BreakerActionError,
     assign_fields,
+    breaker_names_meant,
+    budget_names_meant,
     budget_resume,
+    operate_breakers,
     save_breaker_settings,
     save_budget_limits,
 )
 from reliability.exceptions import format_epoch
-from reliability.models import CONFIG_FIELDS, PRICE_FIELDS, CircuitBreaker, RateLimitBudget
+from reliability.models import CONFIG_FIELDS, PRICE_FIELDS, CircuitBreaker
 from reliability.pricing import price_rows, price_table
-from reliability.status import reliability_snapshot
+from reliability.serving import family_serving
+from reliability.status import reliability_snapshot, serving_line
 
 BUDGET_OPTIONS = {
     "rpm": "requests_per_window",
@@ -150,10 +157,12 @@ class Command(BaseCommand):
         {"show": self.show, "breaker": self.breaker, "budget": self.budget}[subcommand](**options)
 
     def show(self, *, as_json: bool = False, **_: Any) -> None:
-        snapshot = {**reliability_snapshot(now=time.time()), "prices": price_rows(price_table())}
+        now = time.time()
+        snapshot = {**reliability_snapshot(now=now), "prices": price_rows(price_table())}
         if as_json:
             self.stdout.write(json.dumps(snapshot, indent=2, sort_keys=True, default=str))
             return
+        self.stdout.write(f"AI: {serving_line(family_serving('anthropic', now=now))}")
         self.stdout.write("Breakers")
         for breaker in snapshot["breakers"]:
             until = (
@@ -163,7 +172,7 @@ class Command(BaseCommand):
             )
             totals = breaker["totals"]
             self.stdout.write(
-                f"  {breaker['name']:<12} {breaker['state']:<12} "
+                f"  {breaker['name']:<28} {breaker['state']:<12} "
                 f"{breaker['consecutive_failures']} consecutive failures, "
                 f"{breaker['failure_rate_percent']:.0f}% of {breaker['window_calls']:.0f} calls "
                 f"failed{until}; {totals['successes']} ok / {totals['failures']} failed / "
@@ -180,7 +189,7 @@ class Command(BaseCommand):
                 else ""
             )
             self.stdout.write(
-                f"  {budget['name']:<12} {window['requests']}/{limits['requests_per_window']} req "
+                f"  {budget['name']:<28} {window['requests']}/{limits['requests_per_window']} req "
                 f"per {limits['window_seconds']:g} s, {today['requests']}/"
                 f"{limits['requests_per_day']} today, {today['tokens']} tokens and "
                 f"{spend_against_caps(today['cost_usd'], limits)} today, next slot in "
@@ -199,38 +208,50 @@ class Command(BaseCommand):
             self.stdout.write("  (none: every call is unpriced)")
 
     def breaker(self, *, name: str, reason: str, set: list[str] | None, **flags: Any) -> None:
-        known = CircuitBreaker.objects.filter(name=name).exists()
-        if not known and name not in settings.EIDOLON_BREAKER_DEFAULTS:
-            names = sorted(
+        names = breaker_names_meant(name)
+        if not names:
+            known = sorted(
                 {
                     *CircuitBreaker.objects.values_list("name", flat=True),
                     *settings.EIDOLON_BREAKER_DEFAULTS,
                 }
             )
-            raise CommandError(f"no breaker named {name!r}; known: {', '.join(names)}")
+            raise CommandError(f"no breaker named {name!r}; known: {', '.join(known)}")
         actor = operator_name()
         if set:
-            breaker = get_or_create_breaker(name)
-            with refused_as_command_error(f"breaker {name!r}"):
-                assign_fields(breaker, parse_assignments(set), allowed=CONFIG_FIELDS)
-                save_breaker_settings(breaker, actor=actor)
-            self.stdout.write(f"breaker {name}: settings saved")
+            assignments = parse_assignments(set)
+            # A family's members change together or not at all.
+            with refused_as_command_error(f"breaker {name!r}"), transaction.atomic():
+                for member in names:
+                    breaker = get_or_create_breaker(member)
+                    assign_fields(breaker, assignments, allowed=CONFIG_FIELDS)
+                    save_breaker_settings(breaker, actor=actor)
+            for member in names:
+                self.stdout.write(f"breaker {member}: settings saved")
             return
         action = next(action for action in OPERATOR_ACTIONS if flags[action])
-        try:
-            breaker = OPERATOR_ACTIONS[action](
-                name=name, actor=actor, reason=reason or f"{action.replace('_', ' ')} by {actor}"
-            )
-        except AlreadyInState as error:
-            self.stdout.write(f"{error}: nothing done, nothing recorded")
-            return
-        except BreakerActionError as error:
-            raise CommandError(str(error)) from None
-        self.stdout.write(f"breaker {name}: now {breaker.state}")
+        results = operate_breakers(
+            OPERATOR_ACTIONS[action],
+            names=names,
+            actor=actor,
+            reason=reason or f"{action.replace('_', ' ')} by {actor}",
+        )
+        for result in results:
+            if result.breaker is not None:
+                self.stdout.write(f"breaker {result.name}: now {result.breaker.state}")
+            elif result.already:
+                self.stdout.write(f"{result.refusal}: nothing done, nothing recorded")
+            elif len(results) > 1:
+                self.stdout.write(f"breaker {result.name}: refused: {result.refusal}")
+        refused = [result for result in results if result.refusal and not result.already]
+        if len(refused) == len(results) == 1:
+            raise CommandError(refused[0].refusal)
+        if len(refused) == len(results):
+            raise CommandError(f"refused for every breaker of {name!r}")
 
     def budget(self, *, name: str, resume: bool, **options: Any) -> None:
-        known = RateLimitBudget.objects.filter(name=name).exists()
-        if not known and name not in settings.EIDOLON_BUDGET_DEFAULTS:
+        names = budget_names_meant(name)
+        if not names:
             raise CommandError(f"no budget named {name!r}")
         changes = {
             field: str(options[option])
@@ -243,12 +264,16 @@ class Command(BaseCommand):
         if not changes and not resume:
             raise CommandError("nothing to do: give a limit to set (--rpm ...) or --resume")
         actor = operator_name()
-        budget = ratelimit.get_or_create_budget(name)
         if changes:
-            with refused_as_command_error(f"budget {name!r}"):
-                assign_fields(budget, changes, allowed=BUDGET_OPTIONS.values())
-                save_budget_limits(budget, actor=actor)
-            self.stdout.write(f"budget {name}: limits saved")
+            with refused_as_command_error(f"budget {name!r}"), transaction.atomic():
+                for member in names:
+                    budget = ratelimit.get_or_create_budget(member)
+                    assign_fields(budget, changes, allowed=BUDGET_OPTIONS.values())
+                    save_budget_limits(budget, actor=actor)
+            for member in names:
+                self.stdout.write(f"budget {member}: limits saved")
         if resume:
-            budget_resume(name=name, actor=actor)
-            self.stdout.write(f"budget {name}: resumed")
+            for member in names:
+                ratelimit.get_or_create_budget(member)
+                budget_resume(name=member, actor=actor)
+                self.stdout.write(f"budget {member}: resumed")
