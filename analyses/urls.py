@@ -25,7 +25,7 @@ urlpatterns = [
 operations_urlpatterns = [
     path("", views.operations_dashboard, name="dashboard"),
     path(
-        "breakers/<slug:name>/<slug:action>/",
+        "breakers/<str:name>/<slug:action>/",
         views.breaker_action_view,
         name="breaker-action",
     ),

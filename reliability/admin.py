@@ -40,6 +40,7 @@ from reliability.display import (
     time_column,
     time_with_relative,
 )
+from reliability.families import family_of, member_of, members
 from reliability.health.admin import ReadOnlyAdmin, register_health_pages
 from reliability.models import (
     BUDGET_LIMIT_FIELDS,
@@ -52,6 +53,7 @@ from reliability.models import (
     RateLimitBudget,
 )
 from reliability.ratelimit import utc_day_start
+from reliability.serving import serving_member
 from reliability.status import budget_status
 
 # The health pages: components (status, uptime, timelines), transitions, samples, heartbeats.
@@ -114,6 +116,7 @@ class OperatorControlsAdmin(admin.ModelAdmin):
 class CircuitBreakerAdmin(OperatorControlsAdmin):
     list_display = [
         "name",
+        "model_in_chain",
         "state_badge",
         "failure_rate",
         "consecutive_failures",
@@ -183,6 +186,24 @@ class CircuitBreakerAdmin(OperatorControlsAdmin):
     @admin.display(description="state", ordering="state")
     def state_badge(self, breaker: CircuitBreaker) -> str:
         return coloured_state(breaker)
+
+    @admin.display(description="model")
+    def model_in_chain(self, breaker: CircuitBreaker) -> str:
+        """A family member's model, its place in the chain and whether it serves now."""
+        family = family_of(breaker.name)
+        chain = members(family)
+        if breaker.name not in chain:
+            return "-"
+        place = chain.index(breaker.name)
+        role = "primary" if place == 0 else f"fallback {place}"
+        serving = serving_member(family, now=time.time())
+        if serving is not None and serving.name == breaker.name:
+            return format_html(
+                '{} <small class="quiet">({})</small> <strong data-serving="true">serving</strong>',
+                member_of(breaker.name),
+                role,
+            )
+        return format_html('{} <small class="quiet">({})</small>', member_of(breaker.name), role)
 
     @admin.display(description="failure rate (window)")
     def failure_rate(self, breaker: CircuitBreaker) -> str:

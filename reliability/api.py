@@ -4,7 +4,8 @@ and the breaker actions, through the same services as the admin and ``manage.py 
 Staff only (403 for other users; the site's API answers 401 to anonymous callers); the
 actions also need the permissions to change breakers and to operate the reliability controls
 (``reliability.operate_controls``), as the admin's do. An action applies to a
-breaker that exists (404 otherwise: the API never creates breakers); one that does not fit the
+breaker that exists (404 otherwise: the API never creates breakers), or to each existing member
+of a family named by the family (``anthropic``: every model's breaker); one that does not fit the
 breaker's state (enabling a closed breaker) is 409.
 """
 
@@ -19,13 +20,20 @@ from ninja import Field, ModelSchema, Path, Router, Schema
 from ninja.errors import HttpError
 from pydantic import StringConstraints
 
-from reliability.controls import ACTIONS_BY_SLUG, may_operate_controls
+from reliability.controls import (
+    ACTIONS_BY_SLUG,
+    BreakerActionError,
+    may_operate_controls,
+    operate_breakers,
+)
+from reliability.families import names_meant
 from reliability.models import HEALTH_COMPONENT_FIELDS, CircuitBreaker, HealthComponentState
 from reliability.status import breaker_status, health_components, reliability_snapshot
 
 router = Router(tags=["reliability"])
 
-BreakerName = Annotated[str, StringConstraints(pattern=r"^[-a-zA-Z0-9_]{1,64}$")]
+# A breaker (``git``, ``anthropic:claude-haiku-4-5``) or a family of them (``anthropic``).
+BreakerName = Annotated[str, StringConstraints(pattern=r"^[-a-zA-Z0-9_.:@]{1,64}$")]
 # The actions as URLs name them ("force-open").
 BreakerActionSlug = Literal[tuple(ACTIONS_BY_SLUG)]  # type: ignore[valid-type]
 
@@ -72,7 +80,37 @@ class HealthComponentOut(ModelSchema):
         fields = list(HEALTH_COMPONENT_FIELDS)
 
 
+class AIMemberOut(Schema):
+    breaker: str
+    model: str
+    state: str
+    admits: bool = Field(description="Whether its breaker admits new reviews.")
+    open_until: float | None
+
+
+class AIServingOut(Schema):
+    family: str
+    serving: str | None = Field(
+        description="The model new reviews go to: the first of the chain whose breaker admits "
+        "them; null when none does."
+    )
+    degraded: bool = Field(description="A fallback serves: the primary's breaker refuses.")
+    members: list[AIMemberOut]
+
+
+class MemberActionOut(Schema):
+    done: bool = Field(description="Whether the action moved this breaker.")
+    detail: str = Field(description="Why not, when it did not.")
+    breaker: BreakerOut
+
+
+class FamilyActionOut(Schema):
+    family: str
+    breakers: list[MemberActionOut]
+
+
 class ReliabilityOut(Schema):
+    ai: AIServingOut
     breakers: list[BreakerOut]
     budgets: list[BudgetOut]
     health: list[HealthComponentOut]
@@ -104,18 +142,40 @@ def _operate(*, user: Any, name: str, action: str) -> dict[str, Any]:
             "operating breakers needs the permissions reliability.change_circuitbreaker "
             "and reliability.operate_controls",
         )
-    if not CircuitBreaker.objects.filter(name=name).exists():
+    meant = names_meant(name)
+    existing = set(CircuitBreaker.objects.filter(name__in=meant).values_list("name", flat=True))
+    names = [member for member in meant if member in existing]
+    if not names:
         raise HttpError(404, f"no breaker named {name!r}")
     actor = user.get_username()
-    breaker = ACTIONS_BY_SLUG[action](
-        name=name, actor=actor, reason=f"{action} through the API by {actor}"
-    )
-    return breaker_status(breaker, now=time.time())
+    reason = f"{action} through the API by {actor}"
+    if meant == [name]:
+        breaker = ACTIONS_BY_SLUG[action](name=name, actor=actor, reason=reason)
+        return breaker_status(breaker, now=time.time())
+    results = operate_breakers(ACTIONS_BY_SLUG[action], names=names, actor=actor, reason=reason)
+    if all(result.refusal and not result.already for result in results):
+        raise BreakerActionError(
+            f"refused for every breaker of {name!r}: "
+            + "; ".join(result.refusal for result in results)
+        )
+    now = time.time()
+    breakers = {b.name: b for b in CircuitBreaker.objects.filter(name__in=names)}
+    return {
+        "family": name,
+        "breakers": [
+            {
+                "done": result.breaker is not None,
+                "detail": result.refusal,
+                "breaker": breaker_status(breakers[result.name], now=now),
+            }
+            for result in results
+        ],
+    }
 
 
 @router.post(
     "/breakers/{name}/{action}",
-    response={200: BreakerOut, 403: None, 404: None, 409: None},
+    response={200: BreakerOut | FamilyActionOut, 403: None, 404: None, 409: None},
     by_alias=True,
     summary="Operate a breaker",
 )
@@ -123,7 +183,9 @@ async def operate_breaker(
     request: HttpRequest, name: Path[BreakerName], action: Path[BreakerActionSlug]
 ):
     """reset (close, clear counts), force-open (reject every call), disable (admit every
-    call) or enable (end forced-open or disabled). Staff with the permissions to change
+    call) or enable (end forced-open or disabled). A family's name (``anthropic``) acts on each
+    of its members (``anthropic:<model>``, one per model) and answers with each; 409 only when
+    every member refused. Staff with the permissions to change
     breakers and to operate the reliability controls, as in the admin."""
     _require_staff(request)
     return await sync_to_async(_operate)(user=request.auth, name=name, action=action)

@@ -18,7 +18,8 @@ from reliability.models import (
     HealthComponentState,
     RateLimitBudget,
 )
-from reliability.status import breaker_status, budget_status
+from reliability.serving import family_serving
+from reliability.status import breaker_status, budget_status, serving_line
 
 UPTIME_WINDOW = dt.timedelta(hours=24)
 
@@ -93,10 +94,32 @@ def health_panel(component: HealthComponentState, *, at: dt.datetime) -> dict[st
     }
 
 
+def serving_panel(*, now: float, family: str = "anthropic") -> dict[str, Any]:
+    """Which model new reviews go to, coloured as its state: the primary's breaker state while
+    it serves, ``degraded`` while a fallback does, ``open`` when none admits."""
+    serving = family_serving(family, now=now)
+    if serving.serving is None:
+        colour = BreakerState.OPEN
+    elif serving.degraded:
+        colour = "degraded"
+    else:
+        colour = serving.serving.state
+    return {
+        **serving.as_dict(),
+        "line": serving_line(serving),
+        "colour": colour,
+        "chain": [
+            {"model": m.model, "state": m.state, "serving": m is serving.serving}
+            for m in serving.members
+        ],
+    }
+
+
 def dashboard_snapshot(*, now: float) -> dict[str, Any]:
     """Breakers, budgets and health components as the dashboard shows them at ``now``."""
     at = epoch_datetime(now)
     return {
+        "ai": serving_panel(now=now),
         "breakers": [breaker_panel(b, now=now) for b in CircuitBreaker.objects.order_by("name")],
         "budgets": [budget_panel(b, now=now) for b in RateLimitBudget.objects.order_by("name")],
         # "overall" first, then the components by name.

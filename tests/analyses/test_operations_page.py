@@ -12,7 +12,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
-from reliability.breaker import get_or_create_breaker
+from reliability.breaker import admit, get_or_create_breaker, record
+from reliability.families import members
 from reliability.models import (
     BreakerState,
     BreakerTransition,
@@ -23,6 +24,7 @@ from reliability.models import (
     HealthTransition,
     RateLimitBudget,
 )
+from reliability.outcomes import BreakerVerdict
 from tests.analyses.page_support import make_user
 from tests.anthropic_support import open_anthropic_breaker
 
@@ -218,3 +220,46 @@ class TestActions:
         client.force_login(operator)
         assert client.post("/operations/breakers/git/force-open/").status_code == 403
         assert CircuitBreaker.objects.get(name="git").state == BreakerState.CLOSED
+
+
+class TestServingModel:
+    """Which model reviews, coloured as its state; each model's breaker has its own panel."""
+
+    def _open(self, name: str) -> None:
+        get_or_create_breaker(name)
+        CircuitBreaker.objects.filter(name=name).update(failure_threshold=1, recovery_timeout=300)
+        record(admit(name), BreakerVerdict.FAILURE, duration=0.1, reason="http_529")
+
+    def test_the_fallback_serves_while_the_primarys_breaker_is_open__amber(self, operator):
+        primary, fallback = members("anthropic")
+        self._open(primary)
+        get_or_create_breaker(fallback)
+        page = signed_in(operator).get("/operations/").content.decode()
+        assert 'data-serving-model="claude-haiku-4-5" data-degraded="true"' in page
+        assert (
+            '<span class="pill state state-degraded" data-role="serving">'
+            "reviewing on claude-haiku-4-5</span>"
+        ) in page
+        assert "(claude-sonnet-5-5 open until " in page
+        assert f'data-breaker="{primary}" data-state="open"' in page
+        # Its buttons reach the member's breaker by its full name.
+        response = signed_in(operator).post(
+            f"/operations/breakers/{primary}/reset/", {"reason": "recovered"}
+        )
+        assert response.status_code == 302
+        assert CircuitBreaker.objects.get(name=primary).state == BreakerState.CLOSED
+        page = signed_in(operator).get("/operations/").content.decode()
+        assert 'data-serving-model="claude-sonnet-5-5" data-degraded="false"' in page
+        assert (
+            '<span class="pill state state-closed" data-role="serving">'
+            "reviewing on claude-sonnet-5-5</span>"
+        ) in page
+
+    def test_no_model_admits__red(self, operator):
+        for name in members("anthropic"):
+            self._open(name)
+        page = signed_in(operator).get("/operations/").content.decode()
+        assert 'data-serving-model="" data-degraded="false"' in page
+        assert (
+            '<span class="pill state state-open" data-role="serving">no model admits reviews</span>'
+        ) in page

@@ -8,7 +8,8 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 
-from reliability.breaker import admit, record
+from reliability.breaker import admit, get_or_create_breaker, record
+from reliability.families import members
 from reliability.models import (
     CONFIG_FIELDS,
     BreakerState,
@@ -108,6 +109,27 @@ class TestBreakerPages:
         assert "0% of 0 calls" in body  # counts restart with each transition
         assert "→ open (system)" in body
         assert "will retry" not in body and "20" in body  # open-until is a timestamp
+
+    def test_the_list_shows_each_models_place_in_the_chain_and_which_serves(self, operator):
+        primary, fallback = members("anthropic")
+        for name in (primary, fallback, "git"):
+            get_or_create_breaker(name)
+        CircuitBreaker.objects.filter(name=primary).update(failure_threshold=1)
+        record(admit(primary), BreakerVerdict.FAILURE, duration=0.1)
+        body = operator.get(CHANGELIST).content.decode()
+        assert 'claude-sonnet-5-5 <small class="quiet">(primary)</small></td>' in body
+        assert (
+            'claude-haiku-4-5 <small class="quiet">(fallback 1)</small> '
+            '<strong data-serving="true">serving</strong>'
+        ) in body
+        assert body.count('data-serving="true"') == 1
+
+    def test_a_models_breaker_takes_new_thresholds(self, operator):
+        breaker = get_or_create_breaker(members("anthropic")[1])
+        url = f"{CHANGELIST}{breaker.pk}/change/"
+        response = operator.post(url, self.change_form_data(breaker, failure_threshold=9))
+        assert response.status_code == 302
+        assert CircuitBreaker.objects.get(pk=breaker.pk).failure_threshold == 9
 
     def test_force_open_disable_and_enable_are_recorded_with_the_actor(self, operator):
         breaker = open_anthropic_breaker(recovery_timeout=3600)

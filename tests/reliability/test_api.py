@@ -7,7 +7,8 @@ import datetime as dt
 
 import pytest
 
-from reliability.breaker import get_or_create_breaker
+from reliability.breaker import admit, get_or_create_breaker, record
+from reliability.families import members
 from reliability.models import (
     BreakerState,
     BreakerTransition,
@@ -15,13 +16,24 @@ from reliability.models import (
     HealthComponentState,
     HealthStatus,
 )
+from reliability.outcomes import BreakerVerdict
 from reliability.ratelimit import get_or_create_budget
-from tests.anthropic_support import open_anthropic_breaker
 from tests.api_support import ANONYMOUS, caller
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 OPERATOR = ("change_circuitbreaker", "operate_controls")
+# One breaker per model of EIDOLON_AI_MODELS; "anthropic" names them all.
+PRIMARY, FALLBACK = members("anthropic")
+
+
+def open_breaker(name: str, *, recovery_timeout: float) -> None:
+    """Breaker ``name``, opened by one overloaded reply."""
+    get_or_create_breaker(name)
+    CircuitBreaker.objects.filter(name=name).update(
+        failure_threshold=1, recovery_timeout=recovery_timeout
+    )
+    record(admit(name), BreakerVerdict.FAILURE, duration=0.1, reason="http_529")
 
 
 @pytest.fixture
@@ -43,9 +55,10 @@ def member():
 
 @pytest.fixture
 def state() -> None:
-    open_anthropic_breaker(recovery_timeout=3600)
+    open_breaker(PRIMARY, recovery_timeout=3600)
+    get_or_create_breaker(FALLBACK)
     get_or_create_breaker("git")
-    get_or_create_budget("anthropic")
+    get_or_create_budget(PRIMARY)
     HealthComponentState.objects.create(
         name="database",
         status=HealthStatus.HEALTHY,
@@ -62,12 +75,20 @@ class TestState:
         assert response.status_code == 200
         body = response.json()
         breakers = {breaker["name"]: breaker for breaker in body["breakers"]}
-        assert breakers["anthropic"]["state"] == "open"
-        assert breakers["anthropic"]["last_transition"]["from"] == "closed"
-        assert breakers["anthropic"]["last_transition"]["to"] == "open"
-        assert breakers["anthropic"]["open_until"] is not None
+        assert breakers[PRIMARY]["state"] == "open"
+        assert breakers[PRIMARY]["last_transition"]["from"] == "closed"
+        assert breakers[PRIMARY]["last_transition"]["to"] == "open"
+        assert breakers[PRIMARY]["open_until"] is not None
+        assert breakers[FALLBACK]["state"] == "closed"
         assert breakers["git"]["state"] == "closed"
-        assert [budget["name"] for budget in body["budgets"]] == ["anthropic"]
+        assert [budget["name"] for budget in body["budgets"]] == [PRIMARY]
+        ai = body["ai"]
+        assert (ai["serving"], ai["degraded"]) == ("claude-haiku-4-5", True)
+        assert [(m["model"], m["state"], m["admits"]) for m in ai["members"]] == [
+            ("claude-sonnet-5-5", "open", False),
+            ("claude-haiku-4-5", "closed", True),
+        ]
+        assert ai["members"][0]["open_until"] == breakers[PRIMARY]["open_until"]
         assert body["budgets"][0]["limits"]["requests_per_window"] == 50
         assert body["health"] == [
             {
@@ -104,10 +125,10 @@ class TestBreakerActions:
     async def test_action__changes_the_state_and_records_who(
         self, operator, state, action, state_after
     ):
-        response = await operator.call("POST", f"/api/reliability/breakers/anthropic/{action}")
+        response = await operator.call("POST", f"/api/reliability/breakers/{PRIMARY}/{action}")
         assert response.status_code == 200
         assert response.json()["state"] == state_after
-        breaker = await CircuitBreaker.objects.aget(name="anthropic")
+        breaker = await CircuitBreaker.objects.aget(name=PRIMARY)
         assert breaker.state == state_after
         transition = await BreakerTransition.objects.filter(breaker=breaker).alatest("created_at")
         assert transition.actor == "olga"
@@ -123,6 +144,30 @@ class TestBreakerActions:
         assert again.status_code == 409
         assert "nothing to enable" in again.json()["detail"]
 
+    async def test_the_family_name__acts_on_each_model_and_answers_with_each(self, operator, state):
+        response = await operator.call("POST", "/api/reliability/breakers/anthropic/reset")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["family"] == "anthropic"
+        assert [
+            (item["breaker"]["name"], item["breaker"]["state"], item["done"], item["detail"])
+            for item in body["breakers"]
+        ] == [
+            (PRIMARY, "closed", True, ""),
+            (FALLBACK, "closed", False, f"breaker '{FALLBACK}' is already closed"),
+        ]
+        assert not await CircuitBreaker.objects.filter(name="anthropic").aexists()
+        forced = await operator.call("POST", "/api/reliability/breakers/anthropic/force-open")
+        assert [item["breaker"]["state"] for item in forced.json()["breakers"]] == [
+            "forced_open",
+            "forced_open",
+        ]
+
+    async def test_the_family_name__409_when_every_member_refuses(self, operator, state):
+        response = await operator.call("POST", "/api/reliability/breakers/anthropic/enable")
+        assert response.status_code == 409
+        assert response.json()["detail"].startswith("refused for every breaker of 'anthropic'")
+
     async def test_an_unknown_breaker__404_and_none_is_created(self, operator, state):
         response = await operator.call("POST", "/api/reliability/breakers/nonesuch/reset")
         assert response.status_code == 404
@@ -134,7 +179,7 @@ class TestBreakerActions:
         [
             "/api/reliability/breakers/anthropic/explode",  # not an action: 422
             "/api/reliability/breakers/anthropic/force_open",  # the URL spells it force-open: 422
-            "/api/reliability/breakers/a%20b/reset",  # not a slug: 422
+            "/api/reliability/breakers/a%20b/reset",  # not a name: 422
             "/api/reliability/breakers/a%00b/reset",  # NUL: 422
             f"/api/reliability/breakers/{'a' * 65}/reset",  # longer than a name may be: 422
         ],
@@ -147,10 +192,10 @@ class TestBreakerActions:
     async def test_staff_without_the_change_permission__403__as_in_the_admin(self, viewer, state):
         response = await viewer.call("POST", "/api/reliability/breakers/anthropic/reset")
         assert response.status_code == 403
-        assert (await CircuitBreaker.objects.aget(name="anthropic")).state == BreakerState.OPEN
+        assert (await CircuitBreaker.objects.aget(name=PRIMARY)).state == BreakerState.OPEN
 
     async def test_not_staff__403__anonymous__401(self, member, state):
         url = "/api/reliability/breakers/anthropic/reset"
         assert (await member.call("POST", url)).status_code == 403
         assert (await ANONYMOUS.call("POST", url)).status_code == 401
-        assert (await CircuitBreaker.objects.aget(name="anthropic")).state == BreakerState.OPEN
+        assert (await CircuitBreaker.objects.aget(name=PRIMARY)).state == BreakerState.OPEN
