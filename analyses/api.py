@@ -38,6 +38,7 @@ from analyses.selectors import (
     analyses_filtered,
     analysis_detail,
     analysis_for,
+    analysis_full_detail,
     card_detail,
     card_for,
     cards_filtered,
@@ -132,8 +133,9 @@ async def list_analyses(request: HttpRequest, filters: Query[AnalysisFilterIn]):
     summary="Get an analysis",
 )
 async def get_analysis(request: HttpRequest, analysis_id: Path[ObjectId]):
-    """Status, counters, percentage, waiting reason, summary and score."""
-    return analysis_detail(await in_db_thread(analysis_for, request.auth, analysis_id))
+    """Status, counters, percentage, waiting reason, summary and score, and per model the
+    units it reviewed, its requests and their cost."""
+    return await in_db_thread(analysis_full_detail, request.auth, analysis_id)
 
 
 @router.post(

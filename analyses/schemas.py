@@ -91,6 +91,20 @@ class CardStatusIn(Schema):
     status: CardStatusName
 
 
+class ModelUsageOut(BaseModel):
+    model: str
+    role: str = Field(description="primary, fallback 1, ..., rules, or other.")
+    units: int = Field(description="Functions it reviewed (cached reviews included).")
+    cached: int = Field(description="Of those, served from the result cache.")
+    requests: int = Field(description="AI requests sent to it, failed ones included.")
+    failed_requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None = Field(
+        description="US dollars its requests cost; null when a request had no price."
+    )
+
+
 class AnalysisOut(BaseModel):
     id: int
     source: str
@@ -126,6 +140,11 @@ class AnalysisOut(BaseModel):
     url: str
     events_url: str
     websocket_url: str
+    models: list[ModelUsageOut] | None = Field(
+        None,
+        description="Per model: the units it reviewed, its requests and their cost (the cost "
+        "of falling back). Only in the answer for one analysis (GET /api/analyses/{id}).",
+    )
 
 
 class CardOut(BaseModel):
@@ -149,6 +168,10 @@ class CardOut(BaseModel):
         "function, repeats merged); empty when taken as given."
     )
     status: str
+    model: str = Field(
+        description="The model that wrote it (for a cached review, the one that wrote the "
+        "cached result); rules for the offline reviewer."
+    )
     created_at: str | None
 
 

@@ -10,11 +10,19 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import BigIntegerField, Count, QuerySet
+from django.db.models import BigIntegerField, Count, Q, QuerySet, Sum
 from django.urls import reverse
 
 from analyses.events import event_dict
-from analyses.models import Analysis, AnalysisEvent, AnalysisStatus, Card, LLMCall
+from analyses.models import (
+    Analysis,
+    AnalysisEvent,
+    AnalysisStatus,
+    Card,
+    CodeUnit,
+    LLMCall,
+    UnitStatus,
+)
 from reliability.sql import Param, prepared_instances
 
 
@@ -113,6 +121,76 @@ def analysis_cost(analysis: Analysis) -> Decimal | None:
     return None if unpriced else analysis.cost_usd
 
 
+def model_role(model: str, chain: list[str]) -> str:
+    """``primary``, ``fallback 1``... by the model's place in the analysis's chain; ``rules`` for
+    the offline reviewer; ``other`` for a model no longer in it (a cached review, say)."""
+    if model in chain:
+        place = chain.index(model)
+        return "primary" if place == 0 else f"fallback {place}"
+    return "rules" if model == "rules" else "other"
+
+
+def analysis_model_usage(analysis: Analysis) -> list[dict[str, Any]]:
+    """Per model, what it did for ``analysis``: the units it reviewed (and of those, the ones
+    served from the cache), the requests sent to it (failed ones too: the primary's overloads
+    while it was failing are part of the price of falling back), their tokens and their cost
+    (None when some call had no price). The chain's models first, in order, then the others.
+    Two grouped queries, one over ``CodeUnit`` and one over ``LLMCall``."""
+    units = {
+        row["model"]: row
+        for row in CodeUnit.objects.filter(analysis_id=analysis.pk)
+        .exclude(model="")
+        .order_by()
+        .values("model")
+        .annotate(
+            reviewed=Count("id", filter=Q(status=UnitStatus.ANALYZED)),
+            cached=Count("id", filter=Q(status=UnitStatus.CACHED)),
+        )
+    }
+    calls = {
+        row["model"]: row
+        for row in LLMCall.objects.filter(analysis_id=analysis.pk)
+        .order_by()
+        .values("model")
+        .annotate(
+            requests=Count("id"),
+            failed_requests=Count("id", filter=~Q(status="ok")),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cost=Sum("cost_usd"),
+            unpriced=Count("id", filter=Q(cost_usd__isnull=True)),
+        )
+    }
+    chain = list(analysis.model_chain or [])
+    used = {*units, *calls}
+    order = [m for m in chain if m in used] + sorted(used - set(chain))
+    usage = []
+    for model in order:
+        unit_row, call_row = units.get(model, {}), calls.get(model, {})
+        cost = call_row.get("cost") or Decimal(0)
+        usage.append(
+            {
+                "model": model,
+                "role": model_role(model, chain),
+                "units": unit_row.get("reviewed", 0) + unit_row.get("cached", 0),
+                "cached": unit_row.get("cached", 0),
+                "requests": call_row.get("requests", 0),
+                "failed_requests": call_row.get("failed_requests", 0),
+                "input_tokens": call_row.get("input_tokens") or 0,
+                "output_tokens": call_row.get("output_tokens") or 0,
+                "cost_usd": None if call_row.get("unpriced") else float(cost),
+            }
+        )
+    return usage
+
+
+def analysis_full_detail(user: AbstractBaseUser | AnonymousUser, analysis_id: int) -> dict:
+    """``analysis_detail`` of the analysis ``user`` may see, with its ``models`` (their usage):
+    what the API answers for one analysis."""
+    analysis = analysis_for(user, analysis_id)
+    return {**analysis_detail(analysis), "models": analysis_model_usage(analysis)}
+
+
 def analysis_detail(analysis: Analysis) -> dict[str, Any]:
     """An analysis as clients see it: the API's answer and the WebSocket's snapshot."""
     return {
@@ -161,6 +239,7 @@ CARD_FIELDS = (
     "rule",
     "adjustment",
     "status",
+    "model",
 )
 
 

@@ -7,7 +7,8 @@ from django import template
 from django.utils.safestring import SafeString
 
 from analyses.highlighting import highlighted_excerpt
-from analyses.models import AnalysisStatus, Card, CardStatus
+from analyses.models import Analysis, AnalysisStatus, Card, CardStatus
+from analyses.selectors import analysis_model_usage
 
 register = template.Library()
 
@@ -23,6 +24,12 @@ def card_excerpt(card: Card) -> SafeString:
         line_start=card.line_start,
         line_end=card.line_end,
     )
+
+
+@register.inclusion_tag("analyses/_models.html")
+def model_usage(analysis: Analysis) -> dict:
+    """Per model, the units it reviewed, its requests and their cost (two grouped queries)."""
+    return {"models": analysis_model_usage(analysis)}
 
 
 @register.simple_tag
