@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from django.db.models import Count, Max, Sum
@@ -19,7 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from analyses.models import Analysis, AnalysisStatus, ResultCache
+from analyses.models import Analysis, AnalysisStatus, LLMCall, ResultCache
 
 T = TypeVar("T")
 
@@ -58,7 +59,7 @@ ai_api_calls_total = Counter(
 ai_api_tokens_total = Counter(
     "eidolon_ai_api_tokens_total",
     "Total tokens used",
-    ["type"],  # input, output, cache_read, cache_write
+    ["type", "model"],  # type: input, output, cache_read, cache_write
 )
 ai_findings_adjusted_total = Counter(
     "eidolon_ai_findings_adjusted_total",
@@ -69,6 +70,7 @@ ai_findings_adjusted_total = Counter(
 ai_api_latency = Histogram(
     "eidolon_ai_api_latency_seconds",
     "AI API call latency",
+    ["model"],
     buckets=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 90],
 )
 
@@ -135,7 +137,7 @@ def ai_call_status(status: str) -> str:
 def record_ai_call(record: Any) -> None:
     """One attempt (an ``LLMCallRecord``): exactly what ``LLMCall`` stores of it."""
     ai_api_calls_total.labels(status=ai_call_status(record.status), model=record.model).inc()
-    ai_api_latency.observe(record.latency_ms / 1000)
+    ai_api_latency.labels(model=record.model).observe(record.latency_ms / 1000)
     for kind, tokens in (
         ("input", record.input_tokens),
         ("output", record.output_tokens),
@@ -143,7 +145,7 @@ def record_ai_call(record: Any) -> None:
         ("cache_write", record.cache_creation_input_tokens),
     ):
         if tokens:
-            ai_api_tokens_total.labels(type=kind).inc(tokens)
+            ai_api_tokens_total.labels(type=kind, model=record.model).inc(tokens)
     for kind, count in (("clamped", record.findings_clamped), ("merged", record.findings_merged)):
         if count:
             ai_findings_adjusted_total.labels(kind=kind).inc(count)
@@ -197,9 +199,30 @@ def record_websocket_message(message: Mapping[str, Any]) -> None:
     websocket_messages_sent.labels(type=str(message.get("type", ""))[:40]).inc()
 
 
+def ai_cost_today_family(now: float) -> Metric:
+    """What each model's calls cost since 00:00 UTC, from the calls as stored (priced when made;
+    unpriced calls add nothing): the cost of falling back, per model, at scrape time."""
+    family = GaugeMetricFamily(
+        "eidolon_ai_cost_today_usd",
+        "US dollars the AI calls of each model cost today (UTC), as priced when made.",
+        labels=["model"],
+    )
+    since = datetime.fromtimestamp(now - now % 86_400, tz=UTC)
+    rows = (
+        LLMCall.objects.filter(created_at__gte=since, cost_usd__isnull=False)
+        .order_by()
+        .values_list("model")
+        .annotate(cost=Sum("cost_usd"))
+    )
+    for model, cost in rows:
+        family.add_metric([model], float(cost))
+    return family
+
+
 class AnalysesStateCollector(Collector):
     """Analyses running, the result cache's size, the longest a running analysis has gone
-    without finishing a unit: read from the database at scrape time."""
+    without finishing a unit, today's AI cost per model: read from the database at scrape
+    time."""
 
     def collect(self) -> Iterator[Metric]:
         running = Analysis.objects.filter(status=AnalysisStatus.RUNNING)
@@ -230,3 +253,4 @@ class AnalysesStateCollector(Collector):
             "The longest a running analysis has gone without finishing a unit (0: none running).",
             value=max(idle, default=0.0),
         )
+        yield ai_cost_today_family(now)

@@ -12,8 +12,9 @@ SEED_SAMPLES: Mapping[str, set[str]] = {
     "eidolon_analysis_duration_seconds_bucket": {"mode", "le"},
     "eidolon_active_analyses": set(),
     "eidolon_ai_api_calls_total": {"status", "model"},
-    "eidolon_ai_api_tokens_total": {"type"},
-    "eidolon_ai_api_latency_seconds_bucket": {"le"},
+    # Issue 15: the AI metrics carry the model that served (the seed had no model chain).
+    "eidolon_ai_api_tokens_total": {"type", "model"},
+    "eidolon_ai_api_latency_seconds_bucket": {"model", "le"},
     "eidolon_cache_operations_total": {"operation", "result"},
     "eidolon_cache_size_bytes": set(),
     "eidolon_cache_entries": set(),

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings as django_settings
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from analyses.metrics import ai_call_status
@@ -102,6 +102,15 @@ class TestAfterARealAnalysis:
         for kind, tokens in llm_totals().items():
             assert delta("eidolon_ai_api_tokens_total", type=kind) == tokens, kind
         assert llm_totals()["input"] > 0
+        # Per model (issue 15): tokens and latency by the model that answered, today's cost.
+        for model, tokens, calls, cost in LLMCall.objects.values_list("model").annotate(
+            Sum("input_tokens"), Count("id"), Sum("cost_usd")
+        ):
+            assert delta("eidolon_ai_api_tokens_total", type="input", model=model) == tokens
+            assert delta("eidolon_ai_api_latency_seconds_count", model=model) == calls
+            assert after.value("eidolon_ai_cost_today_usd", model=model) == pytest.approx(
+                float(cost or 0)
+            )
 
         # The result cache: hits as ResultCache counted them, one miss per unit reviewed.
         second = analyses[1]
