@@ -11,6 +11,7 @@ from django.test import Client
 
 from analyses.models import Analysis, Card
 from analyses.selectors import analysis_model_usage
+from reliability.models import ModelPrice
 from tests.analyses.page_support import make_analysis, make_card, make_user
 from tests.analyses.test_model_chain import (
     FALLBACK,
@@ -31,8 +32,23 @@ async def mixed_analysis(fake, root) -> Analysis:  # noqa: F811
     """Two units: the first overloads the primary twice (its guard gives up) and moves to
     the fallback; the second is the primary's."""
     await sync_to_async(model_rows)(failure_threshold=50)
+    await sync_to_async(priced)()
     fake.script("overloaded", "overloaded")
     return await analysed(root, fake, provider=chain_for(fake, max_attempts=2), concurrency=1)
+
+
+def priced() -> None:
+    """Both models priced (another test may have emptied the price table)."""
+    for prefix, input_price, output_price in (("claude-sonnet", 3, 15), ("claude-haiku", 1, 5)):
+        ModelPrice.objects.update_or_create(
+            model=prefix,
+            defaults={
+                "input_per_mtok": input_price,
+                "output_per_mtok": output_price,
+                "cache_write_per_mtok": input_price * 1.25,
+                "cache_read_per_mtok": input_price / 10,
+            },
+        )
 
 
 def staff_page(url: str) -> str:
@@ -55,7 +71,7 @@ class TestModelUsage:
         ]
         assert rows == [(PRIMARY, "primary", 1, 3, 2), (FALLBACK, "fallback 1", 1, 1, 0)]
         costs = [u["cost_usd"] for u in usage]
-        assert all(cost is not None for cost in costs)
+        assert all(cost > 0 for cost in costs)
         assert sum(costs) == pytest.approx(float(analysis.cost_usd))
         assert sum(u["input_tokens"] for u in usage) == analysis.input_tokens
 

@@ -226,7 +226,9 @@ class TestWatchingAnAnalysis:
         dashboard_violations = watch_content_security_policy(dashboard)
         log_in(dashboard, base, "operator", PASSWORD)
         dashboard.goto(f"{base}/operations/")
-        expect(dashboard.locator('[data-breaker="anthropic"]')).to_be_visible()
+        # One breaker per model ("anthropic:<model>"), and which model reviews now.
+        expect(dashboard.locator('[data-breaker^="anthropic:"]').first).to_be_visible()
+        expect(dashboard.locator("[data-role=serving]")).to_be_visible()
         expect(dashboard.locator("table.health")).to_contain_text("database")
         dashboard.screenshot(path=str(shots / "operations.png"), full_page=True)
         staff.close()

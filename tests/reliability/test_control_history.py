@@ -12,6 +12,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 
 from reliability.breaker import get_or_create_breaker
+from reliability.families import members
 from reliability.models import (
     BUDGET_LIMIT_FIELDS,
     CONFIG_FIELDS,
@@ -22,7 +23,10 @@ from reliability.models import (
     RateLimitBudget,
 )
 from reliability.ratelimit import get_or_create_budget, pause
-from tests.anthropic_support import open_anthropic_breaker
+from tests.reliability.test_reliability_command import open_breaker
+
+# The primary model's breaker and budget: "anthropic" now names every model's.
+PRIMARY = members("anthropic")[0]
 
 pytestmark = pytest.mark.django_db
 
@@ -61,7 +65,7 @@ def recorded() -> tuple[int, int]:
 
 class TestThresholdChanges:
     def test_an_admin_edit__recorded_with_old_and_new_values_and_the_actor(self, operator):
-        breaker = get_or_create_breaker("anthropic")
+        breaker = get_or_create_breaker(PRIMARY)
         data = {field: getattr(breaker, field) for field in CONFIG_FIELDS}
         old = breaker.failure_threshold
         response = operator.post(
@@ -69,31 +73,31 @@ class TestThresholdChanges:
         )
         assert response.status_code == 302
         change = ControlChange.objects.get()
-        assert (change.target, change.name, change.action) == ("breaker", "anthropic", "edit")
+        assert (change.target, change.name, change.action) == ("breaker", PRIMARY, "edit")
         assert change.changes == {"failure_threshold": [old, old + 4]}
         assert change.actor == "olga"
         page = operator.get(f"{BREAKERS}{breaker.pk}/change/").content.decode()
         assert f"failure_threshold: {old} → {old + 4}" in page
 
     def test_saving_unchanged_settings__records_nothing(self, operator):
-        breaker = get_or_create_breaker("anthropic")
+        breaker = get_or_create_breaker(PRIMARY)
         data = {field: getattr(breaker, field) for field in CONFIG_FIELDS}
         operator.post(f"{BREAKERS}{breaker.pk}/change/", data)
         assert ControlChange.objects.count() == 0
 
     def test_a_cli_edit__recorded_with_old_and_new_values_and_the_cli_actor(self):
-        breaker = get_or_create_breaker("anthropic")
+        breaker = get_or_create_breaker(PRIMARY)
         old = breaker.recovery_timeout
-        run("breaker", "anthropic", "--set", "recovery_timeout=90", "--set", "minimum_calls=7")
+        run("breaker", PRIMARY, "--set", "recovery_timeout=90", "--set", "minimum_calls=7")
         change = ControlChange.objects.get()
         assert change.changes["recovery_timeout"] == [old, 90.0]
         assert change.changes["minimum_calls"][1] == 7
         assert change.actor.startswith("cli")
 
     def test_budget_limits__from_the_cli_and_the_admin(self, operator):
-        budget = get_or_create_budget("anthropic")
+        budget = get_or_create_budget(PRIMARY)
         old_rpm = budget.requests_per_window
-        run("budget", "anthropic", "--rpm", "12")
+        run("budget", PRIMARY, "--rpm", "12")
         cli = ControlChange.objects.get()
         assert (cli.target, cli.changes) == ("budget", {"requests_per_window": [old_rpm, 12]})
         assert cli.actor.startswith("cli")
@@ -114,18 +118,18 @@ class TestThresholdChanges:
 class TestConfirmation:
     @pytest.mark.parametrize("action", ["force_open", "disable", "reset"])
     def test_without_confirming__a_confirmation_page_and_nothing_changes(self, operator, action):
-        breaker = open_anthropic_breaker(recovery_timeout=3600)
+        breaker = open_breaker(PRIMARY, recovery_timeout=3600)
         before = recorded()
         response = operator.post(BREAKERS, {"action": action, "_selected_action": [breaker.pk]})
         assert response.status_code == 200
         page = response.content.decode()
         assert 'name="reason"' in page and 'name="confirm" value="yes"' in page
-        assert "anthropic" in page
+        assert PRIMARY in page
         assert CircuitBreaker.objects.get(pk=breaker.pk).state == BreakerState.OPEN
         assert recorded() == before
 
     def test_confirming_without_a_reason__asks_again_and_nothing_changes(self, operator):
-        breaker = get_or_create_breaker("anthropic")
+        breaker = get_or_create_breaker(PRIMARY)
         response = operator.post(
             BREAKERS,
             {"action": "force_open", "_selected_action": [breaker.pk], "confirm": "yes"},
@@ -135,7 +139,7 @@ class TestConfirmation:
         assert recorded() == (0, 0)
 
     def test_confirmed_with_a_reason__acts_and_records_the_reason(self, operator):
-        breaker = get_or_create_breaker("anthropic")
+        breaker = get_or_create_breaker(PRIMARY)
         reason = "provider incident INC-42"
         operator.post(
             BREAKERS,
@@ -156,7 +160,7 @@ class TestConfirmation:
         assert "force open: closed → forced_open" in page and reason in page
 
     def test_from_the_breaker_page__back_to_it_after_confirming(self, operator):
-        breaker = get_or_create_breaker("anthropic")
+        breaker = get_or_create_breaker(PRIMARY)
         page = operator.get(f"{BREAKERS}{breaker.pk}/change/").content.decode()
         assert 'data-action="force_open"' in page and 'data-action="disable"' in page
         assert 'data-action="reset"' not in page  # closed already: nothing to reset
@@ -174,15 +178,15 @@ class TestConfirmation:
         assert response["Location"] == f"{BREAKERS}{breaker.pk}/change/"
 
     def test_enable_needs_no_confirmation(self, operator):
-        breaker = get_or_create_breaker("anthropic")
-        run("breaker", "anthropic", "--force-open", "--reason", "drill")
+        breaker = get_or_create_breaker(PRIMARY)
+        run("breaker", PRIMARY, "--force-open", "--reason", "drill")
         operator.post(BREAKERS, {"action": "enable", "_selected_action": [breaker.pk]})
         assert CircuitBreaker.objects.get(pk=breaker.pk).state == BreakerState.CLOSED
 
 
 class TestResetOfAClosedBreaker:
     def test_admin__records_nothing_new_and_says_already_closed(self, operator):
-        breaker = get_or_create_breaker("anthropic")
+        breaker = get_or_create_breaker(PRIMARY)
         before = recorded()
         response = operator.post(
             BREAKERS,
@@ -203,8 +207,8 @@ class TestResetOfAClosedBreaker:
         assert recorded() == (0, 0)
 
     def test_an_open_breaker_is_reset_as_before(self):
-        open_anthropic_breaker(recovery_timeout=3600)
-        run("breaker", "anthropic", "--reset", "--reason", "provider fixed")
+        open_breaker(PRIMARY, recovery_timeout=3600)
+        run("breaker", PRIMARY, "--reset", "--reason", "provider fixed")
         change = ControlChange.objects.get()
         assert (change.action, change.reason) == ("reset", "provider fixed")
         assert BreakerTransition.objects.latest("id").to_state == BreakerState.CLOSED
@@ -212,8 +216,8 @@ class TestResetOfAClosedBreaker:
 
 class TestHistoryPages:
     def test_the_transitions_list__each_rows_own_from_and_to(self, operator):
-        breaker = open_anthropic_breaker(recovery_timeout=3600)
-        run("breaker", "anthropic", "--reset", "--reason", "fixed")
+        breaker = open_breaker(PRIMARY, recovery_timeout=3600)
+        run("breaker", PRIMARY, "--reset", "--reason", "fixed")
         assert CircuitBreaker.objects.get(pk=breaker.pk).state == BreakerState.CLOSED
         page = operator.get("/admin/reliability/breakertransition/").content.decode()
         rows = page[page.index('id="result_list"') :].split("<tr")[2:]
@@ -222,19 +226,19 @@ class TestHistoryPages:
             for row in rows
         ]
         assert cells == [("open</", "closed"), ("closed", "open</")]
-        assert "anthropic (closed)" not in page  # not the breaker's current state
+        assert f"{PRIMARY} (closed)" not in page  # not the breaker's current state
 
     def test_a_budget_pause_reason__shown_only_while_paused(self, operator):
-        budget = get_or_create_budget("anthropic")
-        pause("anthropic", until=time.time() + 300, reason="http_429: retry-after 300 s")
+        budget = get_or_create_budget(PRIMARY)
+        pause(PRIMARY, until=time.time() + 300, reason="http_429: retry-after 300 s")
         url = f"{BUDGETS}{budget.pk}/change/"
         assert "http_429: retry-after 300 s" in operator.get(url).content.decode()
         RateLimitBudget.objects.filter(pk=budget.pk).update(paused_until=time.time() - 1)
         assert "http_429" not in operator.get(url).content.decode()  # the pause expired
 
     def test_resume__clears_the_reason_and_is_recorded(self, operator):
-        budget = get_or_create_budget("anthropic")
-        pause("anthropic", until=time.time() + 300, reason="http_429")
+        budget = get_or_create_budget(PRIMARY)
+        pause(PRIMARY, until=time.time() + 300, reason="http_429")
         operator.post(BUDGETS, {"action": "resume_now", "_selected_action": [budget.pk]})
         budget.refresh_from_db()
         assert (budget.paused_until, budget.pause_reason) == (0.0, "")

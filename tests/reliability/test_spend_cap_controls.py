@@ -12,8 +12,12 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from eidolon_site.status_strip import status_strip
+from reliability.families import members
 from reliability.models import ControlChange, RateLimitBudget
 from reliability.ratelimit import charge_spend, get_or_create_budget
+
+# The primary model's breaker and budget: "anthropic" now names every model's.
+PRIMARY = members("anthropic")[0]
 
 pytestmark = pytest.mark.django_db
 
@@ -26,24 +30,24 @@ def run(*args: str) -> str:
 
 class TestSpendCapControls:
     def test_cli__sets_both_caps__history_keeps_exact_dollars(self):
-        run("budget", "anthropic", "--usd-per-day", "5", "--usd-per-analysis", "0.05")
+        run("budget", PRIMARY, "--usd-per-day", "5", "--usd-per-analysis", "0.05")
 
-        budget = RateLimitBudget.objects.get(name="anthropic")
+        budget = RateLimitBudget.objects.get(name=PRIMARY)
         assert (budget.usd_per_day, budget.usd_per_analysis) == (Decimal(5), Decimal("0.05"))
-        change = ControlChange.objects.get(name="anthropic", action="edit")
+        change = ControlChange.objects.get(name=PRIMARY, action="edit")
         assert change.changes["usd_per_analysis"] == [None, "0.05"]
 
-        run("budget", "anthropic", "--usd-per-day", "0")
-        assert RateLimitBudget.objects.get(name="anthropic").usd_per_day is None
+        run("budget", PRIMARY, "--usd-per-day", "0")
+        assert RateLimitBudget.objects.get(name=PRIMARY).usd_per_day is None
 
     def test_cli__refuses_a_negative_cap(self):
-        get_or_create_budget("anthropic")
+        get_or_create_budget(PRIMARY)
         with pytest.raises(CommandError, match="usd_per_day"):
-            run("budget", "anthropic", "--usd-per-day", "-1")
+            run("budget", PRIMARY, "--usd-per-day", "-1")
 
     def test_show__spend_against_the_caps(self):
-        run("budget", "anthropic", "--usd-per-day", "5", "--usd-per-analysis", "0.05")
-        charge_spend("anthropic", cost_usd=Decimal("1.2345"))
+        run("budget", PRIMARY, "--usd-per-day", "5", "--usd-per-analysis", "0.05")
+        charge_spend(PRIMARY, cost_usd=Decimal("1.2345"))
 
         text = run("show")
         snapshot = json.loads(run("show", "--json"))
@@ -55,8 +59,8 @@ class TestSpendCapControls:
         assert budget["today"]["cost_usd"] == pytest.approx(1.2345)
 
     def test_admin_and_strip__spend_of_the_cap_today(self, client):
-        run("budget", "anthropic", "--usd-per-day", "5")
-        charge_spend("anthropic", cost_usd=Decimal("1.5"))
+        run("budget", PRIMARY, "--usd-per-day", "5")
+        charge_spend(PRIMARY, cost_usd=Decimal("1.5"))
         admin = User.objects.create_superuser("root", "root@example.com", "pw")
         client.force_login(admin)
 
