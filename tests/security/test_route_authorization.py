@@ -149,7 +149,7 @@ ROUTE_RULES: dict[str, list[Rule]] = {
         )
     ],
     "operations/ [dashboard]": [Rule(STAFF, "/operations/")],
-    "operations/breakers/<slug:name>/<slug:action>/ [breaker-action]": [
+    "operations/breakers/<str:name>/<slug:action>/ [breaker-action]": [
         Rule(
             OPERATOR, "/operations/breakers/{breaker}/disable/", "POST", {"reason": "audit"}, (302,)
         )
