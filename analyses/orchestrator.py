@@ -299,6 +299,7 @@ async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
                     "source": run.analysis.source,
                     "provider": run.provider.name,
                     "model": run.provider.model,
+                    "models": getattr(run.provider, "models", [run.provider.model]),
                     "files": parsed.files_seen,
                     "file_errors": len(file_errors),
                     "functions_total": run.analysis.functions_total,
