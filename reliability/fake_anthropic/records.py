@@ -99,7 +99,8 @@ def counts_by_model(records: Iterable[RequestRecord]) -> dict[str, dict[str, int
     for record in records:
         model = record.model if isinstance(record.model, str) else NO_MODEL
         per_outcome = counts.setdefault(model, {})
-        per_outcome[record.fault] = per_outcome.get(record.fault, 0) + 1
+        outcome = str(record.fault)  # a plain string, not the enum, for printing and JSON
+        per_outcome[outcome] = per_outcome.get(outcome, 0) + 1
     return counts
 
 
