@@ -15,7 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -274,12 +274,13 @@ class TestPrimaryOverloaded:
         assert len(first_window) <= THRESHOLD + CONCURRENCY - 1
         assert all(len(received_in(primary, *window)) <= PROBES for window in windows)
         assert len(windows) >= int(self.OUTAGE / self.RECOVERY) - 1
-        assert all(r.fault == "overloaded" for r in received_in(primary, began, ended))
+        # (A request received just before ``ended`` may have read the config after it.)
+        outage = received_in(primary, began, ended - timedelta(milliseconds=50))
+        assert {r.fault for r in outage} == {"overloaded"}
 
         # During the outage, once the primary's breaker was open, every review went to the
-        # fallback.
-        # (A unit finishes a moment after its reply: the primary finished what it had been
-        # asked before the outage began.)
+        # fallback (a unit finishes a moment after its reply: the primary only finished what
+        # it had been asked before the outage began).
         during = [u for u in units if opened_at < u["finished_at"] < ended]
         assert len(during) >= 5, f"{len(during)} units reviewed during the outage: too few to tell"
         late = [u for u in during if u["model"] != FALLBACK]
