@@ -44,6 +44,12 @@ class AnalysisForm(forms.Form):
         help_text="Branch, tag or full commit SHA (git URLs only; default: the default branch).",
     )
     provider = forms.ChoiceField(label="Reviewer", widget=forms.RadioSelect)
+    upgrade_fallback_reviews = forms.BooleanField(
+        label="Upgrade fallback reviews",
+        required=False,
+        help_text="Review again with the primary model the functions a fallback model reviewed "
+        "before (otherwise their cached reviews are used).",
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -83,8 +83,20 @@ def provider_for(analysis: Analysis) -> Provider:
     if analysis.provider == "static":
         return StaticProvider()
     from analyses.providers.anthropic import AnthropicProvider
+    from analyses.providers.chain import ModelChainProvider
 
-    return AnthropicProvider.from_settings()
+    models = analysis.model_chain or [analysis.model or settings.EIDOLON_AI_MODEL]
+    return ModelChainProvider(
+        [AnthropicProvider.from_settings(model=model) for model in models],
+        slot_wait=settings.EIDOLON_AI_MODEL_SLOT_WAIT,
+    )
+
+
+def cache_models(provider: Provider, *, upgrade_fallback_reviews: bool) -> list[str]:
+    """The models whose cached reviews a run takes, preferred first: any of the chain's, or
+    only the primary's when fallback reviews are to be upgraded (reviewed again)."""
+    models = getattr(provider, "models", [provider.model])
+    return models[:1] if upgrade_fallback_reviews else list(models)
 
 
 class _Stopped(Exception):
@@ -287,6 +299,7 @@ async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
                     "source": run.analysis.source,
                     "provider": run.provider.name,
                     "model": run.provider.model,
+                    "models": getattr(run.provider, "models", [run.provider.model]),
                     "files": parsed.files_seen,
                     "file_errors": len(file_errors),
                     "functions_total": run.analysis.functions_total,
@@ -300,16 +313,17 @@ async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
     if calls_api:
         graph = build_call_graph(units)
         by_id = {unit.id: unit for unit in units}
+        models = cache_models(
+            run.provider, upgrade_fallback_reviews=run.analysis.upgrade_fallback_reviews
+        )
         for item in work:
             item.context = context_for(item.unit, graph=graph, units_by_id=by_id)
-            item.cache_key = store.cache_key(
-                provider=run.provider.name,
-                model=run.provider.model,
-                prompt_version=run.provider.prompt_version,
-                context_hash=unit_context_hash(item.unit, item.context),
-            )
+            reviewed = unit_context_hash(item.unit, item.context)
+            item.cache_keys = {model: _cache_key(run, model, reviewed) for model in models}
         # One query tells which units were reviewed before; only those look the cache up.
-        run.cached_keys = await sync_to_async(store.cached_keys)([item.cache_key for item in work])
+        run.cached_keys = await sync_to_async(store.cached_keys)(
+            [key for item in work for key in item.cache_keys.values()]
+        )
     queue = run.queue = UnitQueue(work)
 
     async def review_next() -> None:
@@ -353,45 +367,65 @@ async def _workspace(run: AnalysisRun) -> AsyncIterator[Path]:
         yield repository.path
 
 
+def _cache_key(run: AnalysisRun, model: str, context_hash: str) -> str:
+    return store.cache_key(
+        provider=run.provider.name,
+        model=model,
+        prompt_version=run.provider.prompt_version,
+        context_hash=context_hash,
+    )
+
+
 async def _review_unit(run: AnalysisRun, work: UnitWork) -> None:
     unit, code_unit_id = work.unit, work.code_unit_id
     run.current_unit = unit.qualname
-    if work.cache_key in run.cached_keys:
+    cached_by = [model for model, key in work.cache_keys.items() if key in run.cached_keys]
+    for model in cached_by:
         lookup = analysis_metrics.counted_cache_get(store.cache_lookup)
-        cached = await sync_to_async(lookup)(work.cache_key, unit=unit)
+        cached = await sync_to_async(lookup)(work.cache_keys[model], unit=unit)
         if cached is not None:
-            record_outcome(run, code_unit_id, unit, UnitStatus.CACHED, cached)
+            record_outcome(run, code_unit_id, unit, UnitStatus.CACHED, cached, model=model)
             return
-    elif work.cache_key is not None and not work.deferrals:
+    if work.cache_keys and not cached_by and not work.deferrals:
         analysis_metrics.record_cache_miss()
-    findings = await _review(run, work)
-    if findings is None:
+    reviewed = await _review(run, work)
+    if reviewed is None:
         return
-    if work.cache_key is not None:
+    findings, model = reviewed
+    if key := work.cache_keys.get(model) or _key_beyond_chain(run, work, model):
         # Cached at once (so a crash before the batch is written does not pay for it again),
         # without holding this worker up.
         task = asyncio.create_task(
             sync_to_async(analysis_metrics.counted_cache_set(store.cache_store))(
-                work.cache_key,
+                key,
                 unit=unit,
                 findings=findings,
                 provider=run.provider.name,
-                model=run.provider.model,
+                model=model,
                 prompt_version=run.provider.prompt_version,
             )
         )
         run.background.add(task)
         task.add_done_callback(run.background.discard)
     run.queue.finished(work)
-    record_outcome(run, code_unit_id, unit, UnitStatus.ANALYZED, findings)
+    record_outcome(run, code_unit_id, unit, UnitStatus.ANALYZED, findings, model=model)
 
 
-async def _review(run: AnalysisRun, work: UnitWork) -> list[Finding] | None:
+def _key_beyond_chain(run: AnalysisRun, work: UnitWork, model: str) -> str | None:
+    """The cache key of a review by a fallback whose results this run does not take (fallback
+    reviews upgraded): stored all the same, for runs that do take them."""
+    if not work.cache_keys or model == StaticProvider.model:
+        return None
+    return _cache_key(run, model, unit_context_hash(work.unit, work.context))
+
+
+async def _review(run: AnalysisRun, work: UnitWork) -> tuple[list[Finding], str] | None:
     """Review one unit; the guard waits out an open breaker or a full budget while the deadline
     allows (unless the analysis falls back to the offline rules while the AI is unavailable).
 
-    Returns the findings, or None after putting the unit off (a transient failure: it goes to
-    the back of the queue) or recording it as failed (a permanent one).
+    Returns the findings and the model that wrote them, or None after putting the unit off (a
+    transient failure: it goes to the back of the queue) or recording it as failed (a permanent
+    one).
     """
     unit, code_unit_id = work.unit, work.code_unit_id
 
@@ -417,7 +451,7 @@ async def _review(run: AnalysisRun, work: UnitWork) -> list[Finding] | None:
         result = await run.provider.review(request)
     except CircuitOpenError as error:
         if run.analysis.fallback_to_static:
-            return (await StaticProvider().review(request)).findings
+            return (await StaticProvider().review(request)).findings, StaticProvider.model
         reason = f"not reviewed: {error}"
     except (BudgetExhaustedError, DeadlineExceededError) as error:
         reason = f"not reviewed: {error}"
@@ -427,7 +461,7 @@ async def _review(run: AnalysisRun, work: UnitWork) -> list[Finding] | None:
             return None
         reason = error.reason
     else:
-        return result.findings
+        return result.findings, result.model
     if work.deferrals:
         reason = f"{reason} ({work.history()})"
     run.queue.finished(work)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from analyses.parsing import ContextSnippet, Unit
 
@@ -22,7 +22,9 @@ class UnitWork:
     unit: Unit
     code_unit_id: int
     context: Sequence[ContextSnippet] = ()
-    cache_key: str | None = None
+    # The cache keys of the unit's review by each model the run may take a result from, in the
+    # order it prefers them (the primary first); empty without a cache.
+    cache_keys: dict[str, str] = field(default_factory=dict)
     deferrals: int = 0  # reviews that gave up on a transient failure
     requests: int = 0  # requests those reviews made
     last_reason: str = ""  # why the last one gave up, for the user

@@ -57,6 +57,11 @@ class AnalysisIn(Schema):
         description="Who reviews: Claude, or the offline rules (default: Claude when a key "
         "is configured).",
     )
+    upgrade_fallback_reviews: bool = Field(
+        False,
+        description="Review again with the primary model the functions whose cached review a "
+        "fallback model wrote (default: a fallback's cached review is used as it is).",
+    )
 
 
 class PageIn(Schema):

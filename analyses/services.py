@@ -133,6 +133,7 @@ def analysis_create(
     concurrency: int | None = None,
     allow_any_path: bool = False,
     fallback_to_static: bool | None = None,
+    upgrade_fallback_reviews: bool = False,
     max_duration: float | None = None,
     created_by=None,
 ) -> Analysis:
@@ -150,6 +151,7 @@ def analysis_create(
     return _store(
         request,
         fallback_to_static=fallback_to_static,
+        upgrade_fallback_reviews=upgrade_fallback_reviews,
         max_duration=max_duration,
         created_by=created_by,
     )
@@ -159,6 +161,7 @@ def _store(
     request: ValidRequest,
     *,
     fallback_to_static: bool | None = None,
+    upgrade_fallback_reviews: bool = False,
     max_duration: float | None = None,
     created_by=None,
 ) -> Analysis:
@@ -171,6 +174,8 @@ def _store(
         allow_any_path=request.allow_any_path,
         provider=provider,
         model=settings.EIDOLON_AI_MODEL if provider == "anthropic" else "rules",
+        model_chain=list(settings.EIDOLON_AI_MODELS) if provider == "anthropic" else [],
+        upgrade_fallback_reviews=upgrade_fallback_reviews,
         concurrency=request.concurrency,
         fallback_to_static=(
             settings.EIDOLON_AI_FALLBACK_STATIC
@@ -210,6 +215,7 @@ def analysis_submit(
     source: str,
     ref: str | None = None,
     provider: str | None = None,
+    upgrade_fallback_reviews: bool = False,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Analysis:
     """A user's submission (web form or API): checked first (a typo costs no submission), then
@@ -222,7 +228,9 @@ def analysis_submit(
     request = analysis_request_check(source=source, ref=ref, provider=provider)
     submission_admit(user=user, clock=clock)
     with transaction.atomic():
-        analysis = _store(request, created_by=user)
+        analysis = _store(
+            request, upgrade_fallback_reviews=upgrade_fallback_reviews, created_by=user
+        )
         analysis_enqueue(analysis)
     return analysis
 

@@ -46,6 +46,8 @@ from benchmarks.common import ROOT, child_environment, run_json_child, scratch_d
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 LATENCY_S = 0.2
 ROOMY = {
+    # One model, so that the budget measured is the only one (a chain would spill to the next).
+    "EIDOLON_AI_MODELS": "claude-sonnet-5-5",
     "EIDOLON_AI_RPM": "1000000",
     "EIDOLON_AI_INPUT_TPM": "1000000000",
     "EIDOLON_AI_OUTPUT_TPM": "1000000000",

@@ -209,6 +209,17 @@ def confirm(permit: Permit, *, clock: Clock = SYSTEM_CLOCK) -> None:
     _reject(row, retry_at=None, detail="forced open by an operator")
 
 
+def refuse_if_open(name: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Raise ``CircuitOpenError`` when breaker ``name`` would refuse a call now (open within its
+    recovery timeout, or forced open); admits nothing and changes no state otherwise."""
+    row = _admission_row(name, clock)
+    if row["state"] == BreakerState.FORCED_OPEN:
+        _reject(row, retry_at=None, detail="forced open by an operator")
+    retry_at = row["state_changed_at"] + row["recovery_timeout"]
+    if row["state"] == BreakerState.OPEN and clock.now() < retry_at:
+        _reject(row, retry_at=retry_at)
+
+
 def _admit_in_state(row: dict[str, Any], *, clock: Clock) -> Permit:
     state = row["state"]
     if state in FREE_STATES:

@@ -14,6 +14,7 @@ loop ends).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import random
 import weakref
@@ -38,6 +39,7 @@ from reliability.exceptions import (
 from reliability.families import family_of, member_of
 from reliability.outcomes import SUCCESS, BreakerVerdict, Outcome, classify_exception
 from reliability.retry import RetryBudget, RetryPolicy
+from reliability.waits import Wait
 
 logger = structlog.get_logger(__name__)
 
@@ -57,24 +59,6 @@ class TokenEstimate:
     input_tokens: int
     output_tokens: int
     cost_usd: Decimal | None = None  # the tokens at the model's price (None: unpriced)
-
-
-@dataclass(frozen=True)
-class Wait:
-    """Why and until when a guarded call is waiting, for progress reports."""
-
-    reason: str  # "breaker", "rate_budget", "retry_backoff" or "retry_budget"
-    until: float
-    target: str = ""  # who is waited for, as users know it ("AI", "git")
-
-    def describe(self) -> str:
-        if self.reason == "breaker":
-            return f"{self.target} circuit open until {format_epoch(self.until)}".lstrip()
-        what = {
-            "rate_budget": "the rate budget",
-            "retry_budget": "the retry budget to allow another retry",
-        }.get(self.reason, "a retry")
-        return f"waiting for {what} until {format_epoch(self.until)}"
 
 
 @dataclass
@@ -127,10 +111,21 @@ class _Call(Generic[T]):
     wait_for_budget: bool
     on_wait: Callable[[Wait], None] | None
     on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None
+    max_slot_wait: float | None = None
 
     @property
     def deadline(self) -> float | None:
         return self.ask.deadline
+
+    def ask_at(self, now: float) -> ratelimit.Ask:
+        """The budget's ask for an attempt starting ``now``: with ``max_slot_wait``, a slot
+        later than that is refused rather than waited for."""
+        if self.max_slot_wait is None:
+            return self.ask
+        latest = now + self.max_slot_wait
+        if self.deadline is not None:
+            latest = min(latest, self.deadline)
+        return dataclasses.replace(self.ask, deadline=latest)
 
 
 class Guard:
@@ -177,6 +172,7 @@ class Guard:
         on_wait: Callable[[Wait], None] | None = None,
         on_attempt: Callable[[AttemptReport], Awaitable[None] | None] | None = None,
         deferred: bool = False,
+        max_slot_wait: float | None = None,
     ) -> T:
         """Call ``fn`` under the breaker, budget, timeout and retry policy; return its result.
 
@@ -189,6 +185,9 @@ class Guard:
         ``deferred``: this call repeats one that gave up on transient failures. It is a retry,
         not new work: it takes a retry from the retry budget, waiting until the budget has one,
         so that repeating calls during an outage never multiplies the traffic.
+
+        ``max_slot_wait``: refuse (``BudgetExhaustedError``) rather than wait longer than this
+        for a rate-budget slot, so the caller may go elsewhere (another model).
         """
         tokens = estimate or TokenEstimate(0, 0)
         ask = ratelimit.Ask(
@@ -199,7 +198,10 @@ class Guard:
             estimated_cost_usd=tokens.cost_usd,
             analysis_spent_usd=analysis_spent_usd,
         )
-        call = _Call(fn, ask, wait_for_breaker, wait_for_budget, on_wait, on_attempt)
+        call = _Call(fn, ask, wait_for_breaker, wait_for_budget, on_wait, on_attempt, max_slot_wait)
+        if deferred and not wait_for_breaker:
+            # Refused anyway: do not wait for a retry the breaker would not let through.
+            await in_db_thread(breaker.refuse_if_open, self.target, clock=self.clock)
         if deferred:
             await self._wait_for_retry_budget(call)
         else:
@@ -256,7 +258,7 @@ class Guard:
         return wait
 
     async def _attempt(self, call: _Call[T], number: int) -> T:
-        permit, reservation = await self._admit_and_reserve(call.ask)
+        permit, reservation = await self._admit_and_reserve(call.ask_at(self.clock.now()))
         attempt: Attempt | None = None
         started = self.clock.monotonic()
         try:

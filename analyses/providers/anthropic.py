@@ -69,6 +69,7 @@ from analyses.providers.prompt import (
     system_parameter,
 )
 from reliability.exceptions import CallTimeoutError
+from reliability.families import member_name
 from reliability.guard import Attempt, AttemptReport, Guard, TokenEstimate, guard_for
 from reliability.outcomes import Outcome
 from reliability.output_estimate import OutputTokenEstimate, output_estimate_for
@@ -165,7 +166,7 @@ class AnthropicProvider:
             system_prompt,
             min_tokens=prompt_cache_min_tokens or min_cacheable_tokens(model),
         )
-        self.guard = guard if guard is not None else guard_for("anthropic")
+        self.guard = guard if guard is not None else guard_for(model_target(model))
         self._api_key = api_key
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
@@ -174,17 +175,21 @@ class AnthropicProvider:
         self._price_read_at: float | None = None
 
     @classmethod
-    def from_settings(cls, *, guard: Guard | None = None) -> AnthropicProvider:
-        """A provider configured from ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL`` and settings."""
+    def from_settings(
+        cls, *, guard: Guard | None = None, model: str | None = None
+    ) -> AnthropicProvider:
+        """A provider configured from ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL`` and settings,
+        for ``model`` (by default the primary) behind its own guard, ``anthropic:<model>``."""
         api_key = settings.ANTHROPIC_API_KEY
         if not api_key:
             raise ImproperlyConfigured(
                 "ANTHROPIC_API_KEY is not set: the anthropic provider cannot review code"
             )
+        model = model or getattr(settings, "EIDOLON_AI_MODEL", DEFAULT_MODEL)
         return cls(
             api_key=api_key,
             base_url=settings.ANTHROPIC_BASE_URL,
-            model=getattr(settings, "EIDOLON_AI_MODEL", DEFAULT_MODEL),
+            model=model,
             max_tokens=getattr(settings, "EIDOLON_AI_MAX_TOKENS", DEFAULT_MAX_TOKENS),
             timeout=settings.EIDOLON_AI_TIMEOUT,
             guard=guard,
@@ -254,6 +259,7 @@ class AnthropicProvider:
                 on_wait=request.on_wait,
                 on_attempt=call.record,
                 deferred=request.deferred and purpose == "review",
+                max_slot_wait=request.max_slot_wait,
             )
         except _API_FAILURES as exc:
             last = exchange.last_report
@@ -441,6 +447,11 @@ class _GuardedCall:
 # Failures of the call itself, once the guard has given up on them. The guard's refusals
 # (circuit open, budget exhausted, deadline) are not among them: the caller handles those.
 _API_FAILURES = (anthropic.AnthropicError, CallTimeoutError, json.JSONDecodeError)
+
+
+def model_target(model: str) -> str:
+    """The breaker and rate budget of ``model``: each model's capacity is its own."""
+    return member_name("anthropic", model)
 
 
 def _status_label(exc: anthropic.APIStatusError) -> str:

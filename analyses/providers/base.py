@@ -55,6 +55,8 @@ class ReviewRequest:
     # An earlier review of this unit gave up on transient faults: this one is a retry, paid
     # from the retry budget (waiting until it has one), not new work.
     deferred: bool = False
+    # Refuse rather than wait longer than this for a rate-budget slot (another model may have one).
+    max_slot_wait: float | None = None
 
 
 @dataclass(frozen=True)

@@ -80,15 +80,22 @@ def write_repositories(root: Path, function_counts: Sequence[int]) -> list[Path]
     ]
 
 
+# The drills prove the breakers, budgets and workers of one model (the model chain has tests of its
+# own): every process of a drill, the test's included (``tests/chaos/conftest.py``), reviews with
+# this model alone.
+DRILL_MODEL = "claude-sonnet-5-5"
+DRILL_TARGET = f"anthropic:{DRILL_MODEL}"
+
+
 def anthropic_controls(*, breaker: Mapping[str, Any], budget: Mapping[str, Any]) -> None:
-    """The ``anthropic`` breaker and budget rows, tuned for a drill (model defaults otherwise;
+    """The drill model's breaker and budget rows, tuned for a drill (model defaults otherwise;
     tokens roomy unless ``budget`` says)."""
     now = time.time()
     CircuitBreaker.objects.create(
-        name="anthropic", state_changed_at=now, window_started_at=now, **breaker
+        name=DRILL_TARGET, state_changed_at=now, window_started_at=now, **breaker
     )
     RateLimitBudget.objects.create(
-        name="anthropic",
+        name=DRILL_TARGET,
         **{
             "input_tokens_per_window": 10**9,
             "output_tokens_per_window": 10**9,
@@ -212,6 +219,7 @@ class Fleet:
         env = subprocess_environment(
             ANTHROPIC_API_KEY=API_KEY,
             ANTHROPIC_BASE_URL=self.fake_url,
+            EIDOLON_AI_MODELS=DRILL_MODEL,
             EIDOLON_SOURCE_ROOTS=str(self.source_root),
             EIDOLON_LOG_LEVEL="WARNING",
             **self.settings,
@@ -316,7 +324,7 @@ def units_without_result(analysis_ids: Iterable[int]) -> list[str]:
     ]
 
 
-def breaker_transitions(name: str = "anthropic") -> list[tuple[float, str, str, str]]:
+def breaker_transitions(name: str = DRILL_TARGET) -> list[tuple[float, str, str, str]]:
     """(epoch seconds, from, to, reason) of each transition of breaker ``name``, in order."""
     return [
         (created_at.timestamp(), from_state, to_state, reason)
