@@ -223,10 +223,11 @@ class TestPrimaryOverloaded:
         analysis = await new_analysis(
             write_undocumented_project(tmp_path, functions=self.FUNCTIONS)
         )
-        run = asyncio.create_task(run_analysis(analysis.pk))
-        await asyncio.to_thread(fake.wait_for_requests, 6, timeout=30)
+        # The outage starts with the run: a success of the primary in flight when it began
+        # would reset the breaker's count of consecutive failures, and blur its bound.
         fake.configure(model_fault_rates={PRIMARY: OVERLOADED})
         began = datetime.now(UTC)  # every request the fake receives from now gets a 529
+        run = asyncio.create_task(run_analysis(analysis.pk))
         await asyncio.sleep(self.OUTAGE)
         ended = datetime.now(UTC)  # and every one before this did
         fake.configure(model_fault_rates={})
@@ -279,13 +280,10 @@ class TestPrimaryOverloaded:
         assert {r.fault for r in outage} == {"overloaded"}
 
         # During the outage, once the primary's breaker was open, every review went to the
-        # fallback (a unit finishes a moment after its reply: the primary only finished what
-        # it had been asked before the outage began).
+        # fallback.
         during = [u for u in units if opened_at < u["finished_at"] < ended]
         assert len(during) >= 5, f"{len(during)} units reviewed during the outage: too few to tell"
-        late = [u for u in during if u["model"] != FALLBACK]
-        assert all(answered(fake, u["qualname"], PRIMARY, before=began) for u in late), late
-        assert len(late) <= CONCURRENCY
+        assert {u["model"] for u in during} == {FALLBACK}
         ok_requests = [r for r in review_requests(fake) if r.fault == "ok"]
         assert {r.model for r in received_in(ok_requests, opened_at, ended)} == {FALLBACK}
 
@@ -306,7 +304,7 @@ class TestPrimaryOverloaded:
             assert counts["llm_calls_ok"][model] == stats[model].get("ok", 0), model
         assert counts["units"][PRIMARY] > 0 and counts["units"][FALLBACK] > 0
         assert sum(counts["units"].values()) == self.FUNCTIONS
-        assert counts["units"][FALLBACK] >= len(during) - CONCURRENCY
+        assert counts["units"][FALLBACK] >= len(during)
         assert set(counts["cards"]) == set(MODELS)
         assert not await sync_to_async(cards_disagreeing_with_their_unit)(analysis.pk)
         assert analysis.llm_requests == len(review_requests(fake))
