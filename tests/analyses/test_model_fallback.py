@@ -25,6 +25,7 @@ from django.test import override_settings
 import reliability.guard
 from analyses.models import Analysis, AnalysisStatus, Card, CodeUnit, LLMCall, UnitStatus
 from analyses.orchestrator import run_analysis
+from analyses.providers.anthropic import model_target
 from analyses.review_responder import review_responder
 from analyses.services import analysis_create
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig, RequestRecord
@@ -45,16 +46,12 @@ RETRY = {"max_attempts": 4, "base_delay": 0.05, "max_delay": 0.5}
 RETRY_BUDGET = {"ratio": 0.2, "window": 3.0, "min_retries": 3}
 
 
-def target(model: str) -> str:
-    return f"anthropic:{model}"
-
-
 def tune_models(*, recovery: float, probes: int = PROBES) -> None:
     """Each model's breaker (threshold, recovery, probes as the test says) and a roomy budget."""
     now = time.time()
     for model in MODELS:
         CircuitBreaker.objects.update_or_create(
-            name=target(model),
+            name=model_target(model),
             defaults={
                 "failure_threshold": THRESHOLD,
                 "recovery_timeout": recovery,
@@ -66,7 +63,7 @@ def tune_models(*, recovery: float, probes: int = PROBES) -> None:
             },
         )
         RateLimitBudget.objects.update_or_create(
-            name=target(model),
+            name=model_target(model),
             defaults={
                 "requests_per_window": 100_000,
                 "input_tokens_per_window": 10**8,
@@ -121,7 +118,7 @@ def chain_settings(fake: FakeAnthropic) -> Iterator[None]:
 
 def _forget_model_guards() -> None:
     for model in MODELS:
-        reliability.guard._guards.pop(target(model), None)
+        reliability.guard._guards.pop(model_target(model), None)
 
 
 async def new_analysis(root: Path, **options) -> Analysis:
@@ -142,7 +139,7 @@ def review_requests(fake: FakeAnthropic, model: str | None = None) -> list[Reque
 
 def transitions(model: str) -> list[tuple[str, str, datetime]]:
     return list(
-        BreakerTransition.objects.filter(breaker__name=target(model))
+        BreakerTransition.objects.filter(breaker__name=model_target(model))
         .order_by("created_at", "id")
         .values_list("from_state", "to_state", "created_at")
     )
