@@ -369,6 +369,37 @@ class TestBothOverloaded:
             )
 
     @pytest.mark.slow
+    async def test_both_529_past_the_deadline__units_fail_only_as_the_bad_day_rules_say(
+        self, fake, chain_settings, tmp_path
+    ):
+        # As tests/analyses/test_bad_day.py's deadline test: an outage that outlasts the
+        # analysis's deadline fails the units that could not be reviewed before it, no sooner.
+        await sync_to_async(tune_models)(recovery=1.0)
+        fake.configure(model_fault_rates={model: OVERLOADED for model in MODELS})
+        analysis = await new_analysis(
+            write_undocumented_project(tmp_path, functions=4), max_duration=4
+        )
+        status = await asyncio.wait_for(run_analysis(analysis.pk), timeout=60)
+        analysis = await sync_to_async(Analysis.objects.get)(pk=analysis.pk)
+        units = await sync_to_async(list)(
+            CodeUnit.objects.filter(analysis=analysis, reviewable=True).values(
+                "status", "failure_reason", "finished_at"
+            )
+        )
+        print(f"\nboth overloaded past the deadline: {status}; {fake.stats()}")
+        for unit in units:
+            print(f"  {unit['status']}: {unit['failure_reason']}")
+
+        assert status in (AnalysisStatus.FAILED, AnalysisStatus.TIMED_OUT)
+        assert {u["status"] for u in units} == {UnitStatus.FAILED}
+        deadline = analysis.started_at + timedelta(seconds=4)
+        for unit in units:
+            # Failed once no probe of either breaker could come before the deadline.
+            assert unit["finished_at"] >= deadline - timedelta(seconds=1.0), unit
+            reason = unit["failure_reason"]
+            assert "deadline" in reason or "is open" in reason, reason
+
+    @pytest.mark.slow
     async def test_both_529_with_static_fallback__units_go_to_the_rules_while_both_are_open(
         self, fake, chain_settings, tmp_path
     ):
