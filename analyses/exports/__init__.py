@@ -15,9 +15,9 @@ from analyses.exports.gate import findings_at_or_above
 from analyses.exports.markdown import DEFAULT_MAX_CHARS, export_markdown
 from analyses.exports.rows import export_rows
 from analyses.exports.sarif import export_sarif
+from analyses.exports.version import eidolon_version
 from analyses.models import Analysis
 from analyses.selectors import analysis_detail, card_detail
-from eidolon_site import __version__
 
 ExportFormat = Literal["json", "sarif", "markdown"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
@@ -48,7 +48,7 @@ def export_json(analysis: Analysis) -> str:
     it (dismissed ones too, with their status), in file and line order."""
     rows = export_rows(analysis)
     document = {
-        "tool": {"name": "Eidolon", "version": __version__},
+        "tool": {"name": "Eidolon", "version": eidolon_version()},
         "analysis": analysis_detail(analysis),
         "cards": [card_detail(card) for card in rows.cards],
     }

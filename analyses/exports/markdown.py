@@ -3,7 +3,8 @@
 Everything a model or a repository wrote (titles, explanations, paths, the source) is escaped:
 each punctuation character that can open a construct is backslash-escaped (CommonMark's escapes),
 line breaks and control characters become spaces, so that no text can open a heading, a table, a
-list, emphasis, a link, an image or raw HTML. Code spans the model wrote (`name`) are kept: their content is literal in Markdown.
+list, emphasis, a link, an image or raw HTML. Code spans the model wrote (`name`) are kept:
+their content is literal in Markdown.
 
 The comment is capped at ``max_chars`` (GitHub refuses comments over 65,536 characters): findings
 are taken most severe first until the next would not fit, then shown grouped by file, and a last

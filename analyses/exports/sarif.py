@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import quote
 
 from analyses.exports.rows import ExportRows, export_rows
+from analyses.exports.version import eidolon_version
 from analyses.findings import FINDING_KINDS
 from analyses.models import Analysis, Card, CardStatus
-from eidolon_site import __version__
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = (
@@ -86,8 +86,8 @@ def sarif_log(analysis: Analysis, rows: ExportRows | None = None) -> dict[str, A
                 "tool": {
                     "driver": {
                         "name": TOOL_NAME,
-                        "version": __version__,
-                        "semanticVersion": __version__,
+                        "version": eidolon_version(),
+                        "semanticVersion": eidolon_version(),
                         "informationUri": INFORMATION_URI,
                         "rules": [_rule(kind) for kind in FINDING_KINDS],
                     }
