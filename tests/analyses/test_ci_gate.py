@@ -10,12 +10,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from analyses.exports import findings_at_or_above
 from analyses.models import Analysis, AnalysisStatus, CardStatus
 from tests.analyses.export_support import MILD, TANGLED, validate_sarif
 from tests.api_support import analysis_with_cards
-from tests.processes import free_port, run_manage, subprocess_environment
+from tests.processes import ROOT, free_port, run_manage, subprocess_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -133,3 +134,26 @@ class TestFindingsAtOrAbove:
     def test_an_unknown_severity__refused(self):
         with pytest.raises(ValueError, match="choose one of high, medium, low"):
             findings_at_or_above(analysis_with_cards(owner=None), severity="critical")
+
+
+class TestCiJobFile:
+    def test_the_documented_job__reviews_uploads_always_and_gates_on_high(self):
+        job = yaml.safe_load((ROOT / "docs" / "ci" / "eidolon-review.yml").read_text())
+        steps = job["jobs"]["review"]["steps"]
+        checkout = next(step for step in steps if step.get("uses", "").startswith("actions/che"))
+        assert checkout["with"]["fetch-depth"] == 0
+        python = next(step for step in steps if step.get("uses", "").startswith("actions/setup-p"))
+        assert python["with"]["python-version"] == "3.11"
+        commands = " ".join(step.get("run", "") for step in steps)
+        assert "pip install -r requirements.txt" in commands
+        assert "python manage.py migrate" in commands
+        review = next(step for step in steps if "--fail-on" in step.get("run", ""))
+        assert review["run"].split() == [
+            "python", "manage.py", "analyze", ".", "--diff", "origin/${{", "github.base_ref", "}}",
+            "--format", "sarif", "--output", "eidolon.sarif", "--fail-on", "high",
+        ]  # fmt: skip
+        assert review["env"]["ANTHROPIC_API_KEY"] == "${{ secrets.ANTHROPIC_API_KEY }}"
+        upload = next(step for step in steps if "upload-sarif" in step.get("uses", ""))
+        assert upload["if"].startswith("always()")
+        assert upload["with"]["sarif_file"] == "eidolon.sarif"
+        assert job["permissions"]["security-events"] == "write"
