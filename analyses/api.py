@@ -217,7 +217,7 @@ def _export(user, analysis_id: int, format: str) -> HttpResponse:
     summary="Export an analysis",
     openapi_extra={
         "responses": {
-            "200": {
+            200: {
                 "description": "The export, as an attachment",
                 "content": {
                     "application/sarif+json": {"schema": {"type": "object"}},

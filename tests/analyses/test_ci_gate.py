@@ -74,8 +74,9 @@ class TestFailOn:
 
 
 class TestExportOptions:
-    def test_format_to_stdout__the_export_alone_on_stdout(self, tmp_path):
-        result = analyze(project(tmp_path / "code", mild=MILD), "--format", "sarif")
+    @pytest.mark.parametrize("output", [[], ["--output", "-"]])
+    def test_format_to_stdout__the_export_alone_on_stdout(self, tmp_path, output):
+        result = analyze(project(tmp_path / "code", mild=MILD), "--format", "sarif", *output)
         assert result.returncode == 0, result.stderr
         validate_sarif(json.loads(result.stdout))  # nothing else on stdout
         assert "analysis #" in result.stderr  # the summary went to stderr

@@ -369,3 +369,14 @@ class TestApiExport:
         assert response.json() == {
             "detail": f"analysis {running.pk} is still running: export it when it has finished"
         }
+
+    async def test_the_openapi_document_names_the_three_content_types(self, world):
+        owner = world[0]
+        document = (await owner.call("GET", "/api/openapi.json")).json()
+        operation = document["paths"]["/api/analyses/{analysis_id}/export"]["get"]
+        assert set(operation["responses"]["200"]["content"]) == {
+            "application/sarif+json",
+            "text/markdown",
+            "application/json",
+        }
+        assert {"404", "409", "422"} <= set(operation["responses"])
