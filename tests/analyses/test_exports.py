@@ -14,7 +14,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from markdown_it import MarkdownIt
 
-from analyses.exports import export_json, export_markdown, export_sarif
+from analyses.exports import export_analysis, export_json, export_markdown, export_sarif
 from analyses.exports.markdown import code_span, escape_text
 from analyses.exports.sarif import FINGERPRINT_KEY
 from analyses.exports.version import UNKNOWN_VERSION, eidolon_version
@@ -229,6 +229,24 @@ class TestMarkdown:
         # The most severe are listed first: the cap leaves out lows and mediums before highs.
         assert set(LISTED.findall(markdown)) == {"high"}
         assert "- **Findings:** 334 high, 333 medium, 333 low\n" in markdown
+
+    def test_few_queries__however_many_cards(self, django_assert_max_num_queries):
+        analysis = analysis_with_findings(
+            owner=None, files=3, functions_per_file=10, findings_per_function=5
+        )
+        with django_assert_max_num_queries(2):  # the cards with their units; the models
+            assert len(json.loads(export_sarif(analysis))["runs"][0]["results"]) == 150
+        with django_assert_max_num_queries(3):  # and the cost, when the counters cannot tell
+            export_markdown(analysis)
+        with django_assert_max_num_queries(2):
+            export_json(analysis)
+
+    def test_an_unknown_format__refused(self):
+        analysis = analysis_with_findings(
+            owner=None, files=1, functions_per_file=1, findings_per_function=0
+        )
+        with pytest.raises(ValueError, match="unknown export format 'pdf'"):
+            export_analysis(analysis, format="pdf")
 
     def test_hostile_text__renders_as_the_text_itself(self):
         owner = caller("alice").user
