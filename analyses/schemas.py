@@ -91,6 +91,13 @@ class CardStatusIn(Schema):
     status: CardStatusName
 
 
+class ExportIn(Schema):
+    format: Literal["sarif", "markdown", "json"] = Field(
+        description="sarif (SARIF 2.1.0, for code scanning), markdown (a pull-request comment) "
+        "or json (the analysis and its cards as this API gives them)."
+    )
+
+
 class AnalysisOut(BaseModel):
     id: int
     source: str

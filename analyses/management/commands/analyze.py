@@ -2,10 +2,16 @@
 
     python manage.py analyze SOURCE [--ref REF] [--provider anthropic|static]
                                     [--concurrency N] [--json] [--allow-private-hosts]
+                                    [--format json|sarif|markdown [--output FILE]]
+                                    [--fail-on high|medium|low]
 
 Exit status: 0 when it completes (failed units are reported, not fatal), 1 when it fails,
-times out or is cancelled (Ctrl+C), 2 for bad input (with a one-line reason on stderr).
+times out or is cancelled (Ctrl+C), 2 for bad input (with a one-line reason on stderr), 3 when
+it completes with a finding at or above --fail-on's severity that is not dismissed.
 With --json, stdout holds exactly one JSON object; logs and progress go to stderr.
+--format writes the export of a completed analysis to --output FILE, or to stdout when FILE is
+"-" or absent (the summary then goes to stderr; --json then needs a FILE). Nothing is written
+when the analysis fails: an empty report would tell a code-scanning platform all was fixed.
 --allow-private-hosts lets a git URL lead to a private or loopback address (a git server on
 this machine or the internal network), which the web and the API refuse.
 """
@@ -23,8 +29,16 @@ from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    OutputWrapper,
+)
 
+from analyses.exports import EXPORT_FORMATS, export_analysis, findings_at_or_above
+from analyses.exports.delivery import ExportPlan, export_plan, write_export
+from analyses.findings import SEVERITIES
 from analyses.git import private_addresses_allowed
 from analyses.models import Analysis, AnalysisStatus
 from analyses.orchestrator import run_analysis
@@ -32,6 +46,7 @@ from analyses.selectors import analysis_cost
 from analyses.services import PROVIDERS, InvalidAnalysisRequest, analysis_cancel, analysis_create
 
 SUCCESS_STATUSES = (AnalysisStatus.COMPLETED, AnalysisStatus.COMPLETED_WITH_ERRORS)
+EXIT_GATE = 3  # --fail-on: a finding at or above the severity
 BAR_WIDTH = 30
 
 
@@ -97,6 +112,17 @@ class Command(BaseCommand):
             help="Let a git URL lead to a private, loopback or link-local address "
             "(refused by default, as on the web).",
         )
+        parser.add_argument(
+            "--format", choices=EXPORT_FORMATS, help="Export the findings in this format."
+        )
+        parser.add_argument(
+            "--output", metavar="FILE", help="Where --format writes (default or -: stdout)."
+        )
+        parser.add_argument(
+            "--fail-on",
+            choices=SEVERITIES,
+            help="Exit 3 when a finding this severe or more exists (dismissed ones aside).",
+        )
 
     def handle(
         self,
@@ -111,6 +137,18 @@ class Command(BaseCommand):
         **options: Any,
     ) -> None:
         _logs_to_stderr(verbose=verbosity >= 2)
+        try:
+            self._plan = export_plan(
+                format=options.get("format"),
+                output=options.get("output"),
+                fail_on=options.get("fail_on"),
+                as_json=as_json,
+            )
+        except ValueError as error:
+            raise CommandError(str(error), returncode=2) from None
+        self._export_out = self.stdout
+        if self._plan.to_stdout:  # stdout holds the export alone; the command speaks on stderr
+            self.stdout = OutputWrapper(sys.stderr)
         opt_out = private_addresses_allowed() if allow_private_hosts else contextlib.nullcontext()
         with opt_out:
             self._analyse(source, ref, provider, concurrency, as_json=as_json)
@@ -146,6 +184,24 @@ class Command(BaseCommand):
             self._report(analysis, summary)
         if status not in SUCCESS_STATUSES:
             sys.exit(1)
+        self._deliver(analysis)
+
+    def _deliver(self, analysis: Analysis) -> None:
+        """Write the export, then apply the CI gate."""
+        plan: ExportPlan = self._plan
+        if plan.format:
+            text = export_analysis(analysis, format=plan.format)
+            if plan.to_stdout:
+                self._export_out.write(text, ending="")
+            else:
+                write_export(text, path=plan.output)
+        if plan.fail_on:
+            over = findings_at_or_above(analysis, severity=plan.fail_on)
+            if over:
+                self.stderr.write(
+                    f"{over} finding(s) at or above {plan.fail_on} severity: failing (exit 3)"
+                )
+                sys.exit(EXIT_GATE)
 
     async def _run(self, analysis_id: int, *, show_bar: bool) -> str:
         loop = asyncio.get_running_loop()
