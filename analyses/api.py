@@ -107,7 +107,11 @@ async def submit_analysis(request: HttpRequest, response: HttpResponse, payload:
     """Queue an analysis of a git URL (or a directory inside ``EIDOLON_SOURCE_ROOTS``); the
     task workers run it. ``Location`` names the new analysis."""
     analysis = await sync_to_async(analysis_submit)(
-        user=request.auth, source=payload.source, ref=payload.ref, provider=payload.provider
+        user=request.auth,
+        source=payload.source,
+        ref=payload.ref,
+        provider=payload.provider,
+        diff_base=payload.diff_base,
     )
     response["Location"] = reverse("api:analysis", kwargs={"analysis_id": analysis.pk})
     return Status(202, analysis_detail(analysis))

@@ -2,12 +2,15 @@
 
     python manage.py analyze SOURCE [--ref REF] [--provider anthropic|static]
                                     [--concurrency N] [--json] [--allow-private-hosts]
+                                    [--diff BASE]
 
 Exit status: 0 when it completes (failed units are reported, not fatal), 1 when it fails,
 times out or is cancelled (Ctrl+C), 2 for bad input (with a one-line reason on stderr).
 With --json, stdout holds exactly one JSON object; logs and progress go to stderr.
 --allow-private-hosts lets a git URL lead to a private or loopback address (a git server on
 this machine or the internal network), which the web and the API refuse.
+--diff BASE reviews only the functions changed since BASE (a change review; a git URL, or a
+directory that is a git work tree, its uncommitted changes included).
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ def result_summary(analysis: Analysis, *, duration: float) -> dict[str, Any]:
         "input_tokens": analysis.input_tokens,
         "output_tokens": analysis.output_tokens,
         "cost_usd": _dollars(analysis_cost(analysis)),
+        "diff_base": analysis.diff_base,
+        "functions_selected": analysis.functions_selected,
+        "diff_files": analysis.diff_files,
         "duration_s": round(duration, 3),
     }
 
@@ -97,6 +103,12 @@ class Command(BaseCommand):
             help="Let a git URL lead to a private, loopback or link-local address "
             "(refused by default, as on the web).",
         )
+        parser.add_argument(
+            "--diff",
+            metavar="BASE",
+            dest="diff_base",
+            help="Review only the functions changed since BASE (branch, tag, commit, HEAD~1).",
+        )
 
     def handle(
         self,
@@ -108,12 +120,13 @@ class Command(BaseCommand):
         as_json: bool,
         verbosity: int,
         allow_private_hosts: bool = False,
+        diff_base: str | None = None,
         **options: Any,
     ) -> None:
         _logs_to_stderr(verbose=verbosity >= 2)
         opt_out = private_addresses_allowed() if allow_private_hosts else contextlib.nullcontext()
         with opt_out:
-            self._analyse(source, ref, provider, concurrency, as_json=as_json)
+            self._analyse(source, ref, provider, concurrency, as_json=as_json, diff_base=diff_base)
 
     def _analyse(
         self,
@@ -123,6 +136,7 @@ class Command(BaseCommand):
         concurrency: int | None,
         *,
         as_json: bool,
+        diff_base: str | None = None,
     ) -> None:
         try:
             analysis = analysis_create(
@@ -131,6 +145,7 @@ class Command(BaseCommand):
                 provider=provider,
                 concurrency=concurrency,
                 allow_any_path=True,
+                diff_base=diff_base,
             )
         except InvalidAnalysisRequest as error:
             raise CommandError(error.message, returncode=2) from None
@@ -189,6 +204,11 @@ class Command(BaseCommand):
             f" {summary['output_tokens']} output tokens, {cost_text(summary['cost_usd'])},"
             f" {summary['duration_s']:.1f} s"
         )
+        if analysis.diff_base and analysis.functions_selected is not None:
+            self.stdout.write(
+                f"  changes since {analysis.diff_base}: {analysis.functions_selected} functions"
+                f" selected in {len(analysis.diff_files)} files"
+            )
         for error in analysis.file_errors[:10]:
             self.stdout.write(f"  file error: {error['path']}: {error['message']}")
 

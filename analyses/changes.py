@@ -1,0 +1,269 @@
+"""Change reviews: the functions a change touched, from ``git diff BASE`` to unit ids.
+
+``BASE`` is a revision as git writes one, restricted to a branch, tag or commit SHA optionally
+followed by ancestry steps (``main``, ``v1.2``, ``HEAD~1``, ``3f2a...^``); ``HEAD`` is the
+analysed commit. The diff is two-point: BASE's tree against the analysed one (a clone's
+commit, or a local work tree's files, uncommitted changes and untracked files included), with
+renames detected, so a file moved unchanged touches nothing. A function is selected when one of
+its lines (decorators included) was added or modified; a pure deletion selects the functions
+around the place it was deleted from.
+
+git runs with the clones' hardening (``analyses.git.hardened_git``) plus ``--no-ext-diff`` and
+``--no-textconv``: no diff driver, hook or fsmonitor a repository configures is run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from analyses.parsing import Unit
+from analyses.sources import SourceError, quoted, validate_ref
+
+GIT_TIMEOUT_S = 60.0
+MAX_ANCESTRY_STEPS = 1000
+MAX_BASE_LENGTH = 255
+_ANCESTRY = re.compile(r"(?:~\d*|\^\d?)+$")
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
+_C_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
+
+LineRanges = dict[str, list[tuple[int, int]]]  # path -> inclusive (first, last) new-side lines
+
+
+class ChangeError(SourceError):
+    """The change review cannot be made as asked (the field is ``diff_base``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """A checked ``BASE``: ``name`` (a ref or SHA) and its ancestry ``suffix`` (``~2``)."""
+
+    name: str
+    suffix: str
+
+    @property
+    def depth(self) -> int:
+        """Commits of ``name``'s history a shallow fetch needs for the suffix to resolve."""
+        return 1 + _steps(self.suffix)
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What a change review reviews: the function units a diff touched."""
+
+    base: str  # as the user wrote it
+    base_sha: str
+    unit_ids: frozenset[str]
+    files: tuple[str, ...]  # the Python files the diff touched, relative to the analysed root
+
+    def left_out(self, units: Iterable[Unit]) -> dict[str, str]:
+        """unit id -> why it is not reviewed, for the units the diff did not select."""
+        reason = f"unchanged since {self.base}"
+        return {unit.id: reason for unit in units if unit.id not in self.unit_ids}
+
+
+def parse_base(base: str) -> Revision:
+    """``base`` checked by syntax (a ref or SHA, then ``~N``/``^N`` steps), or ``ChangeError``."""
+    if base.startswith("-"):
+        raise ChangeError("option_injection", "diff_base (--diff) cannot start with '-'.")
+    if len(base) > MAX_BASE_LENGTH:
+        raise ChangeError("bad_ref", f"diff_base (--diff) is longer than {MAX_BASE_LENGTH}.")
+    found = _ANCESTRY.search(base)
+    name, suffix = (base[: found.start()], found.group()) if found else (base, "")
+    try:
+        name = validate_ref(name)
+    except SourceError:
+        raise ChangeError(
+            "bad_ref",
+            f"diff_base (--diff) {quoted(base)} is not a branch, tag or commit SHA "
+            "(optionally followed by ~N or ^).",
+        ) from None
+    if _steps(suffix) > MAX_ANCESTRY_STEPS:
+        raise ChangeError(
+            "bad_ref", f"diff_base (--diff) goes back more than {MAX_ANCESTRY_STEPS} commits."
+        )
+    return Revision(name=name, suffix=suffix)
+
+
+def _steps(suffix: str) -> int:
+    steps = 0
+    for part in re.findall(r"~\d*|\^\d?", suffix):
+        steps += int(part[1:] or 1) if part.startswith("~") else 1
+    return steps
+
+
+# --- git ----------------------------------------------------------------------------------------
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    from analyses.git import hardened_git
+
+    command, env = hardened_git()
+    try:
+        return subprocess.run(
+            [*command, *args],
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ChangeError(
+            "clone_timeout", f"git {args[0]} took over {GIT_TIMEOUT_S:g} s."
+        ) from None
+
+
+def resolve_base(root: Path, base: str, *, rewritten: str | None = None) -> str:
+    """The commit SHA ``base`` names in the repository at ``root`` (``rewritten``: the
+    expression to resolve instead, a clone's ``FETCH_HEAD~1``), or ``ChangeError``."""
+    inside = _git(root, "rev-parse", "--is-inside-work-tree")
+    if inside.returncode != 0 or inside.stdout.strip() != b"true":
+        raise ChangeError(
+            "not_a_directory",
+            f"diff_base (--diff) needs a git work tree, and {quoted(str(root))} is not one"
+            + (f" ({_excerpt(inside.stderr)})" if b"dubious ownership" in inside.stderr else "")
+            + ".",
+        )
+    revision = rewritten or str(parse_base(base))
+    found = _git(
+        root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}"
+    )
+    if found.returncode != 0:
+        raise ChangeError(
+            "bad_ref", f"diff_base (--diff) {quoted(base)} is not a commit of this repository."
+        )
+    return found.stdout.decode().strip()
+
+
+def changed_lines(root: Path, *, base_sha: str, working_tree: bool) -> LineRanges:
+    """Lines added or modified since ``base_sha``, per Python file under ``root`` (paths
+    relative to it). ``working_tree``: compare with the files as they are (uncommitted and
+    untracked ones included) rather than with ``HEAD``."""
+    args = ["diff", "--unified=0", "--find-renames", "--no-color", "--no-ext-diff"]
+    args += ["--no-textconv", "--relative", base_sha]
+    if not working_tree:
+        args.append("HEAD")
+    diff = _git(root, *args, "--", "*.py")
+    if diff.returncode != 0:
+        raise ChangeError("clone_failed", f"git diff failed: {_excerpt(diff.stderr)}")
+    ranges = parse_diff(diff.stdout.decode("utf-8", errors="surrogateescape"))
+    if working_tree:
+        untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", "*.py")
+        for path in untracked.stdout.decode("utf-8", errors="surrogateescape").split("\0"):
+            if path:
+                ranges[path] = [(1, 10**9)]  # a new file: every line is added
+    return ranges
+
+
+def _excerpt(stderr: bytes) -> str:
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    return " ".join(lines[-2:])[:300] or "no error output"
+
+
+# --- the diff -----------------------------------------------------------------------------------
+
+
+def parse_diff(text: str) -> LineRanges:
+    """``git diff --unified=0`` output -> changed new-side line ranges per file.
+
+    A hunk adding or modifying lines gives them; one only deleting (``+N,0``) gives lines N and
+    N+1, the lines around the gap. A file deleted gives nothing; one renamed without a change
+    has no hunk and is listed with no lines.
+    """
+    ranges: LineRanges = {}
+    current: str | None = None
+    in_header = False  # "+++ " is a file header before a file's first hunk, else an added line
+    for line in text.split("\n"):
+        if line.startswith("diff --git "):
+            current, in_header = None, True
+        elif not in_header and not line.startswith("@@"):
+            continue
+        elif line.startswith("+++ "):
+            target = line[4:]
+            current = None if target == "/dev/null" else _strip_prefix(_unquote(target))
+            if current is not None:
+                ranges.setdefault(current, [])
+        elif line.startswith("rename to ") and current is None:
+            ranges.setdefault(_unquote(line[len("rename to ") :]), [])
+        elif current is not None and (hunk := _HUNK.match(line)):
+            in_header = False
+            start, count = int(hunk[1]), 1 if hunk[2] is None else int(hunk[2])
+            if count:
+                ranges[current].append((start, start + count - 1))
+            else:
+                ranges[current].append((max(1, start), start + 1))
+    return ranges
+
+
+def _strip_prefix(path: str) -> str:
+    return path[2:] if path.startswith(("b/", "a/")) else path
+
+
+def _unquote(path: str) -> str:
+    """git's C-style quoting of unusual paths ("a\\tb", octal bytes) undone."""
+    if not (len(path) >= 2 and path.startswith('"') and path.endswith('"')):
+        return path
+    body, out, index = path[1:-1], bytearray(), 0
+    while index < len(body):
+        char = body[index]
+        if char == "\\" and index + 1 < len(body):
+            escaped = body[index + 1]
+            if escaped in _C_ESCAPES:
+                out.append(_C_ESCAPES[escaped])
+                index += 2
+                continue
+            if re.fullmatch(r"[0-7]{3}", body[index + 1 : index + 4]):
+                out.append(int(body[index + 1 : index + 4], 8))
+                index += 4
+                continue
+        out.extend(char.encode("utf-8", errors="surrogateescape"))
+        index += 1
+    return out.decode("utf-8", errors="surrogateescape")
+
+
+def select_units(
+    units: Sequence[Unit], changed: Mapping[str, Sequence[tuple[int, int]]]
+) -> set[str]:
+    """Ids of the function units with a changed line within their lines."""
+    return {
+        unit.id
+        for unit in units
+        if unit.is_function
+        and any(
+            first <= unit.end_lineno and last >= unit.lineno
+            for first, last in changed.get(unit.path, ())
+        )
+    }
+
+
+# --- the orchestrator's entry point -------------------------------------------------------------
+
+
+async def selection_for(
+    base: str, *, root: Path, base_sha: str | None, units: Sequence[Unit], working_tree: bool
+) -> Selection | None:
+    """The change review's selection (None when ``base`` is empty: the whole tree is reviewed).
+    ``base_sha``: the commit a clone fetched for ``base``; a local work tree resolves it."""
+    if not base:
+        return None
+
+    def select() -> Selection:
+        sha = base_sha or resolve_base(root, base)
+        changed = changed_lines(root, base_sha=sha, working_tree=working_tree)
+        return Selection(
+            base=base,
+            base_sha=sha,
+            unit_ids=frozenset(select_units(units, changed)),
+            files=tuple(sorted(changed)),
+        )
+
+    return await asyncio.to_thread(select)
