@@ -9,7 +9,10 @@ its lines (decorators included) was added or modified; a pure deletion selects t
 around the place it was deleted from.
 
 git runs with the clones' hardening (``analyses.git.hardened_git``) plus ``--no-ext-diff`` and
-``--no-textconv``: no diff driver, hook or fsmonitor a repository configures is run.
+``--no-textconv``: no external diff, textconv driver, hook or fsmonitor a repository configures
+is run. A local work tree's own clean filters (``filter.*`` in its ``.git/config``) may still
+run when git reads a changed file: a local directory is trusted as far as the roots that
+admit it (``EIDOLON_SOURCE_ROOTS``, or the terminal's user).
 """
 
 from __future__ import annotations
@@ -21,37 +24,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from analyses.git import hardened_git
+from analyses.models import Analysis
 from analyses.parsing import Unit
-from analyses.sources import SourceError, quoted, validate_ref
+from analyses.revisions import ChangeError, parse_base
+from analyses.sources import quoted
 
 GIT_TIMEOUT_S = 60.0
-MAX_ANCESTRY_STEPS = 1000
-MAX_BASE_LENGTH = 255
-_ANCESTRY = re.compile(r"(?:~\d*|\^\d?)+$")
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 _C_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
 
 LineRanges = dict[str, list[tuple[int, int]]]  # path -> inclusive (first, last) new-side lines
-
-
-class ChangeError(SourceError):
-    """The change review cannot be made as asked (the field is ``diff_base``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Revision:
-    """A checked ``BASE``: ``name`` (a ref or SHA) and its ancestry ``suffix`` (``~2``)."""
-
-    name: str
-    suffix: str
-
-    @property
-    def depth(self) -> int:
-        """Commits of ``name``'s history a shallow fetch needs for the suffix to resolve."""
-        return 1 + _steps(self.suffix)
-
-    def __str__(self) -> str:
-        return f"{self.name}{self.suffix}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,42 +52,10 @@ class Selection:
         return {unit.id: reason for unit in units if unit.id not in self.unit_ids}
 
 
-def parse_base(base: str) -> Revision:
-    """``base`` checked by syntax (a ref or SHA, then ``~N``/``^N`` steps), or ``ChangeError``."""
-    if base.startswith("-"):
-        raise ChangeError("option_injection", "diff_base (--diff) cannot start with '-'.")
-    if len(base) > MAX_BASE_LENGTH:
-        raise ChangeError("bad_ref", f"diff_base (--diff) is longer than {MAX_BASE_LENGTH}.")
-    found = _ANCESTRY.search(base)
-    name, suffix = (base[: found.start()], found.group()) if found else (base, "")
-    try:
-        name = validate_ref(name)
-    except SourceError:
-        raise ChangeError(
-            "bad_ref",
-            f"diff_base (--diff) {quoted(base)} is not a branch, tag or commit SHA "
-            "(optionally followed by ~N or ^).",
-        ) from None
-    if _steps(suffix) > MAX_ANCESTRY_STEPS:
-        raise ChangeError(
-            "bad_ref", f"diff_base (--diff) goes back more than {MAX_ANCESTRY_STEPS} commits."
-        )
-    return Revision(name=name, suffix=suffix)
-
-
-def _steps(suffix: str) -> int:
-    steps = 0
-    for part in re.findall(r"~\d*|\^\d?", suffix):
-        steps += int(part[1:] or 1) if part.startswith("~") else 1
-    return steps
-
-
 # --- git ----------------------------------------------------------------------------------------
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    from analyses.git import hardened_git
-
     command, env = hardened_git()
     try:
         return subprocess.run(
@@ -122,9 +73,8 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
         ) from None
 
 
-def resolve_base(root: Path, base: str, *, rewritten: str | None = None) -> str:
-    """The commit SHA ``base`` names in the repository at ``root`` (``rewritten``: the
-    expression to resolve instead, a clone's ``FETCH_HEAD~1``), or ``ChangeError``."""
+def resolve_base(root: Path, base: str) -> str:
+    """The commit SHA ``base`` names in the work tree at ``root``, or ``ChangeError``."""
     inside = _git(root, "rev-parse", "--is-inside-work-tree")
     if inside.returncode != 0 or inside.stdout.strip() != b"true":
         raise ChangeError(
@@ -133,7 +83,7 @@ def resolve_base(root: Path, base: str, *, rewritten: str | None = None) -> str:
             + (f" ({_excerpt(inside.stderr)})" if b"dubious ownership" in inside.stderr else "")
             + ".",
         )
-    revision = rewritten or str(parse_base(base))
+    revision = str(parse_base(base))
     found = _git(
         root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}"
     )
@@ -249,10 +199,11 @@ def select_units(
 
 
 async def selection_for(
-    base: str, *, root: Path, base_sha: str | None, units: Sequence[Unit], working_tree: bool
+    analysis: Analysis, *, root: Path, base_sha: str | None, units: Sequence[Unit]
 ) -> Selection | None:
-    """The change review's selection (None when ``base`` is empty: the whole tree is reviewed).
-    ``base_sha``: the commit a clone fetched for ``base``; a local work tree resolves it."""
+    """What ``analysis`` reviews of ``root``, None for all of it (not a change review).
+    ``base_sha``: the commit a clone fetched for the base; a local work tree resolves it."""
+    base, working_tree = analysis.diff_base, analysis.source_kind == "local"
     if not base:
         return None
 

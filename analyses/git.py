@@ -38,6 +38,7 @@ from analyses.destinations import (
     check_destination,
     parse_trusted_networks,
 )
+from analyses.revisions import ChangeError, parse_base
 from analyses.sources import (
     SourceError,
     has_space_or_control,
@@ -230,8 +231,6 @@ async def _fetch_and_check_out(git: _Git, *, url: str, ref: str | None, shown: s
 async def _fetch_base(git: _Git, *, url: str, ref: str | None, base: str, shown: str) -> str:
     """Fetch a change review's base (deep enough for its ``~N`` to resolve); its commit SHA.
     ``HEAD`` names the analysed ref."""
-    from analyses.changes import ChangeError, parse_base, resolve_base
-
     revision = parse_base(base)
     name = (ref or "HEAD") if revision.name == "HEAD" else revision.name
     fetched = await git.run(
@@ -241,8 +240,15 @@ async def _fetch_base(git: _Git, *, url: str, ref: str | None, base: str, shown:
     if fetched.returncode != 0:
         error = _fetch_error(fetched.stderr, ref=name, shown=shown)
         raise ChangeError(error.code, f"diff_base (--diff): {error.message}")
-    rewritten = f"FETCH_HEAD{revision.suffix}"
-    return await asyncio.to_thread(resolve_base, git.workspace, base, rewritten=rewritten)
+    found = await git.run(
+        "rev-parse", "--verify", "--quiet", "--end-of-options",
+        f"FETCH_HEAD{revision.suffix}^{{commit}}", check=False,
+    )  # fmt: skip
+    if found.returncode != 0:
+        raise ChangeError(
+            "bad_ref", f"diff_base (--diff) {quoted(base)} is not a commit of {shown}."
+        )
+    return found.stdout.strip()
 
 
 async def _refuse_oversized_checkout(git: _Git) -> None:

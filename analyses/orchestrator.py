@@ -264,11 +264,7 @@ async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
         limits = ParseLimits(**settings.EIDOLON_PARSE_LIMITS)
         parsed: ParseResult = await asyncio.to_thread(parse_tree, root, limits=limits)
         selection = await changes.selection_for(
-            run.analysis.diff_base,
-            root=root,
-            base_sha=base_sha,
-            units=parsed.units,
-            working_tree=run.analysis.source_kind == "local",
+            run.analysis, root=root, base_sha=base_sha, units=parsed.units
         )
     units = parsed.units
     # Left out on purpose (suppressed, or unchanged in a change review): skipped, not counted.

@@ -11,7 +11,7 @@ import structlog
 from django.conf import settings
 from django.db import transaction
 
-from analyses.changes import ChangeError, parse_base, resolve_base
+from analyses.changes import resolve_base
 from analyses.destinations import check_destination
 from analyses.git import configured_host_policy
 from analyses.models import (
@@ -24,6 +24,7 @@ from analyses.models import (
     UnitStatus,
 )
 from analyses.parsing import FUNCTION_KINDS
+from analyses.revisions import ChangeError, parse_base
 from analyses.sources import (
     SourceError,
     SourceSpec,
@@ -241,9 +242,7 @@ def analysis_submit(
     Raises ``InvalidAnalysisRequest`` or ``SubmissionRateLimited``; only directories inside
     ``EIDOLON_SOURCE_ROOTS`` may be analysed.
     """
-    request = analysis_request_check(
-        source=source, ref=ref, provider=provider, diff_base=diff_base
-    )
+    request = analysis_request_check(source=source, ref=ref, provider=provider, diff_base=diff_base)
     submission_admit(user=user, clock=clock)
     with transaction.atomic():
         analysis = _store(request, created_by=user)
