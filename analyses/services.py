@@ -111,10 +111,10 @@ def analysis_request_check(
     except SourceError as error:
         raise InvalidAnalysisRequest(error.message, code=error.code) from None
     try:  # a local work tree's base is looked up now; a clone's when it is fetched
+        if diff_base:
+            parse_base(diff_base)
         if diff_base and spec.kind == "local":
             resolve_base(directory, diff_base)
-        elif diff_base:
-            parse_base(diff_base)
     except ChangeError as error:
         raise InvalidAnalysisRequest(error.message, code="diff_base") from None
     provider = provider or default_provider()
