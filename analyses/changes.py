@@ -31,6 +31,7 @@ from analyses.revisions import ChangeError, parse_base
 from analyses.sources import quoted
 
 GIT_TIMEOUT_S = 60.0
+CHANGED_FUNCTIONS_ONLY = "not reviewed: a change review reviews changed functions only"
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 _C_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
 
@@ -48,8 +49,12 @@ class Selection:
 
     def left_out(self, units: Iterable[Unit]) -> dict[str, str]:
         """unit id -> why it is not reviewed, for the units the diff did not select."""
-        reason = f"unchanged since {self.base}"
-        return {unit.id: reason for unit in units if unit.id not in self.unit_ids}
+        unchanged = f"unchanged since {self.base}"
+        return {
+            unit.id: unchanged if unit.is_function else CHANGED_FUNCTIONS_ONLY
+            for unit in units
+            if unit.id not in self.unit_ids
+        }
 
 
 # --- git ----------------------------------------------------------------------------------------
@@ -210,11 +215,12 @@ async def selection_for(
     def select() -> Selection:
         sha = base_sha or resolve_base(root, base)
         changed = changed_lines(root, base_sha=sha, working_tree=working_tree)
+        parsed = {unit.path for unit in units}  # not an untracked virtualenv's thousand files
         return Selection(
             base=base,
             base_sha=sha,
             unit_ids=frozenset(select_units(units, changed)),
-            files=tuple(sorted(changed)),
+            files=tuple(sorted(path for path in changed if path in parsed)),
         )
 
     return await asyncio.to_thread(select)

@@ -20,7 +20,6 @@ import io
 import re
 import tokenize
 from collections.abc import Iterable
-from functools import lru_cache
 
 from analyses.parsing import Unit
 
@@ -32,12 +31,11 @@ _COMMENT = re.compile(r"#\s*eidolon:\s*ignore\b(?:\[(?P<kinds>[^\]]*)\])?", re.I
 def suppressed_kinds(unit: Unit) -> frozenset[str]:
     """The kinds ``unit``'s header comments suppress: ``{EVERY_KIND}`` for a bare ignore,
     empty for none."""
-    if unit.kind == "module" or "eidolon" not in unit.source:
+    if unit.kind == "module" or "eidolon" not in unit.source.lower():
         return frozenset()
     return _header_suppressions(unit.source)
 
 
-@lru_cache(maxsize=4096)
 def _header_suppressions(source: str) -> frozenset[str]:
     kinds: set[str] = set()
     for comment in _header_comments(source):
