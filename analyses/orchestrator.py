@@ -531,5 +531,5 @@ def _summary(analysis_id: int) -> tuple[dict[str, Any], int | None]:
     if not units:
         return {}, None
     system = summarize_system(by_module, units_by_module=units)
-    system["suppressed"] = store.suppressed_counts(analysis_id)
+    system["suppressed"] = suppressions.suppressed_counts(analysis_id)
     return system, system["score"]

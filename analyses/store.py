@@ -22,7 +22,6 @@ from analyses.findings import Finding
 from analyses.fingerprints import card_fingerprint
 from analyses.models import (
     Analysis,
-    AnalysisEvent,
     AnalysisStatus,
     Card,
     CardStatus,
@@ -283,18 +282,6 @@ def _keep_dismissed(analysis_id: int, cards: Sequence[Card], *, chunk: int = 500
             if card.fingerprint in dismissed:
                 card.status = CardStatus.DISMISSED
                 card.status_changed_at = dismissed[card.fingerprint]
-
-
-def suppressed_counts(analysis_id: int) -> dict[str, int]:
-    """Functions a bare ignore left out, and cards an ``ignore[kind]`` dropped (from the
-    ``unit.finished`` events, which say how many each unit lost)."""
-    functions = CodeUnit.objects.filter(
-        analysis_id=analysis_id, failure_reason=suppressions.SKIP_REASON
-    ).count()
-    payloads = AnalysisEvent.objects.filter(
-        analysis_id=analysis_id, type="unit.finished", payload__suppressed__gt=0
-    ).values_list("payload", flat=True)
-    return {"functions": functions, "cards": sum(p["suppressed"] for p in payloads)}
 
 
 # Lines of context shown around a card's cited lines, and the most an excerpt may hold.

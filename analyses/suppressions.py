@@ -21,6 +21,7 @@ import re
 import tokenize
 from collections.abc import Iterable
 
+from analyses.models import AnalysisEvent, CodeUnit
 from analyses.parsing import Unit
 
 EVERY_KIND = "*"
@@ -79,3 +80,13 @@ def suppresses(unit: Unit, kind: str) -> bool:
 def left_out(units: Iterable[Unit]) -> dict[str, str]:
     """unit id -> reason, for the units a bare ignore leaves out of the review."""
     return {unit.id: SKIP_REASON for unit in units if is_skipped(unit)}
+
+
+def suppressed_counts(analysis_id: int) -> dict[str, int]:
+    """Functions a bare ignore left out, and cards an ``ignore[kind]`` dropped (from the
+    ``unit.finished`` events, which say how many each unit lost)."""
+    functions = CodeUnit.objects.filter(analysis_id=analysis_id, failure_reason=SKIP_REASON).count()
+    payloads = AnalysisEvent.objects.filter(
+        analysis_id=analysis_id, type="unit.finished", payload__suppressed__gt=0
+    ).values_list("payload", flat=True)
+    return {"functions": functions, "cards": sum(p["suppressed"] for p in payloads)}
