@@ -18,11 +18,14 @@ admit it (``EIDOLON_SOURCE_ROOTS``, or the terminal's user).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from django.conf import settings
 
 from analyses.git import hardened_git
 from analyses.models import Analysis
@@ -78,8 +81,11 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
         ) from None
 
 
-def resolve_base(root: Path, base: str) -> str:
-    """The commit SHA ``base`` names in the work tree at ``root``, or ``ChangeError``."""
+def resolve_base(
+    root: Path, base: str, *, allowed_roots: Sequence[str | os.PathLike[str]] | None = None
+) -> str:
+    """The commit SHA ``base`` names in the work tree at ``root``, or ``ChangeError``. With
+    ``allowed_roots``, the repository (work tree and git directory) must lie inside one."""
     inside = _git(root, "rev-parse", "--is-inside-work-tree")
     if inside.returncode != 0 or inside.stdout.strip() != b"true":
         raise ChangeError(
@@ -88,6 +94,8 @@ def resolve_base(root: Path, base: str) -> str:
             + (f" ({_excerpt(inside.stderr)})" if b"dubious ownership" in inside.stderr else "")
             + ".",
         )
+    if allowed_roots is not None:
+        _refuse_outside_roots(root, allowed_roots)
     revision = str(parse_base(base))
     found = _git(
         root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}"
@@ -97,6 +105,19 @@ def resolve_base(root: Path, base: str) -> str:
             "bad_ref", f"diff_base (--diff) {quoted(base)} is not a commit of this repository."
         )
     return found.stdout.decode().strip()
+
+
+def _refuse_outside_roots(root: Path, allowed_roots: Sequence[str | os.PathLike[str]]) -> None:
+    # git looks for the repository upwards (and follows a ".git" file): it may be elsewhere.
+    places = _git(root, "rev-parse", "--show-toplevel", "--absolute-git-dir")
+    roots = [Path(allowed).resolve() for allowed in allowed_roots]
+    for place in places.stdout.decode("utf-8", errors="surrogateescape").splitlines():
+        if not any(Path(place).resolve().is_relative_to(allowed) for allowed in roots):
+            raise ChangeError(
+                "outside_allowed_roots",
+                "diff_base (--diff): the directory's git repository lies outside the "
+                "directories that may be analysed.",
+            )
 
 
 def changed_lines(root: Path, *, base_sha: str, working_tree: bool) -> LineRanges:
@@ -213,7 +234,8 @@ async def selection_for(
         return None
 
     def select() -> Selection:
-        sha = base_sha or resolve_base(root, base)
+        roots = None if analysis.allow_any_path else settings.EIDOLON_SOURCE_ROOTS
+        sha = base_sha or resolve_base(root, base, allowed_roots=roots)
         changed = changed_lines(root, base_sha=sha, working_tree=working_tree)
         parsed = {unit.path for unit in units}  # not an untracked virtualenv's thousand files
         return Selection(

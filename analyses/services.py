@@ -114,7 +114,7 @@ def analysis_request_check(
         if diff_base:
             parse_base(diff_base)
         if diff_base and spec.kind == "local":
-            resolve_base(directory, diff_base)
+            resolve_base(directory, diff_base, allowed_roots=roots)
     except ChangeError as error:
         raise InvalidAnalysisRequest(error.message, code="diff_base") from None
     provider = provider or default_provider()

@@ -248,6 +248,16 @@ class TestChangeReviewInput:
         assert error.value.field == "diff_base"
         assert not Analysis.objects.exists()
 
+    def test_a_repository_outside_the_source_roots__refused(self, tmp_path, settings):
+        work = new_work_tree(tmp_path / "work")
+        first_commit(work)
+        settings.EIDOLON_SOURCE_ROOTS = [str(work / "shop")]  # the repository is its parent
+        with pytest.raises(InvalidAnalysisRequest, match="lies outside") as error:
+            analysis_create(source=str(work / "shop"), provider="static", diff_base="HEAD")
+        assert error.value.field == "diff_base"
+        settings.EIDOLON_SOURCE_ROOTS = [str(work)]
+        assert analysis_create(source=str(work / "shop"), provider="static", diff_base="HEAD")
+
     async def test_api__400_with_a_detail_naming_diff_base(self, tmp_path, settings):
         settings.EIDOLON_SOURCE_ROOTS = [str(tmp_path)]
         work = new_work_tree(tmp_path / "work")
