@@ -115,6 +115,7 @@ async def submit_analysis(request: HttpRequest, response: HttpResponse, payload:
         ref=payload.ref,
         provider=payload.provider,
         upgrade_fallback_reviews=payload.upgrade_fallback_reviews,
+        diff_base=payload.diff_base,
     )
     response["Location"] = reverse("api:analysis", kwargs={"analysis_id": analysis.pk})
     return Status(202, analysis_detail(analysis))

@@ -4,6 +4,7 @@
                                     [--concurrency N] [--json] [--allow-private-hosts]
                                     [--format json|sarif|markdown [--output FILE]]
                                     [--fail-on high|medium|low]
+                                    [--diff BASE] [--upgrade-fallback-reviews]
 
 Exit status: 0 when it completes (failed units are reported, not fatal), 1 when it fails,
 times out or is cancelled (Ctrl+C), 2 for bad input (with a one-line reason on stderr), 3 when
@@ -14,6 +15,10 @@ With --json, stdout holds exactly one JSON object; logs and progress go to stder
 when the analysis fails: an empty report would tell a code-scanning platform all was fixed.
 --allow-private-hosts lets a git URL lead to a private or loopback address (a git server on
 this machine or the internal network), which the web and the API refuse.
+--diff BASE reviews only the functions changed since BASE (a change review; a git URL, or a
+directory that is a git work tree, its uncommitted changes included).
+--upgrade-fallback-reviews reviews again, with the primary model, the functions whose cached
+review a fallback model wrote (EIDOLON_AI_MODELS); by default those reviews are used as they are.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ def result_summary(analysis: Analysis, *, duration: float) -> dict[str, Any]:
         "input_tokens": analysis.input_tokens,
         "output_tokens": analysis.output_tokens,
         "cost_usd": _dollars(analysis_cost(analysis)),
+        "diff_base": analysis.diff_base,
+        "functions_selected": analysis.functions_selected,
+        "diff_files": analysis.diff_files,
         "duration_s": round(duration, 3),
     }
 
@@ -123,6 +131,17 @@ class Command(BaseCommand):
             choices=SEVERITIES,
             help="Exit 3 when a finding this severe or more exists (dismissed ones aside).",
         )
+        parser.add_argument(
+            "--diff",
+            metavar="BASE",
+            dest="diff_base",
+            help="Review only the functions changed since BASE (branch, tag, commit, HEAD~1).",
+        )
+        parser.add_argument(
+            "--upgrade-fallback-reviews",
+            action="store_true",
+            help="Review again with the primary model what a fallback model reviewed before.",
+        )
 
     def handle(
         self,
@@ -134,6 +153,8 @@ class Command(BaseCommand):
         as_json: bool,
         verbosity: int,
         allow_private_hosts: bool = False,
+        diff_base: str | None = None,
+        upgrade_fallback_reviews: bool = False,
         **options: Any,
     ) -> None:
         _logs_to_stderr(verbose=verbosity >= 2)
@@ -151,7 +172,15 @@ class Command(BaseCommand):
             self.stdout = OutputWrapper(sys.stderr)
         opt_out = private_addresses_allowed() if allow_private_hosts else contextlib.nullcontext()
         with opt_out:
-            self._analyse(source, ref, provider, concurrency, as_json=as_json)
+            self._analyse(
+                source,
+                ref,
+                provider,
+                concurrency,
+                as_json=as_json,
+                diff_base=diff_base,
+                upgrade_fallback_reviews=upgrade_fallback_reviews,
+            )
 
     def _analyse(
         self,
@@ -161,6 +190,8 @@ class Command(BaseCommand):
         concurrency: int | None,
         *,
         as_json: bool,
+        diff_base: str | None = None,
+        upgrade_fallback_reviews: bool = False,
     ) -> None:
         try:
             analysis = analysis_create(
@@ -169,6 +200,8 @@ class Command(BaseCommand):
                 provider=provider,
                 concurrency=concurrency,
                 allow_any_path=True,
+                diff_base=diff_base,
+                upgrade_fallback_reviews=upgrade_fallback_reviews,
             )
         except InvalidAnalysisRequest as error:
             raise CommandError(error.message, returncode=2) from None
@@ -245,6 +278,11 @@ class Command(BaseCommand):
             f" {summary['output_tokens']} output tokens, {cost_text(summary['cost_usd'])},"
             f" {summary['duration_s']:.1f} s"
         )
+        if analysis.diff_base and analysis.functions_selected is not None:
+            self.stdout.write(
+                f"  changes since {analysis.diff_base}: {analysis.functions_selected} functions"
+                f" selected in {len(analysis.diff_files)} files"
+            )
         for error in analysis.file_errors[:10]:
             self.stdout.write(f"  file error: {error['path']}: {error['message']}")
 
