@@ -135,6 +135,11 @@ class AnalysisAdmin(admin.ModelAdmin):
         "base_commit",
         "provider",
         "model",
+        "model_chain",
+        "upgrade_fallback_reviews",
+        "diff_base",
+        "functions_selected",
+        "diff_files",
         "prompt_version",
         "concurrency",
         "fallback_to_static",
@@ -182,6 +187,9 @@ class AnalysisAdmin(admin.ModelAdmin):
                     ("source_kind", "ref"),
                     ("commit_sha", "base_commit"),
                     ("provider", "model", "prompt_version"),
+                    ("model_chain", "upgrade_fallback_reviews"),
+                    ("diff_base", "functions_selected"),
+                    "diff_files",
                 ]
             },
         ),
@@ -312,8 +320,16 @@ class AnalysisAdmin(admin.ModelAdmin):
 
 @admin.register(CodeUnit)
 class CodeUnitAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ["qualname", "kind", "location", "status", "failure_reason", "analysis_id_link"]
-    list_filter = ["status", "kind"]
+    list_display = [
+        "qualname",
+        "kind",
+        "location",
+        "status",
+        "model",
+        "failure_reason",
+        "analysis_id_link",
+    ]
+    list_filter = ["status", "kind", "model"]
     search_fields = ["qualname", "path"]
     list_select_related = ["analysis"]
     finished = time_column("finished_at", "finished")
@@ -326,6 +342,7 @@ class CodeUnitAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "complexity",
         "reviewable",
         "status",
+        "model",
         "failure_reason",
         "content_hash",
         "context_hash",
@@ -361,10 +378,11 @@ class CardAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "location",
         "analysis_id_link",
         "source",
+        "model",
         "status",
     ]
     list_display_links = ["title_html"]
-    list_filter = [SeverityFilter, "kind", "source", "status", "analysis"]
+    list_filter = [SeverityFilter, "kind", "source", "model", "status", "analysis"]
     search_fields = ["title", "explanation", "path"]
     list_select_related = ["analysis"]
     fields = [
@@ -378,7 +396,9 @@ class CardAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "kind",
         "confidence",
         "source",
+        "model",
         "rule",
+        "fingerprint",
         "status",
         "status_changed",
         "analysis_id_link",

@@ -10,6 +10,7 @@ the site documents their ``{"detail": ...}`` body.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from django.urls import reverse
 from ninja import Path, Query, Router
 from ninja.responses import Status
 
+from analyses.exports import CONTENT_TYPES, export_analysis, export_filename
 from analyses.schemas import (
     AnalysisFilterIn,
     AnalysisIn,
@@ -31,6 +33,7 @@ from analyses.schemas import (
     CardStatusIn,
     EventsIn,
     EventsOut,
+    ExportIn,
     ObjectId,
     PageIn,
 )
@@ -113,6 +116,7 @@ async def submit_analysis(request: HttpRequest, response: HttpResponse, payload:
         ref=payload.ref,
         provider=payload.provider,
         upgrade_fallback_reviews=payload.upgrade_fallback_reviews,
+        diff_base=payload.diff_base,
     )
     response["Location"] = reverse("api:analysis", kwargs={"analysis_id": analysis.pk})
     return Status(202, analysis_detail(analysis))
@@ -189,6 +193,54 @@ async def list_cards(
 ):
     """Findings by file and line, filtered by severity, kind, status and file."""
     return await in_db_thread(_cards_page, request.auth, analysis_id, filters)
+
+
+def _export(user, analysis_id: int, format: str) -> HttpResponse:
+    analysis = analysis_for(user, analysis_id)
+    if not analysis.is_finished:
+        return HttpResponse(
+            json.dumps(
+                {
+                    "detail": f"analysis {analysis.pk} is still {analysis.status}: export it "
+                    "when it has finished"
+                }
+            ),
+            status=409,
+            content_type="application/json",
+        )
+    response = HttpResponse(
+        export_analysis(analysis, format=format), content_type=CONTENT_TYPES[format]
+    )
+    filename = export_filename(analysis, format=format)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@router.get(
+    "/analyses/{analysis_id}/export",
+    response={200: None, 404: None, 409: None},
+    url_name="analysis_export",
+    tags=["analyses"],
+    summary="Export an analysis",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The export, as an attachment",
+                "content": {
+                    "application/sarif+json": {"schema": {"type": "object"}},
+                    "text/markdown": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            }
+        }
+    },
+)
+async def export_analysis_route(
+    request: HttpRequest, analysis_id: Path[ObjectId], query: Query[ExportIn]
+):
+    """A finished analysis's findings as SARIF 2.1.0, a Markdown comment or JSON. 409 while
+    it is queued or running (an export of part of it would make the rest look fixed)."""
+    return await in_db_thread(_export, request.auth, analysis_id, query.format)
 
 
 @router.get(

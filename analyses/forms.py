@@ -43,6 +43,13 @@ class AnalysisForm(forms.Form):
         required=False,
         help_text="Branch, tag or full commit SHA (git URLs only; default: the default branch).",
     )
+    diff_base = forms.CharField(
+        label="Only what changed since",
+        max_length=255,
+        required=False,
+        help_text="Optional: a branch, tag or commit (HEAD~1 works); only the functions changed "
+        "since then are reviewed (a git URL, or a directory that is a git work tree).",
+    )
     provider = forms.ChoiceField(label="Reviewer", widget=forms.RadioSelect)
     upgrade_fallback_reviews = forms.BooleanField(
         label="Upgrade fallback reviews",

@@ -38,6 +38,7 @@ from analyses.destinations import (
     check_destination,
     parse_trusted_networks,
 )
+from analyses.revisions import ChangeError, parse_base
 from analyses.sources import (
     SourceError,
     has_space_or_control,
@@ -66,6 +67,7 @@ class ClonedRepository:
     commit_sha: str
     url: str  # redacted
     ref: str | None
+    base_sha: str | None = None  # a change review's base, fetched too (``diff_base``)
 
 
 # Later `-c` options win, so these follow the caller's extra config and cannot be overridden.
@@ -128,6 +130,7 @@ async def clone_repository(
     url: str,
     *,
     ref: str | None = None,
+    diff_base: str | None = None,
     workspace_root: Path,
     timeout_s: float = DEFAULT_CLONE_TIMEOUT_S,
     max_bytes: int = DEFAULT_CLONE_MAX_BYTES,
@@ -175,6 +178,9 @@ async def clone_repository(
         try:
             async with asyncio.timeout(timeout_s):
                 commit_sha = await _fetch_and_check_out(git, url=url, ref=ref, shown=shown)
+                base_sha = None
+                if diff_base is not None:
+                    base_sha = await _fetch_base(git, url=url, ref=ref, base=diff_base, shown=shown)
         except TimeoutError:
             raise SourceError(
                 "clone_timeout", f"Cloning {shown} timed out after {timeout_s:g} s."
@@ -191,7 +197,9 @@ async def clone_repository(
         commit_sha=commit_sha,
         duration_ms=round((time.monotonic() - started) * 1000),
     )
-    return ClonedRepository(path=workspace, commit_sha=commit_sha, url=shown, ref=ref)
+    return ClonedRepository(
+        path=workspace, commit_sha=commit_sha, url=shown, ref=ref, base_sha=base_sha
+    )
 
 
 async def _fetch_and_check_out(git: _Git, *, url: str, ref: str | None, shown: str) -> str:
@@ -218,6 +226,29 @@ async def _fetch_and_check_out(git: _Git, *, url: str, ref: str | None, shown: s
         raise SourceError("clone_failed", f"{shown} returned {commit_sha} instead of {ref}.")
     await git.refuse_if_too_large()
     return commit_sha
+
+
+async def _fetch_base(git: _Git, *, url: str, ref: str | None, base: str, shown: str) -> str:
+    """Fetch a change review's base (deep enough for its ``~N`` to resolve); its commit SHA.
+    ``HEAD`` names the analysed ref."""
+    revision = parse_base(base)
+    name = (ref or "HEAD") if revision.name == "HEAD" else revision.name
+    fetched = await git.run(
+        "fetch", "--quiet", f"--depth={revision.depth}", "--no-tags", "--no-recurse-submodules",
+        "--", url, name, check=False,
+    )  # fmt: skip
+    if fetched.returncode != 0:
+        error = _fetch_error(fetched.stderr, ref=name, shown=shown)
+        raise ChangeError(error.code, f"diff_base (--diff): {error.message}")
+    found = await git.run(
+        "rev-parse", "--verify", "--quiet", "--end-of-options",
+        f"FETCH_HEAD{revision.suffix}^{{commit}}", check=False,
+    )  # fmt: skip
+    if found.returncode != 0:
+        raise ChangeError(
+            "bad_ref", f"diff_base (--diff) {quoted(base)} is not a commit of {shown}."
+        )
+    return found.stdout.strip()
 
 
 async def _refuse_oversized_checkout(git: _Git) -> None:
@@ -324,6 +355,13 @@ def _git_environment(
         GIT_LFS_SKIP_SMUDGE="1",
     )
     return env
+
+
+def hardened_git() -> tuple[list[str], dict[str, str]]:
+    """The clones' hardened git (command and environment), for commands in an existing
+    repository: a clone, or a local work tree (whose own config cannot turn hooks on)."""
+    command = ["git", "--no-optional-locks", *_git_options(allow_insecure_http=False, extra={})]
+    return command, _git_environment(allow_insecure_http=False)
 
 
 def _create_workspace(workspace_root: Path) -> Path:
@@ -507,7 +545,7 @@ def _configured_clone_options() -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def cloned_through_guard(
-    url: str, *, ref: str | None, deadline: float | None
+    url: str, *, ref: str | None, deadline: float | None, diff_base: str | None = None
 ) -> AsyncIterator[ClonedRepository]:
     """A shallow clone of ``url`` at ``ref``, removed when the block exits.
 
@@ -518,7 +556,11 @@ async def cloned_through_guard(
 
     async def clone(attempt: Attempt) -> ClonedRepository:
         repository = await clone_repository(
-            url, ref=ref, timeout_s=attempt.timeout, **_configured_clone_options()
+            url,
+            ref=ref,
+            diff_base=diff_base,
+            timeout_s=attempt.timeout,
+            **_configured_clone_options(),
         )
         cloned.append(repository)
         return repository

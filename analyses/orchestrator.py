@@ -29,7 +29,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from analyses import events, store
+from analyses import changes, events, store, suppressions
 from analyses import metrics as analysis_metrics
 from analyses.findings import Finding
 from analyses.git import cloned_through_guard
@@ -272,17 +272,27 @@ def _lease_check(run: AnalysisRun, *, renew: bool) -> tuple[bool, bool]:
 
 
 async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
-    async with _workspace(run) as root:
+    async with _workspace(run) as (root, base_sha):
         limits = ParseLimits(**settings.EIDOLON_PARSE_LIMITS)
         parsed: ParseResult = await asyncio.to_thread(parse_tree, root, limits=limits)
+        selection = await changes.selection_for(
+            run.analysis, root=root, base_sha=base_sha, units=parsed.units
+        )
     units = parsed.units
-    reviewable = [run.provider.reviews(unit) for unit in units]
+    # Left out on purpose (suppressed, or unchanged in a change review): skipped, not counted.
+    left_out = suppressions.left_out(units) | (selection.left_out(units) if selection else {})
+    reviewable = [run.provider.reviews(unit) and unit.id not in left_out for unit in units]
     file_errors = [
         {"path": e.path, "code": e.code, "message": e.message, "line": e.line}
         for e in parsed.errors
     ]
     rows = await sync_to_async(store.store_units)(
-        run.id, units=units, reviewable=reviewable, file_errors=file_errors
+        run.id,
+        units=units,
+        reviewable=reviewable,
+        file_errors=file_errors,
+        left_out=left_out,
+        selection=selection,
     )
     await sync_to_async(run.analysis.refresh_from_db)()
     pending = [
@@ -350,21 +360,24 @@ async def _settle_background(run: AnalysisRun) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _workspace(run: AnalysisRun) -> AsyncIterator[Path]:
+async def _workspace(run: AnalysisRun) -> AsyncIterator[tuple[Path, str | None]]:
     """The directory to parse: the local one (its roots checked again: links may have moved
     since it was submitted), or a clone removed afterwards. The source was parsed and
     validated once, when the analysis was created."""
     analysis = run.analysis
     if analysis.source_kind == "local":
         roots = None if analysis.allow_any_path else settings.EIDOLON_SOURCE_ROOTS
-        yield resolve_local_directory(analysis.source, allowed_roots=roots)
+        yield resolve_local_directory(analysis.source, allowed_roots=roots), None
         return
     # A resumed run analyses the same commit as the first.
     async with cloned_through_guard(
-        analysis.source, ref=analysis.commit_sha or analysis.ref or None, deadline=run.deadline
+        analysis.source,
+        ref=analysis.commit_sha or analysis.ref or None,
+        deadline=run.deadline,
+        diff_base=analysis.diff_base or None,
     ) as repository:
         await sync_to_async(store.record_source)(run.id, commit_sha=repository.commit_sha)
-        yield repository.path
+        yield repository.path, repository.base_sha
 
 
 def _cache_key(run: AnalysisRun, model: str, context_hash: str) -> str:
@@ -552,4 +565,5 @@ def _summary(analysis_id: int) -> tuple[dict[str, Any], int | None]:
     if not units:
         return {}, None
     system = summarize_system(by_module, units_by_module=units)
+    system["suppressed"] = suppressions.suppressed_counts(analysis_id)
     return system, system["score"]

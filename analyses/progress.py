@@ -87,6 +87,7 @@ async def flush(run: AnalysisRun, *, force: bool = False) -> None:
                     "status": outcome.status,
                     "reason": outcome.reason,
                     "cards": len(cards_by_unit.get(outcome.code_unit_id, [])),
+                    "suppressed": written.suppressed.get(outcome.code_unit_id, 0),
                 },
             )
         )

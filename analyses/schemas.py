@@ -62,6 +62,11 @@ class AnalysisIn(Schema):
         description="Review again with the primary model the functions whose cached review a "
         "fallback model wrote (default: a fallback's cached review is used as it is).",
     )
+    diff_base: printable_text(max_length=255) | None = Field(  # type: ignore[valid-type]
+        None,
+        description="A change review: only the functions changed since this branch, tag or "
+        "commit (HEAD~1 style steps allowed; a git URL or a local git work tree).",
+    )
 
 
 class PageIn(Schema):
@@ -105,12 +110,24 @@ class ModelUsageOut(BaseModel):
     )
 
 
+class ExportIn(Schema):
+    format: Literal["sarif", "markdown", "json"] = Field(
+        description="sarif (SARIF 2.1.0, for code scanning), markdown (a pull-request comment) "
+        "or json (the analysis and its cards as this API gives them)."
+    )
+
+
 class AnalysisOut(BaseModel):
     id: int
     source: str
     source_kind: str
     ref: str
     commit_sha: str
+    diff_base: str = Field(description="Change review: the base compared with ('' if none).")
+    functions_selected: int | None = Field(
+        description="Change review: the functions the diff selected (null if none)."
+    )
+    diff_files: list[str] = Field(description="Change review: the Python files it touched.")
     provider: str
     model: str
     status: str

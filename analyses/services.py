@@ -11,6 +11,7 @@ import structlog
 from django.conf import settings
 from django.db import transaction
 
+from analyses.changes import resolve_base
 from analyses.destinations import check_destination
 from analyses.git import configured_host_policy
 from analyses.models import (
@@ -23,6 +24,7 @@ from analyses.models import (
     UnitStatus,
 )
 from analyses.parsing import FUNCTION_KINDS
+from analyses.revisions import ChangeError, parse_base
 from analyses.sources import (
     SourceError,
     SourceSpec,
@@ -62,9 +64,12 @@ class InvalidAnalysisRequest(ValueError):
 
     @property
     def field(self) -> str:
-        return {"bad_ref": "ref", "provider": "provider", "concurrency": "concurrency"}.get(
-            self.code, "source"
-        )
+        return {
+            "bad_ref": "ref",
+            "provider": "provider",
+            "concurrency": "concurrency",
+            "diff_base": "diff_base",
+        }.get(self.code, "source")
 
 
 def default_provider() -> str:
@@ -80,6 +85,7 @@ class ValidRequest:
     provider: str
     concurrency: int
     allow_any_path: bool
+    diff_base: str = ""
 
 
 def analysis_request_check(
@@ -89,6 +95,7 @@ def analysis_request_check(
     provider: str | None = None,
     concurrency: int | None = None,
     allow_any_path: bool = False,
+    diff_base: str | None = None,
 ) -> ValidRequest:
     """The request, checked (nothing is stored); raises ``InvalidAnalysisRequest`` with a
     message for the user."""
@@ -98,11 +105,18 @@ def analysis_request_check(
         )
         if spec.kind == "local":
             roots = None if allow_any_path else settings.EIDOLON_SOURCE_ROOTS
-            resolve_local_directory(spec.location, allowed_roots=roots)
+            directory = resolve_local_directory(spec.location, allowed_roots=roots)
         else:
             check_destination(spec.location, policy=configured_host_policy(), at_clone=False)
     except SourceError as error:
         raise InvalidAnalysisRequest(error.message, code=error.code) from None
+    try:  # a local work tree's base is looked up now; a clone's when it is fetched
+        if diff_base:
+            parse_base(diff_base)
+        if diff_base and spec.kind == "local":
+            resolve_base(directory, diff_base, allowed_roots=roots)
+    except ChangeError as error:
+        raise InvalidAnalysisRequest(error.message, code="diff_base") from None
     provider = provider or default_provider()
     if provider not in PROVIDERS:
         raise InvalidAnalysisRequest(
@@ -121,7 +135,11 @@ def analysis_request_check(
             code="concurrency",
         )
     return ValidRequest(
-        spec=spec, provider=provider, concurrency=concurrency, allow_any_path=allow_any_path
+        spec=spec,
+        provider=provider,
+        concurrency=concurrency,
+        allow_any_path=allow_any_path,
+        diff_base=diff_base or "",
     )
 
 
@@ -136,8 +154,10 @@ def analysis_create(
     upgrade_fallback_reviews: bool = False,
     max_duration: float | None = None,
     created_by=None,
+    diff_base: str | None = None,
 ) -> Analysis:
     """Validate the request and store a queued analysis (nothing is fetched or parsed yet).
+    ``diff_base``: a change review, of what changed since that revision.
 
     Raises ``InvalidAnalysisRequest`` with a message for the user.
     """
@@ -147,6 +167,7 @@ def analysis_create(
         provider=provider,
         concurrency=concurrency,
         allow_any_path=allow_any_path,
+        diff_base=diff_base,
     )
     return _store(
         request,
@@ -172,6 +193,7 @@ def _store(
         ref=spec.ref or "",
         base_commit=_previous_commit(spec.display) if spec.kind == "git" else "",
         allow_any_path=request.allow_any_path,
+        diff_base=request.diff_base,
         provider=provider,
         model=settings.EIDOLON_AI_MODEL if provider == "anthropic" else "rules",
         model_chain=list(settings.EIDOLON_AI_MODELS) if provider == "anthropic" else [],
@@ -217,6 +239,7 @@ def analysis_submit(
     provider: str | None = None,
     upgrade_fallback_reviews: bool = False,
     clock: Clock = SYSTEM_CLOCK,
+    diff_base: str | None = None,
 ) -> Analysis:
     """A user's submission (web form or API): checked first (a typo costs no submission), then
     counted against their budget, then stored and handed to the workers together (an analysis
@@ -225,7 +248,7 @@ def analysis_submit(
     Raises ``InvalidAnalysisRequest`` or ``SubmissionRateLimited``; only directories inside
     ``EIDOLON_SOURCE_ROOTS`` may be analysed.
     """
-    request = analysis_request_check(source=source, ref=ref, provider=provider)
+    request = analysis_request_check(source=source, ref=ref, provider=provider, diff_base=diff_base)
     submission_admit(user=user, clock=clock)
     with transaction.atomic():
         analysis = _store(

@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, Sum, Value
 from django.db.models.functions import Coalesce
 
+from analyses import suppressions
 from analyses.findings import Finding
 from analyses.fingerprints import card_fingerprint
 from analyses.models import (
     Analysis,
     AnalysisStatus,
     Card,
+    CardStatus,
     CodeUnit,
     LLMCall,
     ResultCache,
@@ -33,6 +35,9 @@ from analyses.providers.base import LLMCallRecord
 from reliability.clock import epoch_datetime
 from reliability.pricing import Price, model_call_cost, price_table
 from reliability.ratelimit import charge_spend
+
+if TYPE_CHECKING:
+    from analyses.changes import Selection
 
 _FINDING_FIELDS = tuple(f.name for f in fields(Finding))
 ACTIVE_STATUSES = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)
@@ -121,10 +126,18 @@ _STORED_UNIT_FIELDS = (
 
 
 def store_units(
-    analysis_id: int, *, units: Sequence[Unit], reviewable: Iterable[bool], file_errors: list
+    analysis_id: int,
+    *,
+    units: Sequence[Unit],
+    reviewable: Iterable[bool],
+    file_errors: list,
+    left_out: Mapping[str, str] | None = None,
+    selection: Selection | None = None,
 ) -> dict[str, tuple[int, str]]:
     """Create the units of a first run (idempotent: a resumed run finds them) and return
-    ``unit_id -> (pk, status)``."""
+    ``unit_id -> (pk, status)``. ``left_out`` (unit id -> reason): units skipped on purpose
+    (suppressed, unchanged in a change review), not counted in ``functions_total``."""
+    left_out = left_out or {}
     rows = [
         CodeUnit(
             analysis_id=analysis_id,
@@ -132,15 +145,19 @@ def store_units(
             **{name: getattr(unit, name) for name in _STORED_UNIT_FIELDS},
             reviewable=reviews,
             status=UnitStatus.PENDING if reviews else UnitStatus.SKIPPED,
-            failure_reason="" if reviews else NOT_REVIEWED_ALONE,
+            failure_reason="" if reviews else left_out.get(unit.id, NOT_REVIEWED_ALONE),
         )
         for unit, reviews in zip(units, reviewable, strict=True)
     ]
+    change: dict[str, Any] = {}
+    if selection is not None:
+        change = {"functions_selected": len(selection.unit_ids), "diff_files": selection.files}
     with transaction.atomic():
         CodeUnit.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
         Analysis.objects.filter(pk=analysis_id).update(
-            functions_total=sum(1 for unit in units if unit.is_function),
+            functions_total=sum(1 for u in units if u.is_function and u.id not in left_out),
             file_errors=file_errors,
+            **change,
         )
     return {
         unit_id: (pk, status)
@@ -168,6 +185,7 @@ class Written:
 
     outcomes: list[UnitOutcome]
     cards: list[Card]
+    suppressed: dict[int, int] = field(default_factory=dict)  # code unit pk -> cards dropped
 
 
 _COUNTER_OF = {
@@ -206,14 +224,16 @@ def write_outcomes(
             CodeUnit.objects.filter(pk=outcome.code_unit_id).update(
                 status=outcome.status, failure_reason=outcome.reason, finished_at=now
             )
-        cards = Card.objects.bulk_create(
-            [
-                _card(analysis_id, outcome, finding)
-                for outcome in done
-                for finding in outcome.findings
-            ],
-            batch_size=500,
-        )
+        suppressed: dict[int, int] = {}
+        new_cards = []
+        for outcome in done:
+            for finding in outcome.findings:
+                if suppressions.suppresses(outcome.unit, finding.kind):
+                    suppressed[outcome.code_unit_id] = suppressed.get(outcome.code_unit_id, 0) + 1
+                else:
+                    new_cards.append(_card(analysis_id, outcome, finding))
+        _keep_dismissed(analysis_id, new_cards)
+        cards = Card.objects.bulk_create(new_cards, batch_size=500)
         counters: dict[str, Any] = {"cards_count": F("cards_count") + len(cards)}
         for status, column in _COUNTER_OF.items():
             count = sum(1 for o in done if o.status == status and o.unit.is_function)
@@ -237,7 +257,31 @@ def write_outcomes(
         # Last, so that the budget's row (which every admission updates) is locked briefly.
         for budget, cost in sorted(spend.items()):
             charge_spend(budget, cost_usd=cost)
-    return Written(outcomes=done, cards=cards)
+    return Written(outcomes=done, cards=cards, suppressed=suppressed)
+
+
+def _keep_dismissed(analysis_id: int, cards: Sequence[Card], *, chunk: int = 500) -> None:
+    """Cards the user dismissed in an earlier analysis of the same source (same owner) come
+    back dismissed: matched by fingerprint, one query per ``chunk`` cards."""
+    if not cards:
+        return
+    source, owner = Analysis.objects.values_list("source", "created_by_id").get(pk=analysis_id)
+    for start in range(0, len(cards), chunk):
+        batch = cards[start : start + chunk]
+        dismissed = dict(
+            Card.objects.filter(
+                fingerprint__in={card.fingerprint for card in batch},
+                status=CardStatus.DISMISSED,
+                analysis__source=source,
+                analysis__created_by_id=owner,
+            )
+            .order_by("status_changed_at")  # the latest dismissal wins
+            .values_list("fingerprint", "status_changed_at")
+        )
+        for card in batch:
+            if card.fingerprint in dismissed:
+                card.status = CardStatus.DISMISSED
+                card.status_changed_at = dismissed[card.fingerprint]
 
 
 # Lines of context shown around a card's cited lines, and the most an excerpt may hold.

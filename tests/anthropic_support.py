@@ -8,9 +8,10 @@ from pathlib import Path
 
 import anthropic
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from analyses.models import Analysis
-from analyses.providers.anthropic import AnthropicProvider
+from analyses.providers.anthropic import AnthropicProvider, model_target
 from reliability.breaker import admit, record
 from reliability.fake_anthropic import FakeAnthropic
 from reliability.guard import Attempt, Guard
@@ -24,24 +25,28 @@ MODEL = "claude-sonnet-5-5"
 def generous_anthropic_limits(
     *, failure_threshold: int = 50, recovery_timeout: float = 60, **breaker_tuning: float
 ) -> None:
-    """The ``anthropic`` breaker and budget, set so that neither gets in a test's way;
-    ``breaker_tuning`` sets other fields of the breaker (the model's defaults otherwise)."""
+    """The ``anthropic`` breaker and budget (the target of ``provider_for``'s guard), and those of
+    each model of the chain (``anthropic:<model>``, the product's guards in a worker process),
+    set so that none gets in a test's way; ``breaker_tuning`` sets other fields of the breakers
+    (the model's defaults otherwise)."""
     now = time.time()
-    CircuitBreaker.objects.create(
-        name="anthropic",
-        failure_threshold=failure_threshold,
-        recovery_timeout=recovery_timeout,
-        **breaker_tuning,
-        state_changed_at=now,
-        window_started_at=now,
-    )
-    RateLimitBudget.objects.create(
-        name="anthropic",
-        requests_per_window=100_000,
-        input_tokens_per_window=10**8,
-        output_tokens_per_window=10**8,
-        requests_per_day=10**6,
-    )
+    models = dict.fromkeys([MODEL, *settings.EIDOLON_AI_MODELS])
+    for name in ["anthropic", *(model_target(model) for model in models)]:
+        CircuitBreaker.objects.create(
+            name=name,
+            failure_threshold=failure_threshold,
+            recovery_timeout=recovery_timeout,
+            **breaker_tuning,
+            state_changed_at=now,
+            window_started_at=now,
+        )
+        RateLimitBudget.objects.create(
+            name=name,
+            requests_per_window=100_000,
+            input_tokens_per_window=10**8,
+            output_tokens_per_window=10**8,
+            requests_per_day=10**6,
+        )
 
 
 def open_anthropic_breaker(*, recovery_timeout: float) -> CircuitBreaker:

@@ -7,12 +7,13 @@ types are inferred (see ``build_call_graph`` for the preferences that decide bet
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from analyses.parsing.units import Unit
+from analyses.parsing.units import Unit, content_hash
 
 ContextRole = Literal["caller", "callee"]
 
@@ -101,13 +102,23 @@ def context_for(
 
 
 def context_hash(unit: Unit, context: Sequence[ContextSnippet]) -> str:
-    """Cache key for "this unit with this context": changes when either text sent changes."""
-    digest = hashlib.sha256(unit.content_hash.encode())
+    """Cache key for "this unit with this context": changes when either text sent changes,
+    except the unit's own name (``own_text_hash``): a function renamed, its body and context
+    unchanged, is a hit."""
+    digest = hashlib.sha256(own_text_hash(unit).encode())
     for snippet in context:
         for part in (snippet.role, snippet.path, snippet.qualname, snippet.source):
             digest.update(b"\0")
             digest.update(part.encode())
     return digest.hexdigest()
+
+
+def own_text_hash(unit: Unit) -> str:
+    """sha256 of the unit's source with the name on its own ``def``/``class`` line blanked."""
+    if unit.kind == "module":
+        return unit.content_hash
+    pattern = rf"(\b(?:def|class)\s+){re.escape(unit.name)}\b"
+    return content_hash(re.sub(pattern, r"\1_", unit.source, count=1))
 
 
 # --------------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ class ModelChainProvider:
             except (CircuitOpenError, BudgetExhaustedError):
                 return None  # it moved on meanwhile: ask the chain again
         breakers = [refusal for _, refusal in refusals if isinstance(refusal, CircuitOpenError)]
-        first_refusal = (breakers or [refusal for _, refusal in refusals])[0]
+        first_refusal = _naming_all(breakers) if breakers else refusals[0][1]
         if not request.wait_for_breaker or len(breakers) < len(refusals):
             raise first_refusal
         now = self.clock.now()
@@ -133,6 +133,19 @@ class ModelChainProvider:
             request.on_wait(Wait("breaker", until, f"AI ({', '.join(self.models)})"))
         await self.clock.sleep(max(0.0, until - now))
         return None
+
+
+def _naming_all(refusals: list[CircuitOpenError]) -> CircuitOpenError:
+    """The first breaker's refusal, saying which others refused too."""
+    first, others = refusals[0], refusals[1:]
+    if not others:
+        return first
+    return CircuitOpenError(
+        breaker=first.breaker,
+        state=first.state,
+        retry_at=first.retry_at,
+        detail="every model refuses: also " + ", ".join(f"'{r.breaker}'" for r in others),
+    )
 
 
 def _with_calls(result: ReviewResult, earlier: list[LLMCallRecord]) -> ReviewResult:

@@ -21,7 +21,7 @@ The package, along its seams:
 * ``http``: the HTTP/1.1 it speaks, resets and trickles; ``errors``: the API's error replies;
 * ``windows``: its own rate-limit windows and the headers that advertise them;
 * ``prompt_cache``: ``cache_control`` honoured: cache writes, then reads within five minutes;
-* ``records``: the request log; ``control``: the ``/_fake/`` endpoints;
+* ``records``: the request log and its counts per model; ``control``: the ``/_fake/`` endpoints;
 * ``server``: ``FakeAnthropic``, which plans each request and serves it, in a task or a thread.
 """
 
@@ -31,6 +31,7 @@ from reliability.fake_anthropic.config import (
     RequestOutcome,
     fault_kind,
     parse_latency,
+    parse_model_faults,
     parse_rates,
 )
 from reliability.fake_anthropic.messages import (
@@ -41,7 +42,7 @@ from reliability.fake_anthropic.messages import (
     ResponderResult,
     prompt_text,
 )
-from reliability.fake_anthropic.records import RequestRecord
+from reliability.fake_anthropic.records import RequestRecord, counts_by_model
 from reliability.fake_anthropic.schema import SchemaError, instance_for_schema
 from reliability.fake_anthropic.server import FakeAnthropic
 
@@ -57,9 +58,11 @@ __all__ = [
     "Responder",
     "ResponderResult",
     "SchemaError",
+    "counts_by_model",
     "fault_kind",
     "instance_for_schema",
     "parse_latency",
+    "parse_model_faults",
     "parse_rates",
     "prompt_text",
 ]

@@ -50,6 +50,9 @@ class FakeConfig:
 
     fault_rates: Mapping[str, float] = field(default_factory=dict)
     """Fault kind -> probability per request; the rest is ``ok``. The sum must be <= 1."""
+    model_fault_rates: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Model name -> fault rates that replace ``fault_rates`` for requests naming that model
+    (e.g. one model overloaded while another answers); checked like ``fault_rates``."""
     latency_s: float | tuple[float, float] = 0.0
     """Delay before a 200 reply: fixed, or uniform between (min, max)."""
     rpm_limit: int | None = None
@@ -71,6 +74,9 @@ class FakeConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fault_rates", _validated_rates(self.fault_rates))
+        object.__setattr__(
+            self, "model_fault_rates", _validated_model_rates(self.model_fault_rates)
+        )
         object.__setattr__(self, "latency_s", _validated_latency(self.latency_s))
         if self.rpm_limit is not None:
             _check_number("rpm_limit", self.rpm_limit, minimum=1, integer=True)
@@ -95,6 +101,12 @@ class FakeConfig:
         if unknown := sorted(set(changes) - known):
             raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
         return dataclasses.replace(self, **changes)
+
+    def rates_for(self, model: str | None) -> Mapping[str, float]:
+        """The fault rates for a request naming ``model``."""
+        if model is not None and model in self.model_fault_rates:
+            return self.model_fault_rates[model]
+        return self.fault_rates
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,6 +135,36 @@ def parse_rates(pairs: Iterable[str]) -> dict[str, float]:
     return rates
 
 
+def parse_model_faults(specs: Iterable[str]) -> dict[str, dict[str, float]]:
+    """``model_fault_rates`` from ``MODEL=KIND:PROBABILITY[,KIND:PROBABILITY...]`` texts;
+    ``FakeConfig`` checks kinds and sums. ``MODEL=`` alone: that model gets no faults."""
+    model_rates: dict[str, dict[str, float]] = {}
+    for spec in specs:
+        model, separator, pairs = spec.partition("=")
+        model = model.strip()
+        if not separator or not model:
+            raise ValueError(
+                f"--model-faults expects MODEL=KIND:PROBABILITY[,KIND:PROBABILITY...], got {spec!r}"
+            )
+        if model in model_rates:
+            raise ValueError(f"--model-faults names {model!r} twice")
+        rates: dict[str, float] = {}
+        for pair in filter(None, (part.strip() for part in pairs.split(","))):
+            kind, colon, probability = pair.partition(":")
+            if not colon:
+                raise ValueError(
+                    f"--model-faults {spec!r}: expected KIND:PROBABILITY, got {pair!r}"
+                )
+            try:
+                rates[kind.strip()] = float(probability)
+            except ValueError:
+                raise ValueError(
+                    f"--model-faults {spec!r}: {probability!r} is not a number"
+                ) from None
+        model_rates[model] = rates
+    return model_rates
+
+
 def parse_latency(text: str | None) -> float | tuple[float, float]:
     """``latency_s`` from ``SECONDS`` or ``MIN:MAX``; None is no delay."""
     if text is None:
@@ -149,17 +191,35 @@ def _check_number(
         raise ValueError(f"{name} must be {'>' if exclusive else '>='} {minimum}, got {value!r}")
 
 
-def _validated_rates(rates: Mapping[str, float]) -> dict[str, float]:
+def _validated_rates(rates: Mapping[str, float], *, name: str = "fault_rates") -> dict[str, float]:
     if not isinstance(rates, Mapping):
-        raise ValueError("fault_rates must be a mapping of fault kind to probability")
+        raise ValueError(f"{name} must be a mapping of fault kind to probability")
     validated: dict[str, float] = {}
     for kind, rate in rates.items():
-        _check_number(f"fault_rates[{kind!r}]", rate, minimum=0)
+        _check_number(f"{name}[{kind!r}]", rate, minimum=0)
         if rate > 1:
-            raise ValueError(f"fault_rates[{kind!r}] must be <= 1, got {rate!r}")
-        validated[fault_kind(kind)] = float(rate)
+            raise ValueError(f"{name}[{kind!r}] must be <= 1, got {rate!r}")
+        try:
+            validated[fault_kind(kind)] = float(rate)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     if sum(validated.values()) > 1 + 1e-9:
-        raise ValueError(f"fault rates must sum to at most 1, got {sum(validated.values()):g}")
+        raise ValueError(
+            f"{name}: fault rates must sum to at most 1, got {sum(validated.values()):g}"
+        )
+    return validated
+
+
+def _validated_model_rates(
+    model_rates: Mapping[str, Mapping[str, float]],
+) -> dict[str, dict[str, float]]:
+    if not isinstance(model_rates, Mapping):
+        raise ValueError("model_fault_rates must be a mapping of model name to fault rates")
+    validated: dict[str, dict[str, float]] = {}
+    for model, rates in model_rates.items():
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError(f"model_fault_rates: a model name must be non-empty, got {model!r}")
+        validated[model] = _validated_rates(rates, name=f"model_fault_rates[{model!r}]")
     return validated
 
 

@@ -1,7 +1,8 @@
 """The control endpoints that steer a fake running in another process (``manage.py
 fake_anthropic``) over HTTP, through the same methods a test calls in-process:
 
-``GET /_fake/log[?since=N]``, ``GET``/``POST /_fake/config``, ``POST /_fake/script`` and
+``GET /_fake/log[?since=N]``, ``GET /_fake/stats`` (requests per model per outcome),
+``GET``/``POST /_fake/config``, ``POST /_fake/script`` and
 ``POST /_fake/reset``.
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from reliability.fake_anthropic.errors import plain_error
 from reliability.fake_anthropic.http import HttpRequest, HttpResponse, json_response
 from reliability.fake_anthropic.messages import new_id
+from reliability.fake_anthropic.records import counts_by_model
 
 if TYPE_CHECKING:
     from reliability.fake_anthropic.server import FakeAnthropic
@@ -47,6 +49,9 @@ def _control(fake: FakeAnthropic, request: HttpRequest) -> object | None:
         case "GET", "log":
             since = int(request.query.get("since", ["0"])[0])
             return [record.to_dict() for record in fake.requests[max(since, 0) :]]
+        case "GET", "stats":
+            records = fake.requests
+            return {"requests": len(records), "by_model": counts_by_model(records)}
         case "GET", "config":
             return fake.config.to_dict()
         case "POST", "config":

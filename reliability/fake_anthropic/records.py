@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -86,6 +86,22 @@ class RequestRecord:
         data["received_at"] = self.received_at.isoformat()
         data["api_key_present"] = self.api_key_present
         return data
+
+
+NO_MODEL = "(none)"
+"""The key of ``counts_by_model`` for requests that named no model."""
+
+
+def counts_by_model(records: Iterable[RequestRecord]) -> dict[str, dict[str, int]]:
+    """Requests per model per outcome (``fault``: ``ok``, ``overloaded``, ``rpm_limit`` ...),
+    e.g. ``{"claude-sonnet-5-5": {"overloaded": 3}, "claude-haiku-4-5": {"ok": 12}}``."""
+    counts: dict[str, dict[str, int]] = {}
+    for record in records:
+        model = record.model if isinstance(record.model, str) else NO_MODEL
+        per_outcome = counts.setdefault(model, {})
+        outcome = str(record.fault)  # a plain string, not the enum, for printing and JSON
+        per_outcome[outcome] = per_outcome.get(outcome, 0) + 1
+    return counts
 
 
 def credential_header(headers: Mapping[str, str]) -> str | None:

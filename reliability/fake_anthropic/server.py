@@ -5,7 +5,8 @@ Each API request gets, in this order of precedence:
 1. the next scripted fault (``script()`` / ``POST /_fake/script``), if any is pending;
 2. 401 when it carries no API key and ``require_api_key`` is set;
 3. 429 when the fake's own limit of ``rpm_limit`` requests per ``rpm_window_s`` is reached;
-4. a fault drawn from ``fault_rates`` with the seeded RNG, or ``ok`` when none is drawn.
+4. a fault drawn with the seeded RNG from the rates of the request's model
+   (``model_fault_rates``) or else ``fault_rates``, or ``ok`` when none is drawn.
 
 Scripted and drawn requests count towards the RPM window; requests it refuses do not.
 """
@@ -52,7 +53,7 @@ from reliability.fake_anthropic.messages import (
 )
 from reliability.fake_anthropic.prompt_cache import PromptCache
 from reliability.fake_anthropic.ratelimits import Charge, RateLimits, estimated_input_tokens
-from reliability.fake_anthropic.records import RequestRecord, credential_header
+from reliability.fake_anthropic.records import RequestRecord, counts_by_model, credential_header
 from reliability.fake_anthropic.windows import UsageWindows, ratelimit_headers
 
 logger = structlog.get_logger(__name__)
@@ -201,6 +202,10 @@ class FakeAnthropic:
     def requests(self) -> list[RequestRecord]:
         with self._lock:
             return list(self._records)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Requests per model per outcome (``fault``) so far; see ``records.counts_by_model``."""
+        return counts_by_model(self.requests)
 
     def wait_for_requests(self, count: int, *, timeout: float = 5.0) -> list[RequestRecord]:
         """Block until the log holds ``count`` requests; TimeoutError after ``timeout`` seconds.
@@ -353,13 +358,14 @@ class FakeAnthropic:
         elif (wait_s := self._windows.rpm_wait(config, now=now)) is not None:
             return RequestOutcome.RPM_LIMITED, wait_s, None
         self._windows.admit(now)
-        return self._drawn_fault(config), None, charge
+        return self._drawn_fault(config, model=_model_of(request)), None, charge
 
-    def _drawn_fault(self, config: FakeConfig) -> Fault:
+    def _drawn_fault(self, config: FakeConfig, *, model: str | None) -> Fault:
+        rates = config.rates_for(model)
         draw = self._fault_rng.random()
         cumulative = 0.0
         for kind in Fault:  # a fixed order, so a seed means the same faults whatever the dict
-            cumulative += config.fault_rates.get(kind, 0.0)
+            cumulative += rates.get(kind, 0.0)
             if draw < cumulative:
                 return kind
         return Fault.OK
@@ -468,6 +474,12 @@ class _Plan:
     config: FakeConfig
     delay_s: float
     charge: Charge | None = None  # what it holds of the rate limits until it ends
+
+
+def _model_of(request: HttpRequest) -> str | None:
+    body = request.json_body
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
 
 
 def _rngs(seed: int | None) -> tuple[random.Random, random.Random]:

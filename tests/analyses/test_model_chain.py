@@ -260,6 +260,7 @@ class TestEveryModelRefuses:
         await provider.aclose()
 
         assert refused.value.breaker == model_target(PRIMARY)
+        assert f"every model refuses: also '{model_target(FALLBACK)}'" in str(refused.value)
         assert fake.requests == []
 
 

@@ -288,6 +288,9 @@ class TestAnalyzeCommand:
             "output_tokens",
             "cost_usd",
             "duration_s",
+            "diff_base",
+            "functions_selected",
+            "diff_files",
         }
         assert report["status"] == "completed" and report["functions_total"] == 2
         assert report["llm_requests"] == 0 and report["cost_usd"] == 0

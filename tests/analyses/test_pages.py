@@ -179,7 +179,7 @@ def source_root(tmp_path, settings):
 class TestNewAnalysisForm:
     def test_get__offers_the_fields_and_says_where_directories_may_be(self, alice, source_root):
         page = body(client_for(alice).get("/analyses/new/"))
-        assert 'name="source"' in page and 'name="ref"' in page
+        assert 'name="source"' in page and 'name="ref"' in page and 'name="diff_base"' in page
         assert 'value="static"' in page and 'value="anthropic"' in page
         assert f"A directory under {source_root}" in page
         assert "needs ANTHROPIC_API_KEY" in page
@@ -212,6 +212,8 @@ class TestNewAnalysisForm:
                 "ref",
                 "is not a valid branch, tag or full commit SHA",
             ),
+            ({"source": "{root}/shop", "diff_base": "HEAD~1"}, "diff_base", "a git work tree"),
+            ({"source": "{root}/shop", "diff_base": "--upload-pack=x"}, "diff_base", "'-'"),
             ({"source": "{root}/shop", "provider": "anthropic"}, "provider", "ANTHROPIC_API_KEY"),
             ({"source": "{root}/shop", "provider": "gpt"}, "provider", "Select a valid choice"),
         ],

@@ -177,6 +177,9 @@ ROUTE_RULES: dict[str, list[Rule]] = {
     "api/analyses/<analysis_id>/cards [list_cards]": [
         Rule(OWNER, "/api/analyses/{analysis}/cards")
     ],
+    "api/analyses/<analysis_id>/export [analysis_export]": [
+        Rule(OWNER, "/api/analyses/{analysis}/export?format=sarif", ok=(200, 409))
+    ],
     "api/cards/<card_id> [get_card]": [Rule(OWNER, "/api/cards/{card}")],
     "api/cards/<card_id> [set_card_status]": [
         Rule(OWNER, "/api/cards/{card}", "PATCH", {"status": "fixed"})

@@ -2,12 +2,23 @@
 
     python manage.py analyze SOURCE [--ref REF] [--provider anthropic|static]
                                     [--concurrency N] [--json] [--allow-private-hosts]
+                                    [--format json|sarif|markdown [--output FILE]]
+                                    [--fail-on high|medium|low]
+                                    [--diff BASE] [--upgrade-fallback-reviews]
 
 Exit status: 0 when it completes (failed units are reported, not fatal), 1 when it fails,
-times out or is cancelled (Ctrl+C), 2 for bad input (with a one-line reason on stderr).
+times out or is cancelled (Ctrl+C), 2 for bad input (with a one-line reason on stderr), 3 when
+it completes with a finding at or above --fail-on's severity that is not dismissed.
 With --json, stdout holds exactly one JSON object; logs and progress go to stderr.
+--format writes the export of a completed analysis to --output FILE, or to stdout when FILE is
+"-" or absent (the summary then goes to stderr; --json then needs a FILE). Nothing is written
+when the analysis fails: an empty report would tell a code-scanning platform all was fixed.
 --allow-private-hosts lets a git URL lead to a private or loopback address (a git server on
 this machine or the internal network), which the web and the API refuse.
+--diff BASE reviews only the functions changed since BASE (a change review; a git URL, or a
+directory that is a git work tree, its uncommitted changes included).
+--upgrade-fallback-reviews reviews again, with the primary model, the functions whose cached
+review a fallback model wrote (EIDOLON_AI_MODELS); by default those reviews are used as they are.
 """
 
 from __future__ import annotations
@@ -23,8 +34,16 @@ from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    OutputWrapper,
+)
 
+from analyses.exports import EXPORT_FORMATS, export_analysis, findings_at_or_above
+from analyses.exports.delivery import ExportPlan, export_plan, write_export
+from analyses.findings import SEVERITIES
 from analyses.git import private_addresses_allowed
 from analyses.models import Analysis, AnalysisStatus
 from analyses.orchestrator import run_analysis
@@ -32,6 +51,7 @@ from analyses.selectors import analysis_cost
 from analyses.services import PROVIDERS, InvalidAnalysisRequest, analysis_cancel, analysis_create
 
 SUCCESS_STATUSES = (AnalysisStatus.COMPLETED, AnalysisStatus.COMPLETED_WITH_ERRORS)
+EXIT_GATE = 3  # --fail-on: a finding at or above the severity
 BAR_WIDTH = 30
 
 
@@ -48,6 +68,9 @@ def result_summary(analysis: Analysis, *, duration: float) -> dict[str, Any]:
         "input_tokens": analysis.input_tokens,
         "output_tokens": analysis.output_tokens,
         "cost_usd": _dollars(analysis_cost(analysis)),
+        "diff_base": analysis.diff_base,
+        "functions_selected": analysis.functions_selected,
+        "diff_files": analysis.diff_files,
         "duration_s": round(duration, 3),
     }
 
@@ -97,6 +120,28 @@ class Command(BaseCommand):
             help="Let a git URL lead to a private, loopback or link-local address "
             "(refused by default, as on the web).",
         )
+        parser.add_argument(
+            "--format", choices=EXPORT_FORMATS, help="Export the findings in this format."
+        )
+        parser.add_argument(
+            "--output", metavar="FILE", help="Where --format writes (default or -: stdout)."
+        )
+        parser.add_argument(
+            "--fail-on",
+            choices=SEVERITIES,
+            help="Exit 3 when a finding this severe or more exists (dismissed ones aside).",
+        )
+        parser.add_argument(
+            "--diff",
+            metavar="BASE",
+            dest="diff_base",
+            help="Review only the functions changed since BASE (branch, tag, commit, HEAD~1).",
+        )
+        parser.add_argument(
+            "--upgrade-fallback-reviews",
+            action="store_true",
+            help="Review again with the primary model what a fallback model reviewed before.",
+        )
 
     def handle(
         self,
@@ -108,12 +153,34 @@ class Command(BaseCommand):
         as_json: bool,
         verbosity: int,
         allow_private_hosts: bool = False,
+        diff_base: str | None = None,
+        upgrade_fallback_reviews: bool = False,
         **options: Any,
     ) -> None:
         _logs_to_stderr(verbose=verbosity >= 2)
+        try:
+            self._plan = export_plan(
+                format=options.get("format"),
+                output=options.get("output"),
+                fail_on=options.get("fail_on"),
+                as_json=as_json,
+            )
+        except ValueError as error:
+            raise CommandError(str(error), returncode=2) from None
+        self._export_out = self.stdout
+        if self._plan.to_stdout:  # stdout holds the export alone; the command speaks on stderr
+            self.stdout = OutputWrapper(sys.stderr)
         opt_out = private_addresses_allowed() if allow_private_hosts else contextlib.nullcontext()
         with opt_out:
-            self._analyse(source, ref, provider, concurrency, as_json=as_json)
+            self._analyse(
+                source,
+                ref,
+                provider,
+                concurrency,
+                as_json=as_json,
+                diff_base=diff_base,
+                upgrade_fallback_reviews=upgrade_fallback_reviews,
+            )
 
     def _analyse(
         self,
@@ -123,6 +190,8 @@ class Command(BaseCommand):
         concurrency: int | None,
         *,
         as_json: bool,
+        diff_base: str | None = None,
+        upgrade_fallback_reviews: bool = False,
     ) -> None:
         try:
             analysis = analysis_create(
@@ -131,6 +200,8 @@ class Command(BaseCommand):
                 provider=provider,
                 concurrency=concurrency,
                 allow_any_path=True,
+                diff_base=diff_base,
+                upgrade_fallback_reviews=upgrade_fallback_reviews,
             )
         except InvalidAnalysisRequest as error:
             raise CommandError(error.message, returncode=2) from None
@@ -146,6 +217,24 @@ class Command(BaseCommand):
             self._report(analysis, summary)
         if status not in SUCCESS_STATUSES:
             sys.exit(1)
+        self._deliver(analysis)
+
+    def _deliver(self, analysis: Analysis) -> None:
+        """Write the export, then apply the CI gate."""
+        plan: ExportPlan = self._plan
+        if plan.format:
+            text = export_analysis(analysis, format=plan.format)
+            if plan.to_stdout:
+                self._export_out.write(text, ending="")
+            else:
+                write_export(text, path=plan.output)
+        if plan.fail_on:
+            over = findings_at_or_above(analysis, severity=plan.fail_on)
+            if over:
+                self.stderr.write(
+                    f"{over} finding(s) at or above {plan.fail_on} severity: failing (exit 3)"
+                )
+                sys.exit(EXIT_GATE)
 
     async def _run(self, analysis_id: int, *, show_bar: bool) -> str:
         loop = asyncio.get_running_loop()
@@ -189,6 +278,11 @@ class Command(BaseCommand):
             f" {summary['output_tokens']} output tokens, {cost_text(summary['cost_usd'])},"
             f" {summary['duration_s']:.1f} s"
         )
+        if analysis.diff_base and analysis.functions_selected is not None:
+            self.stdout.write(
+                f"  changes since {analysis.diff_base}: {analysis.functions_selected} functions"
+                f" selected in {len(analysis.diff_files)} files"
+            )
         for error in analysis.file_errors[:10]:
             self.stdout.write(f"  file error: {error['path']}: {error['message']}")
 

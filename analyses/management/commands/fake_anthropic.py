@@ -5,6 +5,7 @@ because it can plug in the analyses' review responder.
 
 python manage.py fake_anthropic --port 8765 --rate overloaded=0.2 --latency 0.1:0.3
 python manage.py fake_anthropic --responder review --invalid-rate 0.1
+python manage.py fake_anthropic --model-faults claude-sonnet-5-5=overloaded:1.0
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from reliability.fake_anthropic import (
     Fault,
     Responder,
     parse_latency,
+    parse_model_faults,
     parse_rates,
 )
 
@@ -40,6 +42,13 @@ class Command(BaseCommand):
             default=[],
             metavar="KIND=PROBABILITY",
             help=f"Repeatable. Fault kinds: {', '.join(kind.value for kind in Fault)}.",
+        )
+        parser.add_argument(
+            "--model-faults",
+            action="append",
+            default=[],
+            metavar="MODEL=KIND:PROBABILITY[,KIND:PROBABILITY...]",
+            help="Repeatable. Fault rates that replace --rate for requests naming MODEL.",
         )
         parser.add_argument(
             "--latency", metavar="SECONDS|MIN:MAX", help="Delay of successful replies."
@@ -73,6 +82,7 @@ class Command(BaseCommand):
         try:
             config = FakeConfig(
                 fault_rates=parse_rates(options["rate"]),
+                model_fault_rates=parse_model_faults(options["model_faults"]),
                 latency_s=parse_latency(options["latency"]),
                 rpm_limit=options["rpm"],
                 rpm_window_s=options["rpm_window"],
