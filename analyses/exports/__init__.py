@@ -17,7 +17,7 @@ from analyses.exports.rows import export_rows
 from analyses.exports.sarif import export_sarif
 from analyses.exports.version import eidolon_version
 from analyses.models import Analysis
-from analyses.selectors import analysis_detail, card_detail
+from analyses.selectors import analysis_detail_with_models, card_detail
 
 ExportFormat = Literal["json", "sarif", "markdown"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
@@ -49,7 +49,7 @@ def export_json(analysis: Analysis) -> str:
     rows = export_rows(analysis)
     document = {
         "tool": {"name": "Eidolon", "version": eidolon_version()},
-        "analysis": analysis_detail(analysis),
+        "analysis": analysis_detail_with_models(analysis),
         "cards": [card_detail(card) for card in rows.cards],
     }
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
