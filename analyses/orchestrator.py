@@ -37,6 +37,7 @@ from analyses.models import Analysis, AnalysisStatus, UnitStatus
 from analyses.parsing import (
     ParseLimits,
     ParseResult,
+    Unit,
     build_call_graph,
     context_for,
     parse_tree,
@@ -318,22 +319,9 @@ async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
             )
         ],
     )
-    calls_api = _calls_api(run.provider)
     work = [UnitWork(unit=unit, code_unit_id=pk) for unit, pk in pending]
-    if calls_api:
-        graph = build_call_graph(units)
-        by_id = {unit.id: unit for unit in units}
-        models = cache_models(
-            run.provider, upgrade_fallback_reviews=run.analysis.upgrade_fallback_reviews
-        )
-        for item in work:
-            item.context = context_for(item.unit, graph=graph, units_by_id=by_id)
-            reviewed = unit_context_hash(item.unit, item.context)
-            item.cache_keys = {model: _cache_key(run, model, reviewed) for model in models}
-        # One query tells which units were reviewed before; only those look the cache up.
-        run.cached_keys = await sync_to_async(store.cached_keys)(
-            [key for item in work for key in item.cache_keys.values()]
-        )
+    if _calls_api(run.provider):
+        await _with_context_and_cache_keys(run, work, units=units)
     queue = run.queue = UnitQueue(work)
 
     async def review_next() -> None:
@@ -352,6 +340,25 @@ async def _analyse(run: AnalysisRun, *, resumed: bool) -> None:
         stop_flushing.set()
         await flusher
         await _settle_background(run)
+
+
+async def _with_context_and_cache_keys(
+    run: AnalysisRun, work: list[UnitWork], *, units: list[Unit]
+) -> None:
+    """Give each unit the context its prompt shows and its cache key per model the run takes
+    results from; learn in one query which of them were reviewed before."""
+    graph = build_call_graph(units)
+    by_id = {unit.id: unit for unit in units}
+    models = cache_models(
+        run.provider, upgrade_fallback_reviews=run.analysis.upgrade_fallback_reviews
+    )
+    for item in work:
+        item.context = context_for(item.unit, graph=graph, units_by_id=by_id)
+        reviewed = unit_context_hash(item.unit, item.context)
+        item.cache_keys = {model: _cache_key(run, model, reviewed) for model in models}
+    run.cached_keys = await sync_to_async(store.cached_keys)(
+        [key for item in work for key in item.cache_keys.values()]
+    )
 
 
 async def _settle_background(run: AnalysisRun) -> None:

@@ -210,6 +210,7 @@ class TestOpenAPI:
             ("POST", "/api/analyses/{analysis_id}/resume"),
             ("GET", "/api/analyses/{analysis_id}/events"),
             ("GET", "/api/analyses/{analysis_id}/cards"),
+            ("GET", "/api/analyses/{analysis_id}/export"),
             ("GET", "/api/cards/{card_id}"),
             ("PATCH", "/api/cards/{card_id}"),
             ("GET", "/api/reliability"),
