@@ -284,8 +284,7 @@ def _save_tuning(
     actor: str,
     reason: str,
 ) -> dict[str, list]:
-    # Tuning never renames; a family member's name ("anthropic:claude-haiku-4-5") is no slug.
-    instance.full_clean(exclude=["name"])
+    instance.full_clean()
     with transaction.atomic():
         stored = (
             type(instance).objects.select_for_update().filter(pk=instance.pk).values(*fields).get()

@@ -8,8 +8,20 @@ expressions can compare and add them on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+
+# A control's name: a target ("git"), or a family's member ("anthropic:claude-haiku-4-5",
+# "submissions:42"). Room for "anthropic:" and a model name of up to 100 characters.
+CONTROL_NAME = RegexValidator(
+    r"\A[-a-zA-Z0-9_]+(:[-a-zA-Z0-9_.@]+)?\Z",
+    "a name of letters, digits, '-' and '_', optionally followed by ':' and a member "
+    "(letters, digits, '-', '_', '.', '@')",
+)
+
+
+def control_name_field(**options) -> models.CharField:
+    return models.CharField(max_length=120, validators=[CONTROL_NAME], **options)
 
 
 class BreakerState(models.TextChoices):
@@ -43,7 +55,7 @@ CONFIG_FIELDS = (
 class CircuitBreaker(models.Model):
     """One named breaker (``anthropic``, ``git``): its tuning and its live state."""
 
-    name = models.SlugField(max_length=64, unique=True)
+    name = control_name_field(unique=True)
 
     # --- tuning (operators edit these in the admin; every process reads them on each call)
     failure_threshold = models.PositiveIntegerField(
@@ -196,7 +208,7 @@ class RateLimitBudget(models.Model):
     row holds the whole state and one UPDATE admits a request.
     """
 
-    name = models.SlugField(max_length=64, unique=True)
+    name = control_name_field(unique=True)
 
     window_seconds = models.FloatField(
         default=60.0,
@@ -291,7 +303,7 @@ class ControlChange(models.Model):
         BUDGET = "budget", "budget"
 
     target = models.CharField(max_length=8, choices=Target)
-    name = models.SlugField(max_length=64, help_text="The breaker's or budget's name.")
+    name = control_name_field(help_text="The breaker's or budget's name.")
     action = models.CharField(max_length=32, help_text="edit, reset, force_open, resume, ...")
     changes = models.JSONField(
         default=dict, blank=True, help_text='Edited settings: {"field": [old, new]}.'
