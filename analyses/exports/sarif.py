@@ -23,9 +23,6 @@ SARIF_SCHEMA = (
     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 )
 TOOL_NAME = "Eidolon"
-# Where SARIF's reader learns what the tool is. The project has no public home page yet: replace
-# this with it when it has one.
-INFORMATION_URI = "https://eidolon.example.com/"
 SOURCE_ROOT = "%SRCROOT%"
 FINGERPRINT_KEY = "eidolonFindingHash/v1"
 # SARIF has error, warning and note; Eidolon's severities are high, medium and low.
@@ -88,7 +85,6 @@ def sarif_log(analysis: Analysis, rows: ExportRows | None = None) -> dict[str, A
                         "name": TOOL_NAME,
                         "version": eidolon_version(),
                         "semanticVersion": eidolon_version(),
-                        "informationUri": INFORMATION_URI,
                         "rules": [_rule(kind) for kind in FINDING_KINDS],
                     }
                 },
