@@ -110,17 +110,22 @@ class ModelChainProvider:
         short = [
             (refusal.available_at, index, provider)
             for index, (provider, refusal) in enumerate(refusals)
-            if isinstance(refusal, BudgetExhaustedError) and refusal.available_at is not None
+            if isinstance(refusal, BudgetExhaustedError)
+            and refusal.available_at is not None
+            and (request.deadline is None or refusal.available_at < request.deadline)
         ]
         if short and request.wait_for_budget:
             _, _, provider = min(short)
             try:
+                # Its guard waits for the slot, or raises BudgetExhaustedError when it cannot.
                 return await provider.review(dataclasses.replace(request, wait_for_breaker=False))
-            except (CircuitOpenError, BudgetExhaustedError):
-                return None  # it moved on meanwhile: ask the chain again
+            except CircuitOpenError:
+                return None  # its breaker opened meanwhile: ask the chain again
         breakers = [refusal for _, refusal in refusals if isinstance(refusal, CircuitOpenError)]
         first_refusal = _naming_all(breakers) if breakers else refusals[0][1]
-        if not request.wait_for_breaker or len(breakers) < len(refusals):
+        # Models refused by their budgets for good (a cap, or past the deadline) are passed
+        # over: the review waits for the breakers of the others.
+        if not request.wait_for_breaker or not breakers:
             raise first_refusal
         now = self.clock.now()
         until = min(

@@ -7,6 +7,7 @@ database, opened by recorded failures or paused as a 429 would pause them.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -15,12 +16,14 @@ from asgiref.sync import sync_to_async
 
 from analyses.models import Analysis, AnalysisStatus, Card, CodeUnit, LLMCall
 from analyses.orchestrator import cache_models, run_analysis
+from analyses.parsing import Unit, parse_tree
 from analyses.providers.anthropic import AnthropicProvider, model_target
+from analyses.providers.base import ReviewRequest
 from analyses.providers.chain import ModelChainProvider
 from analyses.review_responder import review_responder
 from analyses.services import analysis_create
 from reliability.breaker import admit, record
-from reliability.exceptions import CircuitOpenError
+from reliability.exceptions import BudgetExhaustedError, CircuitOpenError
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
 from reliability.guard import Guard
 from reliability.models import BreakerState, BreakerTransition, CircuitBreaker, RateLimitBudget
@@ -221,12 +224,7 @@ class TestEveryModelRefuses:
             await sync_to_async(open_breaker)(model)
         provider = chain_for(fake)
         waits = []
-        from analyses.parsing import parse_tree
-        from analyses.providers.base import ReviewRequest
-
-        unit = next(
-            u for u in parse_tree(write_project(tmp_path, functions=1)).units if u.is_function
-        )
+        unit = one_function(tmp_path)
 
         result = await provider.review(
             ReviewRequest(
@@ -247,12 +245,7 @@ class TestEveryModelRefuses:
         await sync_to_async(model_rows)()
         for model in (PRIMARY, FALLBACK):
             await sync_to_async(open_breaker)(model)
-        from analyses.parsing import parse_tree
-        from analyses.providers.base import ReviewRequest
-
-        unit = next(
-            u for u in parse_tree(write_project(tmp_path, functions=1)).units if u.is_function
-        )
+        unit = one_function(tmp_path)
         provider = chain_for(fake)
 
         with pytest.raises(CircuitOpenError) as refused:
@@ -262,6 +255,60 @@ class TestEveryModelRefuses:
         assert refused.value.breaker == model_target(PRIMARY)
         assert f"every model refuses: also '{model_target(FALLBACK)}'" in str(refused.value)
         assert fake.requests == []
+
+    async def test_primary_open_and_the_fallback_out_for_the_day__waits_for_the_primary(
+        self, fake, tmp_path
+    ):
+        await sync_to_async(model_rows)(recovery_timeout=1.0)
+        await sync_to_async(open_breaker)(PRIMARY)
+        await sync_to_async(RateLimitBudget.objects.filter(name=model_target(FALLBACK)).update)(
+            requests_per_day=1, day_requests=1, day_started_at=time.time()
+        )
+        provider = chain_for(fake)
+        waits = []
+
+        result = await provider.review(
+            ReviewRequest(
+                unit=one_function(tmp_path),
+                deadline=time.time() + 30,
+                wait_for_breaker=True,
+                wait_for_budget=True,
+                on_wait=waits.append,
+            )
+        )
+        await provider.aclose()
+
+        assert result.model == PRIMARY
+        assert [w.reason for w in waits][:1] == ["breaker"]
+        assert requests_by_model(fake) == {PRIMARY: 1}
+
+    async def test_every_budget_short_past_the_deadline__refused_at_once(self, fake, tmp_path):
+        await sync_to_async(model_rows)()
+        for model in (PRIMARY, FALLBACK):
+            await sync_to_async(pause)(
+                model_target(model), until=time.time() + 60, reason="http_429: retry-after 60 s"
+            )
+        provider = chain_for(fake)
+
+        with pytest.raises(BudgetExhaustedError):
+            await asyncio.wait_for(
+                provider.review(
+                    ReviewRequest(
+                        unit=one_function(tmp_path),
+                        deadline=time.time() + 10,
+                        wait_for_breaker=True,
+                        wait_for_budget=True,
+                    )
+                ),
+                timeout=20,
+            )
+        await provider.aclose()
+
+        assert fake.requests == []
+
+
+def one_function(root: Path) -> Unit:
+    return next(u for u in parse_tree(write_project(root, functions=1)).units if u.is_function)
 
 
 class TestCacheAndUpgrade:
