@@ -23,15 +23,19 @@ MODEL = "claude-sonnet-5-5"
 
 
 def generous_anthropic_limits(
-    *, failure_threshold: int = 50, recovery_timeout: float = 60, **breaker_tuning: float
+    *,
+    failure_threshold: int = 50,
+    recovery_timeout: float = 60,
+    legacy: bool = True,
+    **breaker_tuning: float,
 ) -> None:
     """The ``anthropic`` breaker and budget (the target of ``provider_for``'s guard), and those of
     each model of the chain (``anthropic:<model>``, the product's guards in a worker process),
     set so that none gets in a test's way; ``breaker_tuning`` sets other fields of the breakers
-    (the model's defaults otherwise)."""
+    (the model's defaults otherwise). ``legacy=False``: the models' rows alone."""
     now = time.time()
     models = dict.fromkeys([MODEL, *settings.EIDOLON_AI_MODELS])
-    for name in ["anthropic", *(model_target(model) for model in models)]:
+    for name in ["anthropic"] * legacy + [model_target(model) for model in models]:
         CircuitBreaker.objects.create(
             name=name,
             failure_threshold=failure_threshold,

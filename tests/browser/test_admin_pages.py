@@ -12,10 +12,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from playwright.sync_api import Locator, Page, expect
 
 from analyses.models import Analysis, Card, LLMCall
+from analyses.providers.anthropic import model_target
 from analyses.review_responder import review_responder
 from reliability.fake_anthropic import FakeAnthropic, FakeConfig
 from reliability.models import CircuitBreaker, ControlChange, HealthComponentState, ModelPrice
@@ -37,6 +39,7 @@ OTHER_LISTS = (
     "/admin/reliability/healthsample/",
     "/admin/reliability/workerheartbeat/",
 )
+PRIMARY = model_target(settings.EIDOLON_AI_MODELS[0])  # the primary model's breaker
 MONEY = re.compile(r"^\$\d+\.\d{4}$")
 SPENT = re.compile(r"^\$(?!0\.0000$)\d+\.\d{4}$")  # more than nothing
 
@@ -107,16 +110,27 @@ def after_an_analysis():
     recorded, and a live daphne; yields the base URL and the analysis."""
     # A fault rate this high opens the breaker now and then (failures are retried, not failed):
     # a short recovery keeps the analysis to seconds.
-    generous_anthropic_limits(recovery_timeout=1)
-    ModelPrice.objects.update_or_create(  # transactional tests before this one flush the table
-        model="claude-sonnet",
-        defaults={
-            "input_per_mtok": "3",
-            "output_per_mtok": "15",
-            "cache_write_per_mtok": "3.75",
-            "cache_read_per_mtok": "0.30",
-        },
-    )
+    generous_anthropic_limits(recovery_timeout=1, legacy=False)
+    # Transactional tests before this one flush the table; a fallback may review too.
+    for model, prices in (
+        ("claude-sonnet", ("3", "15", "3.75", "0.30")),
+        ("claude-haiku-4-5", ("1", "5", "1.25", "0.10")),
+    ):
+        ModelPrice.objects.update_or_create(
+            model=model,
+            defaults=dict(
+                zip(
+                    (
+                        "input_per_mtok",
+                        "output_per_mtok",
+                        "cache_write_per_mtok",
+                        "cache_read_per_mtok",
+                    ),
+                    prices,
+                    strict=True,
+                )
+            ),
+        )
     fake_api = FakeAnthropic(
         config=FakeConfig(fault_rates={"overloaded": 0.2}, seed=11), responder=review_responder
     )
@@ -173,9 +187,9 @@ class TestAdminPagesAtAGlance:
         page = context.new_page()
         page.set_default_timeout(15_000)
         log_in(page, base, "operator", PASSWORD)
-        breaker = CircuitBreaker.objects.get(name="anthropic")
+        breaker = CircuitBreaker.objects.get(name=PRIMARY)
         operate_breaker(page, base, breaker)
-        assert ControlChange.objects.filter(name="anthropic", action="edit").exists()
+        assert ControlChange.objects.filter(name=PRIMARY, action="edit").exists()
 
         def visit(path: str, shot: str) -> None:
             page.goto(f"{base}{path}")
@@ -186,7 +200,7 @@ class TestAdminPagesAtAGlance:
         strip = page.locator(".status-strip")
         for part in (".strip-health .state", ".strip-breakers .state", ".strip-budget .figure"):
             assert_visible_without_scrolling(strip.locator(part).first)
-        expect(strip.locator(".strip-breakers")).to_contain_text("anthropic closed")
+        expect(strip.locator(".strip-breakers")).to_contain_text(f"{PRIMARY} closed")
         expect(strip.locator(".strip-budget").first).to_contain_text("requests")
         expect(strip.locator(".strip-analyses")).to_contain_text("0 running")
         spend = strip.locator(".strip-spend .figure")
@@ -229,9 +243,11 @@ class TestAdminPagesAtAGlance:
         assert_visible_without_scrolling(column_cell(page, "when"))
 
         visit("/admin/reliability/circuitbreaker/", "breakers")
-        assert_visible_without_scrolling(column_cell(page, "state").locator(".badge"))
-        expect(column_cell(page, "last transition")).to_contain_text(TIME_WITH_SECONDS)
-        assert_visible_without_scrolling(column_cell(page, "last transition"))
+        names = [n.strip() for n in page.locator("#result_list tbody tr th").all_inner_texts()]
+        operated = names.index(breaker.name)  # one row per model, and git's
+        assert_visible_without_scrolling(column_cell(page, "state", operated).locator(".badge"))
+        expect(column_cell(page, "last transition", operated)).to_contain_text(TIME_WITH_SECONDS)
+        assert_visible_without_scrolling(column_cell(page, "last transition", operated))
 
         visit(f"/admin/reliability/circuitbreaker/{breaker.pk}/change/", "breaker")
         assert_visible_without_scrolling(shown_field(page, "state_badge").locator(".badge"))
