@@ -111,7 +111,7 @@ def screenshot_dir(tmp_path: Path) -> Path:
 def services():
     """The fake API, a live daphne and a worker, configured alike; yields the base URL, the
     directory to analyse and the servers' environment."""
-    generous_anthropic_limits()
+    generous_anthropic_limits(legacy=False)
     fake_api = FakeAnthropic(config=FakeConfig(latency_s=0.25), responder=hostile_reviews)
     with (
         tempfile.TemporaryDirectory(prefix="eidolon-sources-") as sources,
