@@ -106,6 +106,13 @@ class Analysis(models.Model):
 
     file_errors = models.JSONField(default=list, blank=True)
     summary = models.JSONField(default=dict, blank=True)
+    model_usage = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Per model, what it did (selectors.analysis_model_usage), kept when it "
+        "finished; null before.",
+    )
     health_score = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:

@@ -55,6 +55,7 @@ from analyses.providers.static import StaticProvider
 from analyses.run_state import AnalysisRun
 from analyses.scheduling import UnitQueue, UnitWork
 from analyses.scoring import summarize_system
+from analyses.selectors import analysis_model_usage
 from analyses.sources import SourceError, resolve_local_directory
 from reliability.clock import SYSTEM_CLOCK, Clock
 from reliability.exceptions import (
@@ -536,6 +537,7 @@ async def _finish(run: AnalysisRun, status: str, reason: str) -> str:
         skip = sync_to_async(store.skip_pending_units)
         analysis_metrics.record_units_skipped(await skip(run.id, reason=f"not reviewed: {reason}"))
     summary, score = await sync_to_async(_summary)(run.id)
+    usage = await sync_to_async(analysis_model_usage)(run.analysis)
     finished = await sync_to_async(store.finish)(
         run.id,
         worker_id=run.worker_id,
@@ -543,6 +545,7 @@ async def _finish(run: AnalysisRun, status: str, reason: str) -> str:
         reason=reason,
         summary=summary,
         health_score=score,
+        model_usage=usage,
     )
     if not finished:
         logger.warning("analysis_finish_lost_lease", status=status)

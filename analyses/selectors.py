@@ -135,7 +135,10 @@ def analysis_model_usage(analysis: Analysis) -> list[dict[str, Any]]:
     served from the cache), the requests sent to it (failed ones too: the primary's overloads
     while it was failing are part of the price of falling back), their tokens and their cost
     (None when some call had no price). The chain's models first, in order, then the others.
-    Two grouped queries, one over ``CodeUnit`` and one over ``LLMCall``."""
+    Two grouped queries, one over ``CodeUnit`` and one over ``LLMCall``; none for a finished
+    analysis, which keeps what they said when it finished (``Analysis.model_usage``)."""
+    if analysis.model_usage is not None and analysis.is_finished:
+        return analysis.model_usage
     units = {
         row["model"]: row
         for row in CodeUnit.objects.filter(analysis_id=analysis.pk)

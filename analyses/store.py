@@ -492,6 +492,7 @@ def finish(
     reason: str,
     summary: dict[str, Any] | None,
     health_score: int | None,
+    model_usage: list[dict[str, Any]] | None = None,
 ) -> bool:
     """Record the final status and give up the lease (only while the lease is ours)."""
     return bool(
@@ -500,6 +501,7 @@ def finish(
             status_reason=reason,
             waiting_reason="",
             summary=summary or {},
+            model_usage=model_usage,
             health_score=health_score,
             finished_at=datetime.now(tz=UTC),
             lease_owner="",

@@ -75,14 +75,24 @@ class TestModelUsage:
         assert sum(costs) == pytest.approx(float(analysis.cost_usd))
         assert sum(u["input_tokens"] for u in usage) == analysis.input_tokens
 
-    async def test_two_grouped_queries(self, fake, tmp_path, django_assert_num_queries):  # noqa: F811
+    async def test_two_grouped_queries__none_once_finished(
+        self,
+        fake,  # noqa: F811
+        tmp_path,
+        django_assert_num_queries,
+    ):
         analysis = await mixed_analysis(fake, write_project(tmp_path, functions=1))
+        kept = analysis.model_usage
 
         def usage() -> None:
+            with django_assert_num_queries(0):
+                assert analysis_model_usage(analysis) == kept  # kept when it finished
+            analysis.model_usage = None  # as an analysis finished before it was kept
             with django_assert_num_queries(2):
-                analysis_model_usage(analysis)
+                assert analysis_model_usage(analysis) == kept
 
         await sync_to_async(usage)()
+        assert [row["model"] for row in kept] == [PRIMARY, FALLBACK]
 
     async def test_api__the_analysis_has_its_models_and_each_card_its_model(self, fake, tmp_path):  # noqa: F811
         analysis = await mixed_analysis(fake, write_project(tmp_path, functions=1))
