@@ -139,6 +139,8 @@ def analysis_model_usage(analysis: Analysis) -> list[dict[str, Any]]:
     analysis, which keeps what they said when it finished (``Analysis.model_usage``)."""
     if analysis.model_usage is not None and analysis.is_finished:
         return analysis.model_usage
+    if analysis.status == AnalysisStatus.QUEUED and not analysis.runs:
+        return []  # no worker has started it: nothing reviewed, nothing asked
     units = {
         row["model"]: row
         for row in CodeUnit.objects.filter(analysis_id=analysis.pk)
