@@ -139,24 +139,27 @@ ACTIONS_BY_SLUG = {action.slug: action for action in OPERATOR_ACTIONS.values()}
 def breaker_names_meant(name: str) -> list[str]:
     """The breakers an operator means by ``name``: a family's members (``anthropic``: one per
     model), or the breaker itself; [] when no breaker by that name exists or is configured."""
-    meant = names_meant(name)
-    if meant != [name]:
-        return meant
-    configured = family_of(name) in settings.EIDOLON_BREAKER_DEFAULTS and (
-        name in settings.EIDOLON_BREAKER_DEFAULTS or name in members(family_of(name))
-    )
-    return meant if configured or CircuitBreaker.objects.filter(name=name).exists() else []
+    return _names_meant(name, defaults=settings.EIDOLON_BREAKER_DEFAULTS, model=CircuitBreaker)
 
 
 def budget_names_meant(name: str) -> list[str]:
     """As ``breaker_names_meant``, for rate-limit budgets."""
+    return _names_meant(name, defaults=settings.EIDOLON_BUDGET_DEFAULTS, model=RateLimitBudget)
+
+
+def _names_meant(
+    name: str,
+    *,
+    defaults: dict[str, Any],
+    model: type[CircuitBreaker] | type[RateLimitBudget],
+) -> list[str]:
     meant = names_meant(name)
     if meant != [name]:
         return meant
-    configured = family_of(name) in settings.EIDOLON_BUDGET_DEFAULTS and (
-        name in settings.EIDOLON_BUDGET_DEFAULTS or name in members(family_of(name))
+    configured = family_of(name) in defaults and (
+        name in defaults or name in members(family_of(name))
     )
-    return meant if configured or RateLimitBudget.objects.filter(name=name).exists() else []
+    return meant if configured or model.objects.filter(name=name).exists() else []
 
 
 @dataclass(frozen=True)
