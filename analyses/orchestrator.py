@@ -355,8 +355,8 @@ async def _with_context_and_cache_keys(
     )
     for item in work:
         item.context = context_for(item.unit, graph=graph, units_by_id=by_id)
-        reviewed = unit_context_hash(item.unit, item.context)
-        item.cache_keys = {model: _cache_key(run, model, reviewed) for model in models}
+        item.context_hash = unit_context_hash(item.unit, item.context)
+        item.cache_keys = {model: _cache_key(run, model, item.context_hash) for model in models}
     run.cached_keys = await sync_to_async(store.cached_keys)(
         [key for item in work for key in item.cache_keys.values()]
     )
@@ -413,7 +413,10 @@ async def _review_unit(run: AnalysisRun, work: UnitWork) -> None:
     if reviewed is None:
         return
     findings, model = reviewed
-    if key := work.cache_keys.get(model) or _key_beyond_chain(run, work, model):
+    if work.context_hash and model != StaticProvider.model:
+        # Stored under the model that wrote it, even one whose results this run does not take
+        # (fallback reviews upgraded): runs that do take them find it.
+        key = _cache_key(run, model, work.context_hash)
         # Cached at once (so a crash before the batch is written does not pay for it again),
         # without holding this worker up.
         task = asyncio.create_task(
@@ -430,14 +433,6 @@ async def _review_unit(run: AnalysisRun, work: UnitWork) -> None:
         task.add_done_callback(run.background.discard)
     run.queue.finished(work)
     record_outcome(run, code_unit_id, unit, UnitStatus.ANALYZED, findings, model=model)
-
-
-def _key_beyond_chain(run: AnalysisRun, work: UnitWork, model: str) -> str | None:
-    """The cache key of a review by a fallback whose results this run does not take (fallback
-    reviews upgraded): stored all the same, for runs that do take them."""
-    if not work.cache_keys or model == StaticProvider.model:
-        return None
-    return _cache_key(run, model, unit_context_hash(work.unit, work.context))
 
 
 async def _review(run: AnalysisRun, work: UnitWork) -> tuple[list[Finding], str] | None:

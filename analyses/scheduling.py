@@ -25,6 +25,7 @@ class UnitWork:
     # The cache keys of the unit's review by each model the run may take a result from, in the
     # order it prefers them (the primary first); empty without a cache.
     cache_keys: dict[str, str] = field(default_factory=dict)
+    context_hash: str = ""  # what the review is sent (the unit and its context); "" without a cache
     deferrals: int = 0  # reviews that gave up on a transient failure
     requests: int = 0  # requests those reviews made
     last_reason: str = ""  # why the last one gave up, for the user

@@ -191,7 +191,7 @@ def analysis_model_usage(analysis: Analysis) -> list[dict[str, Any]]:
 
 def analysis_detail_with_models(analysis: Analysis) -> dict[str, Any]:
     """``analysis_detail`` and its ``models`` (their usage): one analysis as the API's detail
-    and the JSON export give it (two queries more than ``analysis_detail``)."""
+    and the JSON export give it (two queries more than ``analysis_detail`` while it runs)."""
     return {**analysis_detail(analysis), "models": analysis_model_usage(analysis)}
 
 
